@@ -1,0 +1,3 @@
+"""Twilio Media Streams ⇄ OpenAI Realtime voice bot bridge."""
+
+__version__ = "0.1.0"

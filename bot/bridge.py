@@ -1,0 +1,350 @@
+"""One call: the Twilio media socket, the Realtime socket and a `CallSession` between them.
+
+This is the only module that knows both sockets. It receives, parses, hands events to the
+session and executes the commands it returns; it makes no protocol decisions of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from bot.config import Settings
+from bot.errors import ProtocolError, RealtimeUnavailable
+from bot.log import CallLogger
+from bot.realtime_client import describe_close
+from bot.sansio import realtime as rt
+from bot.sansio import twilio as tw
+from bot.sansio.session import (
+    CallSession,
+    Command,
+    DigitPressed,
+    EndCall,
+    Interrupted,
+    Notice,
+    ResponseFinished,
+    SendToRealtime,
+    SendToTwilio,
+    TranscriptTurn,
+)
+from bot.sansio.tokens import verify_stream_token
+
+__all__ = ["CallRegistry", "TwilioChannel", "run_call"]
+
+logger = logging.getLogger(__name__)
+
+START_TIMEOUT_S: Final = 10.0
+CLOSE_TIMEOUT_S: Final = 0.8  # the Realtime socket must be gone within 1 s of the caller
+POLICY_VIOLATION: Final = 1008
+PREWARM_TTL_S: Final = 30.0
+
+
+class TwilioChannel(Protocol):
+    """The Twilio side of a call, as text frames. `receive` raises on disconnect."""
+
+    async def receive(self) -> str | bytes: ...
+
+    async def send(self, text: str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class ChannelClosed(Exception):
+    """The Twilio socket is gone."""
+
+
+RealtimeDialer = Callable[[Settings], Coroutine[Any, Any, ClientConnection]]
+
+
+@dataclass
+class CallRegistry:
+    """Process-wide call state: pre-opened Realtime sockets and the active-call count."""
+
+    settings: Settings
+    signing_secret: str
+    dial: RealtimeDialer
+    active_calls: int = 0
+    calls_started: int = 0
+    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    _prewarmed: dict[str, asyncio.Task[ClientConnection]] = field(default_factory=dict)
+
+    def prewarm(self, call_sid: str) -> None:
+        """Start opening the Realtime socket while Twilio sets up the stream.
+
+        Only called after the webhook signature was verified, so strangers cannot use it.
+        An unclaimed socket is closed after PREWARM_TTL_S.
+        """
+        if call_sid in self._prewarmed:
+            return
+        task = asyncio.create_task(self.dial(self.settings), name=f"prewarm {call_sid}")
+        self._prewarmed[call_sid] = task
+        asyncio.get_running_loop().call_later(PREWARM_TTL_S, self._expire, call_sid, task)
+
+    def _expire(self, call_sid: str, task: asyncio.Task[ClientConnection]) -> None:
+        if self._prewarmed.get(call_sid) is task:
+            del self._prewarmed[call_sid]
+            _discard(task)
+
+    async def take_realtime(self, call_sid: str) -> ClientConnection:
+        task = self._prewarmed.pop(call_sid, None)
+        if task is None:
+            return await self.dial(self.settings)
+        return await task
+
+    async def close(self) -> None:
+        for task in self._prewarmed.values():
+            _discard(task)
+        self._prewarmed.clear()
+
+
+def _discard(task: asyncio.Task[ClientConnection]) -> None:
+    """Cancel a pre-open, or close the socket it produced."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled() and task.exception() is None:
+        connection = task.result()
+        asyncio.get_running_loop().create_task(connection.close()).add_done_callback(
+            lambda t: t.exception() if not t.cancelled() else None
+        )
+
+
+@dataclass
+class _FrameErrors:
+    """Malformed frames are logged once per kind and counted, never fatal."""
+
+    log: CallLogger
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def report(self, side: str, exc: ProtocolError) -> None:
+        key = f"{side}: {exc}"
+        seen = self.counts.get(key, 0)
+        self.counts[key] = seen + 1
+        if not seen:
+            self.log.warning("skipped malformed %s frame: %s", side, exc)
+
+
+class _CallEnded(Exception):
+    def __init__(self, by: str, reason: str) -> None:
+        super().__init__(reason)
+        self.by = by
+        self.reason = reason
+
+
+async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
+    """Serve one Media Stream from `connected` to close. Never raises for call failures."""
+    settings = registry.settings
+    log = CallLogger(logger, {})
+    errors = _FrameErrors(log)
+    try:
+        start = await asyncio.wait_for(_await_start(channel, errors), START_TIMEOUT_S)
+    except (TimeoutError, ChannelClosed):
+        log.warning("stream closed: no valid start within %.0f s", START_TIMEOUT_S)
+        await _close_quietly(channel, POLICY_VIOLATION, "no start")
+        return
+    log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
+    errors.log = log
+    problem = verify_stream_token(
+        registry.signing_secret,
+        start.custom_parameters.get("token"),
+        start.call_sid,
+        time.time(),
+    )
+    if problem is None and settings.twilio_account_sid not in (None, start.account_sid):
+        problem = "start.accountSid is not this account"
+    if problem is not None:
+        log.warning("stream rejected before any Realtime session was opened: %s", problem)
+        await _close_quietly(channel, POLICY_VIOLATION, "unauthorized")
+        return
+
+    registry.active_calls += 1
+    registry.calls_started += 1
+    started = time.monotonic()
+    session = CallSession(
+        stream_sid=start.stream_sid,
+        call_sid=start.call_sid,
+        audio=settings.realtime_audio,
+        greeting=settings.bot_greeting,
+    )
+    end_by, end_reason = "bridge", "unknown"
+    realtime: ClientConnection | None = None
+    try:
+        try:
+            realtime = await registry.take_realtime(start.call_sid)
+        except RealtimeUnavailable as exc:
+            end_by, end_reason = "realtime", f"Realtime unavailable: {exc}"
+            log.error("%s; closing the stream so the caller hears the fallback", end_reason)
+            return
+        log.info(
+            "call connected (%s dialect, %s audio)",
+            settings.realtime_dialect.value,
+            settings.realtime_audio.value,
+        )
+        try:
+            async with asyncio.TaskGroup() as group:
+                await _execute(session.begin(), channel, realtime, log)
+                group.create_task(_pump_twilio(channel, realtime, session, errors, log))
+                group.create_task(_pump_realtime(channel, realtime, session, errors, log))
+                group.create_task(_await_shutdown(registry))
+        except* _CallEnded as ended:
+            first = ended.exceptions[0]
+            assert isinstance(first, _CallEnded)
+            end_by, end_reason = first.by, first.reason
+    except asyncio.CancelledError:
+        end_by, end_reason = "caller", "media socket closed"
+        raise
+    finally:
+        registry.active_calls -= 1
+        if realtime is not None:
+            await _close_realtime(realtime)
+        if end_by != "caller":
+            # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
+            await _close_quietly(channel, 1000, "bridge ended the stream")
+        stats = session.stats
+        log.info(
+            "call ended by %s (%s) after %.1f s: frames in %d / out %d, marks %d/%d played, "
+            "interruptions %d, clears %d, deltas dropped %d, tokens %d%s",
+            end_by,
+            end_reason,
+            time.monotonic() - started,
+            stats.frames_in,
+            stats.frames_out,
+            stats.marks_played,
+            stats.marks_sent,
+            stats.interruptions,
+            stats.clears,
+            stats.deltas_dropped,
+            stats.usage_total_tokens,
+            "".join(f"; {n} x {key}" for key, n in errors.counts.items() if n > 1),
+        )
+
+
+async def _await_shutdown(registry: CallRegistry) -> None:
+    await registry.shutting_down.wait()
+    raise _CallEnded("bridge", "server shutting down")
+
+
+async def _await_start(channel: TwilioChannel, errors: _FrameErrors) -> tw.TwilioStart:
+    while True:
+        try:
+            frame = await channel.receive()
+        except ChannelClosed:
+            raise
+        try:
+            event = tw.parse(frame)
+        except ProtocolError as exc:
+            errors.report("twilio", exc)
+            continue
+        if isinstance(event, tw.TwilioStart):
+            return event
+        if isinstance(event, tw.TwilioStop):
+            raise ChannelClosed
+
+
+async def _pump_twilio(
+    channel: TwilioChannel,
+    realtime: ClientConnection,
+    session: CallSession,
+    errors: _FrameErrors,
+    log: CallLogger,
+) -> None:
+    while True:
+        try:
+            frame = await channel.receive()
+        except ChannelClosed:
+            raise _CallEnded("caller", "media socket closed") from None
+        try:
+            event = tw.parse(frame)
+        except ProtocolError as exc:
+            errors.report("twilio", exc)
+            continue
+        if event is not None:
+            await _execute(session.handle_twilio(event), channel, realtime, log)
+
+
+async def _pump_realtime(
+    channel: TwilioChannel,
+    realtime: ClientConnection,
+    session: CallSession,
+    errors: _FrameErrors,
+    log: CallLogger,
+) -> None:
+    try:
+        async for frame in realtime:
+            try:
+                event = rt.parse(frame)
+            except ProtocolError as exc:
+                errors.report("realtime", exc)
+                continue
+            if event is not None:
+                await _execute(session.handle_realtime(event), channel, realtime, log)
+    except websockets.ConnectionClosed:
+        pass
+    raise _CallEnded("realtime", f"Realtime socket {describe_close(realtime)}")
+
+
+async def _execute(
+    commands: list[Command], channel: TwilioChannel, realtime: ClientConnection, log: CallLogger
+) -> None:
+    for command in commands:
+        if isinstance(command, SendToRealtime):
+            try:
+                await realtime.send(command.text)
+            except websockets.ConnectionClosed:
+                raise _CallEnded(
+                    "realtime", f"Realtime socket {describe_close(realtime)}"
+                ) from None
+        elif isinstance(command, SendToTwilio):
+            try:
+                await channel.send(command.text)
+            except ChannelClosed:
+                raise _CallEnded("caller", "media socket closed") from None
+        elif isinstance(command, EndCall):
+            raise _CallEnded(command.by, command.reason)
+        elif isinstance(command, Interrupted):
+            log.info(
+                "barge-in: item %s truncated at %d ms of %d ms received%s",
+                command.item_id,
+                command.audio_end_ms,
+                command.received_ms,
+                " (Twilio cleared)" if command.cleared else "",
+            )
+        elif isinstance(command, TranscriptTurn):
+            log.info("%s: %s", command.speaker, _shorten(command.text))
+        elif isinstance(command, DigitPressed):
+            log.info("caller pressed %s", command.digit)
+        elif isinstance(command, ResponseFinished):
+            if command.status not in ("completed", "cancelled"):
+                log.warning(
+                    "response %s ended %s (%s)", command.response_id, command.status, command.reason
+                )
+        elif isinstance(command, Notice):
+            log.log(logging.getLevelName(command.level.upper()), "%s", command.message)
+
+
+async def _close_realtime(realtime: ClientConnection) -> None:
+    try:
+        await asyncio.wait_for(realtime.close(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, websockets.WebSocketException, OSError):
+        pass
+    finally:
+        # A peer that ignores the close handshake gets its TCP connection dropped.
+        if realtime.transport is not None and not realtime.transport.is_closing():
+            realtime.transport.abort()
+
+
+async def _close_quietly(channel: TwilioChannel, code: int, reason: str) -> None:
+    with contextlib.suppress(Exception):
+        await channel.close(code, reason)
+
+
+def _shorten(text: str, limit: int = 120) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

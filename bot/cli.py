@@ -1,0 +1,117 @@
+"""Command line: `bot serve` and `bot simulate` (also `python -m bot`)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from bot.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bot", description="Twilio ⇄ Realtime voice bot bridge")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the bridge (settings from the environment and .env)")
+
+    sim = commands.add_parser("simulate", help="place a simulated phone call against a bridge")
+    sim.add_argument(
+        "url",
+        nargs="?",
+        help="the bridge's base URL (default: PUBLIC_URL, else http://127.0.0.1:$PORT)",
+    )
+    sim.add_argument("--say", type=Path, help="WAV file the caller speaks (any rate)")
+    sim.add_argument("--record", type=Path, help="write what the caller heard to this WAV")
+    sim.add_argument(
+        "--barge-in-at", type=float, metavar="SECONDS", help="start speaking over the bot"
+    )
+    sim.add_argument("--barge-in", type=Path, metavar="WAV", help="what to say when barging in")
+    sim.add_argument("--duration", type=float, metavar="SECONDS", help="hang up after this long")
+    sim.add_argument("--fast", action="store_true", help="send audio as fast as possible")
+    sim.add_argument(
+        "--dtmf", action="append", default=[], metavar="DIGIT@SECONDS", help="press a key"
+    )
+    sim.add_argument(
+        "--auth-token",
+        help="sign webhooks with this token (default: TWILIO_AUTH_TOKEN or the local secret)",
+    )
+    sim.add_argument("--stream-url", help="open this stream URL instead of the one in the TwiML")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)  # real environment variables win over .env
+    except ImportError:  # pragma: no cover - python-dotenv is a dependency
+        pass
+    if args.command == "serve":
+        return _serve()
+    return _simulate(args)
+
+
+def _serve() -> int:
+    from bot.config import Settings
+    from bot.log import configure_logging
+    from bot.server import serve
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    serve(settings)
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from bot.simulator import default_auth_token, load_wav_as_ulaw, simulate, write_wav
+
+    url = (
+        args.url
+        or os.environ.get("PUBLIC_URL")
+        or f"http://127.0.0.1:{os.environ.get('PORT', '5050')}"
+    )
+    dtmf = []
+    for spec in args.dtmf:
+        digit, _, at = spec.partition("@")
+        try:
+            dtmf.append((float(at or 0), digit))
+        except ValueError:
+            print(f"bot simulate: --dtmf wants DIGIT@SECONDS, got {spec!r}", file=sys.stderr)
+            return 2
+    try:
+        say = load_wav_as_ulaw(args.say) if args.say else b""
+        barge = load_wav_as_ulaw(args.barge_in) if args.barge_in else b""
+    except (OSError, EOFError, ValueError) as exc:
+        print(f"bot simulate: cannot read WAV: {exc}", file=sys.stderr)
+        return 2
+    token = args.auth_token or default_auth_token()
+    try:
+        result = asyncio.run(
+            simulate(
+                url,
+                auth_token=token,
+                say=say,
+                barge_in_at_s=args.barge_in_at if args.barge_in else None,
+                barge_in=barge,
+                duration_s=args.duration,
+                fast=args.fast,
+                stream_url=args.stream_url,
+                dtmf=dtmf,
+            )
+        )
+    except OSError as exc:
+        print(f"bot simulate: cannot reach {url}: {exc}", file=sys.stderr)
+        return 1
+    if args.record:
+        write_wav(args.record, result.output_ulaw)
+    print(result.summary())
+    return 0 if result.webhook_status == 200 else 1
