@@ -74,6 +74,7 @@ class CallRegistry:
     active_calls: int = 0
     calls_started: int = 0
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
+    cleanups: set[asyncio.Task[None]] = field(default_factory=set)
     _prewarmed: dict[str, asyncio.Task[ClientConnection]] = field(default_factory=dict)
 
     def prewarm(self, call_sid: str) -> None:
@@ -103,6 +104,8 @@ class CallRegistry:
         for task in self._prewarmed.values():
             _discard(task)
         self._prewarmed.clear()
+        if self.cleanups:
+            await asyncio.wait(self.cleanups, timeout=2)
 
 
 def _discard(task: asyncio.Task[ClientConnection]) -> None:
@@ -202,28 +205,48 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
         raise
     finally:
         registry.active_calls -= 1
-        if realtime is not None:
-            await _close_realtime(realtime)
-        if end_by != "caller":
-            # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
-            await _close_quietly(channel, 1000, "bridge ended the stream")
-        stats = session.stats
-        log.info(
-            "call ended by %s (%s) after %.1f s: frames in %d / out %d, marks %d/%d played, "
-            "interruptions %d, clears %d, deltas dropped %d, tokens %d%s",
-            end_by,
-            end_reason,
-            time.monotonic() - started,
-            stats.frames_in,
-            stats.frames_out,
-            stats.marks_played,
-            stats.marks_sent,
-            stats.interruptions,
-            stats.clears,
-            stats.deltas_dropped,
-            stats.usage_total_tokens,
-            "".join(f"; {n} x {key}" for key, n in errors.counts.items() if n > 1),
+        # Quart may cancel this task again while it cleans up (the caller's socket went
+        # away); the cleanup runs in its own task so it always completes.
+        cleanup = asyncio.create_task(
+            _finish_call(channel, realtime, session, errors, log, end_by, end_reason, started)
         )
+        registry.cleanups.add(cleanup)
+        cleanup.add_done_callback(registry.cleanups.discard)
+        await asyncio.shield(cleanup)
+
+
+async def _finish_call(
+    channel: TwilioChannel,
+    realtime: ClientConnection | None,
+    session: CallSession,
+    errors: _FrameErrors,
+    log: CallLogger,
+    end_by: str,
+    end_reason: str,
+    started: float,
+) -> None:
+    if realtime is not None:
+        await _close_realtime(realtime)
+    if end_by != "caller":
+        # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
+        await _close_quietly(channel, 1000, "bridge ended the stream")
+    stats = session.stats
+    log.info(
+        "call ended by %s (%s) after %.1f s: frames in %d / out %d, marks %d/%d played, "
+        "interruptions %d, clears %d, deltas dropped %d, tokens %d%s",
+        end_by,
+        end_reason,
+        time.monotonic() - started,
+        stats.frames_in,
+        stats.frames_out,
+        stats.marks_played,
+        stats.marks_sent,
+        stats.interruptions,
+        stats.clears,
+        stats.deltas_dropped,
+        stats.usage_total_tokens,
+        "".join(f"; {n} x {key}" for key, n in errors.counts.items() if n > 1),
+    )
 
 
 async def _await_shutdown(registry: CallRegistry) -> None:

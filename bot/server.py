@@ -16,14 +16,14 @@ from bot.config import Settings
 from bot.realtime_client import realtime_url, redact_url
 from bot.web import MEDIA_PATH, VOICE_PATH, create_app, public_base
 
-__all__ = ["serve"]
+__all__ = ["bind_socket", "hypercorn_config", "serve"]
 
 logger = logging.getLogger("bot.server")
 
 MAX_WEBSOCKET_FRAME_BYTES = 1024 * 1024  # a Twilio frame is ~300 bytes; bigger is abuse
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -36,7 +36,7 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then refuse new calls and give active ones the grace period."""
-    sock = _bind(settings.host, settings.port)
+    sock = bind_socket(settings.host, settings.port)
     settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
     registry: CallRegistry = app.extensions["bot.registry"]
@@ -67,13 +67,18 @@ def serve(settings: Settings) -> None:
         settings.realtime_auth,
     )
 
+    asyncio.run(_serve(app, hypercorn_config(sock), registry, settings.shutdown_grace_s))
+
+
+def hypercorn_config(sock: socket.socket) -> HypercornConfig:
+    """Hypercorn serving on an already bound socket (so port 0 works and never races)."""
     config = HypercornConfig()
     config.bind = [f"fd://{sock.detach()}"]
     config.websocket_max_message_size = MAX_WEBSOCKET_FRAME_BYTES
     config.graceful_timeout = 2.0  # after our own grace period has ended the calls
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
-    asyncio.run(_serve(app, config, registry, settings.shutdown_grace_s))
+    return config
 
 
 async def _serve(

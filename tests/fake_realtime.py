@@ -1,0 +1,309 @@
+"""A scriptable Realtime server on loopback, speaking the GA or the beta dialect.
+
+It records what each connection sent (headers, events, input audio), runs a small energy
+VAD on the input like the hosted server's `server_vad`, and answers `response.create` with
+a scripted audio answer, streamed faster than real time as the hosted API does. When the
+caller speaks during an answer it sends `speech_started`, a few late deltas (the server
+races the cancellation), then `response.done` with status `cancelled`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import itertools
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import numpy as np
+import websockets
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+_ids = itertools.count(1)
+
+
+def _id(prefix: str) -> str:
+    return f"{prefix}_{next(_ids):04d}"
+
+
+@dataclass
+class FakeConnection:
+    path: str
+    headers: dict[str, str]
+    events: list[dict[str, object]] = field(default_factory=list)
+    input_audio: bytearray = field(default_factory=bytearray)
+    audio_format: str = "pcm16"  # from session.update: pcm16 | g711_ulaw
+    opened_at: float = field(default_factory=time.monotonic)
+    closed_at: float | None = None
+    speech_started_at: float | None = None
+    late_deltas_sent: int = 0
+    socket: ServerConnection | None = None
+
+    def of_type(self, kind: str) -> list[dict[str, object]]:
+        return [e for e in self.events if e.get("type") == kind]
+
+    @property
+    def truncates(self) -> list[dict[str, object]]:
+        return self.of_type("conversation.item.truncate")
+
+    def input_pcm16(self) -> bytes:
+        """Input audio as PCM16 at the session's rate (24 kHz, or 8 kHz for μ-law)."""
+        if self.audio_format == "g711_ulaw":
+            return audioop.ulaw2lin(bytes(self.input_audio), 2)
+        return bytes(self.input_audio)
+
+
+class FakeRealtime:
+    def __init__(
+        self,
+        *,
+        dialect: str = "ga",
+        answer: bytes = b"",
+        delta_ms: int = 100,
+        vad_threshold_rms: float = 1500.0,
+        reject_status: int | None = None,
+        close_after_s: float | None = None,
+        close_code: int = 1011,
+        error_before_close: dict[str, object] | None = None,
+        late_deltas: int = 3,
+    ) -> None:
+        self.dialect = dialect
+        self.answer = answer  # in the session's output format; PCM16 24 kHz by default
+        self.delta_ms = delta_ms
+        self.vad_threshold_rms = vad_threshold_rms
+        self.reject_status = reject_status
+        self.close_after_s = close_after_s
+        self.close_code = close_code
+        self.error_before_close = error_before_close
+        self.late_deltas = late_deltas
+        self.connections: list[FakeConnection] = []
+        self.handshakes = 0
+        self._server: websockets.asyncio.server.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/v1/realtime"
+
+    async def __aenter__(self) -> FakeRealtime:
+        self._server = await websockets.serve(
+            self._handle,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            compression=None,
+            max_size=None,
+        )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.handshakes += 1
+        if self.reject_status is not None:
+            status = HTTPStatus(self.reject_status)
+            return connection.respond(status, f"{status.phrase}\n")
+        return None
+
+    # -- per connection ------------------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        request = ws.request
+        assert request is not None
+        conn = FakeConnection(request.path, {k.lower(): v for k, v in request.headers.raw_items()})
+        conn.socket = ws
+        self.connections.append(conn)
+        state = _State()
+        tasks: set[asyncio.Task[None]] = set()
+        if self.close_after_s is not None:
+            tasks.add(asyncio.create_task(self._close_later(ws)))
+        await self._send(ws, {"type": "session.created", "session": self._session_object(conn)})
+        try:
+            async for raw in ws:
+                event = json.loads(raw)
+                kind = event.get("type")
+                if kind != "input_audio_buffer.append":
+                    conn.events.append(event)
+                if kind == "session.update":
+                    self._apply_session(conn, event["session"])
+                    await self._send(ws, {"type": "session.updated", "session": event["session"]})
+                elif kind == "input_audio_buffer.append":
+                    conn.events.append({"type": kind, "bytes": len(event["audio"])})
+                    await self._on_audio(ws, conn, state, base64.b64decode(event["audio"]))
+                elif kind == "response.create":
+                    task = asyncio.create_task(self._respond(ws, conn, state))
+                    tasks.add(task)
+                elif kind == "conversation.item.truncate":
+                    await self._send(
+                        ws,
+                        {
+                            "type": "conversation.item.truncated",
+                            "item_id": event["item_id"],
+                            "content_index": 0,
+                            "audio_end_ms": event["audio_end_ms"],
+                        },
+                    )
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            conn.closed_at = time.monotonic()
+            for task in tasks:
+                task.cancel()
+
+    def _session_object(self, conn: FakeConnection) -> dict[str, object]:
+        if self.dialect == "ga":
+            return {
+                "type": "realtime",
+                "object": "realtime.session",
+                "id": _id("sess"),
+                "expires_at": int(time.time()) + 3600,
+                "audio": {"input": {"format": {"type": "audio/pcm", "rate": 24000}}},
+            }
+        return {"id": _id("sess"), "object": "realtime.session", "input_audio_format": "pcm16"}
+
+    def _apply_session(self, conn: FakeConnection, session: dict[str, object]) -> None:
+        if self.dialect == "ga":
+            audio = session.get("audio")
+            assert isinstance(audio, dict), "GA session.update must nest audio settings"
+            fmt = audio["input"]["format"]["type"]
+            conn.audio_format = "g711_ulaw" if fmt == "audio/pcmu" else "pcm16"
+        else:
+            assert "input_audio_format" in session, "beta session.update is flat"
+            conn.audio_format = str(session["input_audio_format"])
+
+    async def _close_later(self, ws: ServerConnection) -> None:
+        assert self.close_after_s is not None
+        await asyncio.sleep(self.close_after_s)
+        if self.error_before_close is not None:
+            await self._send(ws, {"type": "error", "error": self.error_before_close})
+        await ws.close(self.close_code, "fake server closing")
+
+    def _name(self, ga: str, beta: str) -> str:
+        return ga if self.dialect == "ga" else beta
+
+    async def _send(self, ws: ServerConnection, event: dict[str, object]) -> None:
+        event.setdefault("event_id", _id("event"))
+        await ws.send(json.dumps(event))
+
+    async def _on_audio(
+        self, ws: ServerConnection, conn: FakeConnection, state: _State, audio: bytes
+    ) -> None:
+        conn.input_audio += audio
+        pcm = audioop.ulaw2lin(audio, 2) if conn.audio_format == "g711_ulaw" else audio
+        rate = 8000 if conn.audio_format == "g711_ulaw" else 24000
+        position_ms = len(conn.input_audio) * 1000 // (rate * (1 if rate == 8000 else 2))
+        loud = audioop.rms(pcm, 2) > self.vad_threshold_rms if pcm else False
+        state.loud_run = state.loud_run + 1 if loud else 0
+        if not state.speaking and state.loud_run >= 2:
+            state.speaking = True
+            conn.speech_started_at = time.monotonic()
+            if state.responding:
+                state.interrupted.set()
+            await self._send(
+                ws,
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": max(0, position_ms - 40),
+                    "item_id": _id("item"),
+                },
+            )
+
+    async def _respond(self, ws: ServerConnection, conn: FakeConnection, state: _State) -> None:
+        response_id, item_id = _id("resp"), _id("item")
+        state.responding = True
+        state.interrupted.clear()
+        await self._send(ws, {"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
+        await self._send(
+            ws,
+            {
+                "type": "response.output_item.added",
+                "response_id": response_id,
+                "output_index": 0,
+                "item": {"id": item_id, "type": "message", "role": "assistant", "content": []},
+            },
+        )
+        bytes_per_ms = 8 if conn.audio_format == "g711_ulaw" else 48
+        step = self.delta_ms * bytes_per_ms
+        delta_name = self._name("response.output_audio.delta", "response.audio.delta")
+
+        async def delta(audio: bytes) -> None:
+            await self._send(
+                ws,
+                {
+                    "type": delta_name,
+                    "response_id": response_id,
+                    "item_id": item_id,
+                    "output_index": 0,
+                    "content_index": 0,
+                    "delta": base64.b64encode(audio).decode(),
+                },
+            )
+
+        for start in range(0, len(self.answer), step):
+            if state.interrupted.is_set():
+                break
+            await delta(self.answer[start : start + step])
+            # Faster than real time, like the hosted API, but not all at once.
+            await asyncio.sleep(self.delta_ms / 1000 / 20)
+        # Stay "in progress" while the caller could still be hearing the answer, so that
+        # speaking over it interrupts an active response.
+        playback_s = len(self.answer) / bytes_per_ms / 1000
+        try:
+            await asyncio.wait_for(state.interrupted.wait(), playback_s)
+        except TimeoutError:
+            pass
+        if state.interrupted.is_set():
+            # The server races its own cancellation: some deltas still arrive.
+            for _ in range(self.late_deltas):
+                await delta(self.answer[:step] or b"\0\0")
+                conn.late_deltas_sent += 1
+        done_name = self._name("response.output_audio.done", "response.audio.done")
+        await self._send(ws, {"type": done_name, "response_id": response_id, "item_id": item_id})
+        transcript_name = self._name(
+            "response.output_audio_transcript.done", "response.audio_transcript.done"
+        )
+        await self._send(
+            ws, {"type": transcript_name, "response_id": response_id, "item_id": item_id, "transcript": "Hello there."}
+        )
+        cancelled = state.interrupted.is_set()
+        status = "cancelled" if cancelled else "completed"
+        details = {"type": "cancelled", "reason": "turn_detected"} if cancelled else None
+        await self._send(
+            ws,
+            {
+                "type": "response.done",
+                "response": {
+                    "id": response_id,
+                    "status": status,
+                    "status_details": details,
+                    "usage": {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37},
+                },
+            },
+        )
+        state.responding = False
+
+
+@dataclass
+class _State:
+    speaking: bool = False
+    loud_run: int = 0
+    responding: bool = False
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def pcm16_tone(freq_hz: float, seconds: float, dbfs: float = -10.0, rate: int = 24000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    amplitude = 32767 * 10 ** (dbfs / 20)
+    return np.rint(amplitude * np.sin(2 * np.pi * freq_hz * t)).astype("<i2").tobytes()

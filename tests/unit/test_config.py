@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.config import DEFAULT_REALTIME_URL, Settings
+from bot.errors import ConfigError
+from bot.realtime_client import realtime_headers, realtime_url, redact_url
+from bot.sansio.realtime import AudioFormat, Dialect
+
+
+def test_defaults_start_a_local_loopback_server() -> None:
+    settings = Settings.from_env({})
+    assert settings.local_mode
+    assert settings.host == "127.0.0.1" and settings.port == 5050
+    assert settings.realtime_url == DEFAULT_REALTIME_URL
+    assert settings.realtime_dialect is Dialect.GA
+    assert settings.realtime_audio is AudioFormat.PCM16
+    assert any("REALTIME_API_KEY" in warning for warning in settings.warnings)
+
+
+def test_without_auth_token_a_public_host_is_refused() -> None:
+    settings = Settings.from_env({"HOST": "0.0.0.0"})
+    assert settings.host == "127.0.0.1"
+    assert any("HOST=0.0.0.0 ignored" in warning for warning in settings.warnings)
+
+
+def test_every_problem_is_reported_at_once_and_secrets_stay_hidden() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {
+                "TWILIO_AUTH_TOKEN": "tok-SECRET-123",
+                "PORT": "http",
+                "REALTIME_URL": "https://api.openai.com/v1/realtime",
+                "REALTIME_DIALECT": "v2",
+                "REALTIME_AUDIO": "mp3",
+                "REALTIME_AUTH": "basic",
+                "VAD_THRESHOLD": "3",
+                "TWILIO_ACCOUNT_SID": "nope",
+                "REALTIME_API_KEY": "sk-SECRET-456",
+            }
+        )
+    message = str(caught.value)
+    for name in (
+        "PUBLIC_URL",
+        "PORT",
+        "REALTIME_URL",
+        "REALTIME_DIALECT",
+        "REALTIME_AUDIO",
+        "REALTIME_AUTH",
+        "VAD_THRESHOLD",
+        "TWILIO_ACCOUNT_SID",
+    ):
+        assert name in message
+    assert len(caught.value.problems) == 8
+    assert "SECRET" not in message
+
+
+@pytest.mark.parametrize(
+    "url", ["ftp://x", "http://bot.example.com", "https://bot.example.com/prefix"]
+)
+def test_public_url_must_be_an_https_origin(url: str) -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
+        Settings.from_env({"TWILIO_AUTH_TOKEN": "t", "PUBLIC_URL": url})
+
+
+def test_production_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "TWILIO_AUTH_TOKEN": "t",
+            "PUBLIC_URL": "https://bot.example.com/",
+            "OPENAI_API_KEY": "sk-test",
+            "BOT_GREETING": "Hello!",
+        }
+    )
+    assert not settings.local_mode
+    assert settings.host == "0.0.0.0"
+    assert settings.public_url == "https://bot.example.com"
+    assert settings.realtime_api_key is not None and settings.realtime_api_key.reveal() == "sk-test"
+    assert "sk-test" not in repr(settings)
+    assert settings.bot_greeting == "Hello!"
+
+
+def test_openai_ga_url_and_headers() -> None:
+    settings = Settings.from_env({"REALTIME_API_KEY": "sk-1", "REALTIME_MODEL": "gpt-realtime"})
+    assert realtime_url(settings) == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert realtime_headers(settings) == {"Authorization": "Bearer sk-1"}
+
+
+def test_azure_ga_shape() -> None:
+    settings = Settings.from_env(
+        {
+            "REALTIME_URL": "wss://res.openai.azure.com/openai/v1/realtime",
+            "REALTIME_MODEL": "my-deployment",
+            "REALTIME_AUTH": "api-key",
+            "REALTIME_API_KEY": "az-key",
+        }
+    )
+    assert realtime_url(settings) == (
+        "wss://res.openai.azure.com/openai/v1/realtime?model=my-deployment"
+    )
+    assert realtime_headers(settings) == {"api-key": "az-key"}
+
+
+def test_azure_preview_shape_speaks_beta() -> None:
+    url = (
+        "wss://res.openai.azure.com/openai/realtime?api-version=2025-04-01-preview"
+        "&deployment=gpt-4o-realtime"
+    )
+    settings = Settings.from_env(
+        {
+            "REALTIME_URL": url,
+            "REALTIME_AUTH": "api-key",
+            "REALTIME_DIALECT": "beta",
+            "REALTIME_API_KEY": "az-key",
+        }
+    )
+    assert realtime_url(settings) == url  # the deployment names the model; nothing added
+    assert realtime_headers(settings) == {"api-key": "az-key", "OpenAI-Beta": "realtime=v1"}
+    assert settings.bot_voice == "alloy"
+
+
+def test_compatible_provider_with_its_own_model_ids() -> None:
+    settings = Settings.from_env(
+        {
+            "REALTIME_URL": "wss://voice.example.net/v1/realtime",
+            "REALTIME_MODEL": "opeai/AudioLLM/Voice2",
+            "REALTIME_DIALECT": "beta",
+            "REALTIME_API_KEY": "k",
+        }
+    )
+    assert realtime_url(settings) == (
+        "wss://voice.example.net/v1/realtime?model=opeai/AudioLLM/Voice2"
+    )
+
+
+def test_redacted_urls_hide_keys() -> None:
+    assert redact_url("wss://h/x?api-key=SECRET&deployment=d") == "wss://h/x?api-key=***&deployment=d"
+    assert "pw" not in redact_url("wss://user:pw@h:8443/x")

@@ -1,0 +1,194 @@
+"""The call session driven with bare events, no sockets (h11 style)."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from bot.sansio import realtime as rt
+from bot.sansio import twilio as tw
+from bot.sansio.session import (
+    CallSession,
+    CallState,
+    DigitPressed,
+    EndCall,
+    Interrupted,
+    Notice,
+    SendToRealtime,
+    SendToTwilio,
+)
+from tests.audio_tools import tone
+
+SID = "MZ" + "0" * 32
+CALL = "CA" + "0" * 32
+
+
+def pcm_session(**kw: object) -> CallSession:
+    return CallSession(SID, CALL, rt.AudioFormat.PCM16, **kw)  # type: ignore[arg-type]
+
+
+def delta(item: str, audio: bytes, response: str = "resp_1") -> rt.RealtimeAudioDelta:
+    return rt.RealtimeAudioDelta(response, item, base64.b64encode(audio).decode())
+
+
+def to_twilio(commands: list) -> list[dict]:
+    return [json.loads(c.text) for c in commands if isinstance(c, SendToTwilio)]
+
+
+def to_realtime(commands: list) -> list[dict]:
+    return [json.loads(c.text) for c in commands if isinstance(c, SendToRealtime)]
+
+
+def marks(messages: list[dict]) -> list[str]:
+    return [m["mark"]["name"] for m in messages if m["event"] == "mark"]
+
+
+def test_caller_audio_is_transcoded_to_24k_and_appended() -> None:
+    session = pcm_session()
+    commands = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0))
+    [append] = to_realtime(commands)
+    assert append["type"] == "input_audio_buffer.append"
+    assert len(base64.b64decode(append["audio"])) == 960  # 20 ms of 24 kHz PCM16
+
+
+def test_model_audio_goes_out_in_20_ms_chunks_each_followed_by_a_mark() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.105, 24000))))
+    assert len(marks(sent)) == 5
+    media = [m for m in sent if m["event"] == "media"]
+    assert [m["event"] for m in sent] == ["media", "mark"] * len(media)
+    assert {len(base64.b64decode(m["media"]["payload"])) for m in media} == {160}
+    assert all(m["streamSid"] == SID for m in sent)
+    # The partial last chunk (5 ms) goes out when the audio is done.
+    tail = to_twilio(session.handle_realtime(rt.RealtimeAudioDone("resp_1", "item_1")))
+    assert [m["event"] for m in tail] == ["media", "mark"]
+    assert 0 < len(base64.b64decode(tail[0]["media"]["payload"])) < 160
+    assert len(set(marks(sent + tail))) == len(marks(sent + tail))
+
+
+def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 1.0, 24000))))
+    names = marks(sent)
+    assert len(names) == 50  # 1 s of audio, 20 ms per chunk
+    for name in names[:10]:  # Twilio played 200 ms
+        session.handle_twilio(tw.TwilioMark(name))
+    commands = session.handle_realtime(rt.RealtimeSpeechStarted(5000, "user_1"))
+    assert to_twilio(commands) == [{"event": "clear", "streamSid": SID}]
+    assert to_realtime(commands) == [
+        {
+            "type": "conversation.item.truncate",
+            "item_id": "item_1",
+            "content_index": 0,
+            "audio_end_ms": 200,
+        }
+    ]
+    [interrupted] = [c for c in commands if isinstance(c, Interrupted)]
+    assert interrupted == Interrupted("item_1", 200, 1000, cleared=True)
+    assert session.stats.clears == 1 and session.stats.interruptions == 1
+
+
+def test_after_clear_echoed_marks_and_late_deltas_change_nothing() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    names = marks(to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.5, 24000)))))
+    session.handle_twilio(tw.TwilioMark(names[0]))
+    session.handle_realtime(rt.RealtimeSpeechStarted(100, "user_1"))
+    # Twilio sends back every flushed mark: none of them was played.
+    for name in names[1:]:
+        assert session.handle_twilio(tw.TwilioMark(name)) == []
+    assert session.stats.marks_played == 1
+    # The server was still streaming the interrupted answer.
+    assert session.handle_realtime(delta("item_1", tone(500, 0.2, 24000))) == []
+    assert session.stats.deltas_dropped == 1
+    done = session.handle_realtime(
+        rt.RealtimeResponseDone("resp_1", "cancelled", "turn_detected", None)
+    )
+    assert not [c for c in done if isinstance(c, Notice) and c.level == "warning"]
+    # The next answer plays normally.
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_2"))
+    fresh = to_twilio(session.handle_realtime(delta("item_2", tone(500, 0.1, 24000), "resp_2")))
+    assert [m["event"] for m in fresh][:2] == ["media", "mark"]
+    assert session.playing
+
+
+def test_barge_in_after_playback_finished_does_nothing() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.2, 24000))))
+    sent += to_twilio(session.handle_realtime(rt.RealtimeAudioDone("resp_1", "item_1")))
+    session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
+    for name in marks(sent):
+        session.handle_twilio(tw.TwilioMark(name))
+    assert not session.playing
+    assert session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2")) == []
+
+
+def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))))
+    for name in marks(sent):
+        session.handle_twilio(tw.TwilioMark(name))
+    commands = session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2"))
+    assert to_twilio(commands) == []
+    [truncate] = to_realtime(commands)
+    assert truncate["audio_end_ms"] == 100  # all 5 chunks played; the response goes on
+    assert session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))) == []
+
+
+def test_truncation_never_exceeds_audio_received() -> None:
+    session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("item_1", b"\x7f" * 4000)))
+    for name in marks(sent):
+        session.handle_twilio(tw.TwilioMark(name))
+    [truncate] = to_realtime(session.handle_realtime(rt.RealtimeSpeechStarted(1, None)))
+    assert truncate["audio_end_ms"] == 500 == 4000 // 8
+
+
+def test_passthrough_forwards_payloads_untouched() -> None:
+    session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
+    inbound = base64.b64encode(bytes(range(160))).decode()
+    [append] = to_realtime(session.handle_twilio(tw.parse(
+        json.dumps({"event": "media", "media": {"payload": inbound}})
+    )))
+    assert append["audio"] == inbound
+    outbound = base64.b64encode(bytes(range(256)) * 3).decode()
+    sent = to_twilio(session.handle_realtime(delta("item_1", base64.b64decode(outbound))))
+    payloads = [m["media"]["payload"] for m in sent if m["event"] == "media"]
+    assert "".join(payloads) == outbound
+    assert all(len(base64.b64decode(p)) <= 162 for p in payloads)
+
+
+def test_greeting_asks_the_model_to_speak_first() -> None:
+    assert pcm_session().begin() == []
+    [create] = to_realtime(pcm_session(greeting="Hello from Acme!").begin())
+    assert create["type"] == "response.create"
+    assert "Hello from Acme!" in create["response"]["instructions"]
+
+
+def test_stop_ends_the_call_and_later_events_are_ignored() -> None:
+    session = pcm_session()
+    assert session.handle_twilio(tw.TwilioStop(CALL)) == [EndCall("caller", "caller hung up")]
+    assert session.state is CallState.ENDED
+    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0)) == []
+    assert session.handle_realtime(delta("item_1", b"\0" * 960)) == []
+
+
+def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
+    session = pcm_session()
+    quiet = session.handle_realtime(rt.RealtimeError("response_cancel_not_active", "m", None))
+    assert quiet == [Notice("debug", "realtime: response_cancel_not_active")]
+    ordinary = session.handle_realtime(rt.RealtimeError("invalid_value", "bad", None))
+    assert isinstance(ordinary[0], Notice) and ordinary[0].level == "warning"
+    assert session.state is CallState.STREAMING
+    fatal = session.handle_realtime(rt.RealtimeError("session_expired", "60 minutes", None))
+    assert isinstance(fatal[0], EndCall) and fatal[0].by == "realtime"
+    assert session.state is CallState.ENDED
+
+
+def test_dtmf_is_reported() -> None:
+    assert pcm_session().handle_twilio(tw.TwilioDtmf("5")) == [DigitPressed("5")]

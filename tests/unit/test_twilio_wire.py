@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from bot.errors import TwilioProtocolError
+from bot.sansio import twilio as tw
+
+SID = "MZ" + "0" * 32
+
+
+def test_parses_every_event_twilio_sends() -> None:
+    start = tw.parse(
+        json.dumps(
+            {
+                "event": "start",
+                "sequenceNumber": "1",
+                "start": {
+                    "accountSid": "AC" + "1" * 32,
+                    "streamSid": SID,
+                    "callSid": "CA" + "2" * 32,
+                    "tracks": ["inbound"],
+                    "customParameters": {"token": "t"},
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                },
+                "streamSid": SID,
+            }
+        )
+    )
+    assert start == tw.TwilioStart(SID, "CA" + "2" * 32, "AC" + "1" * 32, {"token": "t"})
+    payload = base64.b64encode(b"\xff" * 160).decode()
+    media = tw.parse(
+        json.dumps({"event": "media", "media": {"payload": payload, "timestamp": "40"}})
+    )
+    assert media == tw.TwilioMedia(b"\xff" * 160, 40)
+    assert tw.parse('{"event":"media","media":{"payload":"","timestamp":7}}') == tw.TwilioMedia(
+        b"", 7
+    )
+    assert tw.parse('{"event":"mark","mark":{"name":"m1"}}') == tw.TwilioMark("m1")
+    assert tw.parse('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == (
+        tw.TwilioDtmf("#")
+    )
+    assert tw.parse('{"event":"stop","stop":{"callSid":"CA1"}}') == tw.TwilioStop("CA1")
+    assert tw.parse('{"event":"connected","protocol":"Call"}') == tw.TwilioConnected("Call")
+
+
+def test_unknown_events_are_ignored() -> None:
+    assert tw.parse('{"event":"something-new","x":1}') is None
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "not json",
+        "[1,2]",
+        "{}",
+        '{"event":"media"}',
+        '{"event":"media","media":{"payload":"@@@@"}}',
+        '{"event":"media","media":{"payload":"AAAA","timestamp":"soon"}}',
+        '{"event":"media","media":{"payload":"AAAA","timestamp":true}}',
+        '{"event":"mark","mark":{}}',
+        '{"event":"dtmf","dtmf":{"digit":"12"}}',
+        '{"event":"start","start":{"streamSid":"MZ1","callSid":"CA 1","accountSid":"AC1"}}',
+        '{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1",'
+        '"customParameters":{"a":1}}}',
+        b'{"event":"media"}',
+        '{"event":"media","media":{"payload":"' + "A" * 70000 + '"}}',
+    ],
+)
+def test_malformed_frames_raise_a_protocol_error(frame: str | bytes) -> None:
+    with pytest.raises(TwilioProtocolError):
+        tw.parse(frame)
+
+
+def test_outbound_messages_have_exactly_twilios_fields() -> None:
+    assert json.loads(tw.serialize_media(SID, "//8=")) == {
+        "event": "media",
+        "streamSid": SID,
+        "media": {"payload": "//8="},
+    }
+    assert json.loads(tw.serialize_mark(SID, "m7")) == {
+        "event": "mark",
+        "streamSid": SID,
+        "mark": {"name": "m7"},
+    }
+    assert json.loads(tw.serialize_clear(SID)) == {"event": "clear", "streamSid": SID}
