@@ -41,10 +41,8 @@ __all__ = ["CallRegistry", "TwilioChannel", "run_call"]
 
 logger = logging.getLogger(__name__)
 
-START_TIMEOUT_S: Final = 10.0
 CLOSE_TIMEOUT_S: Final = 0.8  # the Realtime socket must be gone within 1 s of the caller
 POLICY_VIOLATION: Final = 1008
-PREWARM_TTL_S: Final = 30.0
 
 
 class TwilioChannel(Protocol):
@@ -71,6 +69,8 @@ class CallRegistry:
     settings: Settings
     signing_secret: str
     dial: RealtimeDialer
+    start_timeout_s: float = 10.0  # Twilio sends `start` at once; a silent socket is not Twilio
+    prewarm_ttl_s: float = 30.0
     active_calls: int = 0
     calls_started: int = 0
     shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
@@ -81,13 +81,13 @@ class CallRegistry:
         """Start opening the Realtime socket while Twilio sets up the stream.
 
         Only called after the webhook signature was verified, so strangers cannot use it.
-        An unclaimed socket is closed after PREWARM_TTL_S.
+        A socket no stream claims within `prewarm_ttl_s` is closed.
         """
         if call_sid in self._prewarmed:
             return
         task = asyncio.create_task(self.dial(self.settings), name=f"prewarm {call_sid}")
         self._prewarmed[call_sid] = task
-        asyncio.get_running_loop().call_later(PREWARM_TTL_S, self._expire, call_sid, task)
+        asyncio.get_running_loop().call_later(self.prewarm_ttl_s, self._expire, call_sid, task)
 
     def _expire(self, call_sid: str, task: asyncio.Task[ClientConnection]) -> None:
         if self._prewarmed.get(call_sid) is task:
@@ -147,9 +147,9 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
     log = CallLogger(logger, {})
     errors = _FrameErrors(log)
     try:
-        start = await asyncio.wait_for(_await_start(channel, errors), START_TIMEOUT_S)
+        start = await asyncio.wait_for(_await_start(channel, errors), registry.start_timeout_s)
     except (TimeoutError, ChannelClosed):
-        log.warning("stream closed: no valid start within %.0f s", START_TIMEOUT_S)
+        log.warning("stream closed: no valid start within %.1f s", registry.start_timeout_s)
         await _close_quietly(channel, POLICY_VIOLATION, "no start")
         return
     log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
@@ -163,7 +163,7 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
     if problem is None and settings.twilio_account_sid not in (None, start.account_sid):
         problem = "start.accountSid is not this account"
     if problem is not None:
-        log.warning("stream rejected before any Realtime session was opened: %s", problem)
+        log.warning("stream rejected, no Realtime session opened for it: %s", problem)
         await _close_quietly(channel, POLICY_VIOLATION, "unauthorized")
         return
 

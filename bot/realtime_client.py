@@ -7,6 +7,7 @@ Nothing above this module sees `websockets` exceptions from connecting: every fa
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -23,6 +24,21 @@ __all__ = ["open_realtime", "realtime_headers", "realtime_url", "redact_url", "s
 
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
 _SECRET_QUERY_KEYS: Final = frozenset({"api-key", "api_key", "key", "token", "access_token"})
+_SECRET_HEADERS: Final = frozenset({"authorization", "api-key"})
+
+
+class _RedactHeaders(logging.Filter):
+    """websockets logs handshake headers at DEBUG as ("> %s: %s", name, value)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 2 and str(args[0]).lower() in _SECRET_HEADERS:
+            record.args = (args[0], "***")
+        return True
+
+
+_wire_logger = logging.getLogger("bot.realtime.wire")
+_wire_logger.addFilter(_RedactHeaders())
 
 
 def realtime_url(settings: Settings) -> str:
@@ -89,6 +105,7 @@ async def open_realtime(settings: Settings) -> ClientConnection:
             max_size=MAX_EVENT_BYTES,
             compression=None,  # audio in base64 barely compresses; save the CPU
             user_agent_header="twilio-realtime-bridge",
+            logger=_wire_logger,
         )
     except InvalidStatus as exc:
         status = exc.response.status_code

@@ -124,28 +124,28 @@ class _Playback:
         self.frame_started_at = 0.0
         self.frame_bytes = 0
         self.played_since_clear = 0
+        self.reached: list[str] = []  # marks passed by the frame now playing, acked at its end
 
     def take_frame(self) -> tuple[bytes, list[str]]:
-        """Marks whose audio has played, then up to one frame of audio to play next."""
-        acked = self._leading_marks()
+        """The next 20 ms to play, and the marks that playing it reaches.
+
+        Playback runs straight across marks, like Twilio's; a mark counts as reached when
+        the audio before it has finished, i.e. at the end of the frame it falls in.
+        """
         frame = bytearray()
+        reached: list[str] = []
         while self.queue and len(frame) < FRAME_BYTES:
-            head = self.queue[0]
+            head = self.queue.popleft()
             if isinstance(head, str):
-                break
+                reached.append(head)
+                continue
             need = FRAME_BYTES - len(frame)
             frame += head[:need]
             if len(head) > need:
-                self.queue[0] = head[need:]
-            else:
-                self.queue.popleft()
-        return bytes(frame), acked
-
-    def _leading_marks(self) -> list[str]:
-        acked = []
+                self.queue.appendleft(head[need:])
         while self.queue and isinstance(self.queue[0], str):
-            acked.append(str(self.queue.popleft()))
-        return acked
+            reached.append(str(self.queue.popleft()))
+        return bytes(frame), reached
 
 
 async def simulate(
@@ -162,11 +162,16 @@ async def simulate(
     to_number: str = "+15550100002",
     dtmf: list[tuple[float, str]] | None = None,
     sign_upgrade: bool = True,
+    account_sid: str | None = None,
 ) -> SimulationResult:
     """Place one simulated call. Audio arguments are 8 kHz μ-law bytes."""
     result = SimulationResult()
     call_sid = "CA" + secrets.token_hex(16)
-    account_sid = "AC" + secrets.token_hex(16)
+    account_sid = (
+        account_sid
+        or os.environ.get("TWILIO_ACCOUNT_SID", "").strip()
+        or "AC" + secrets.token_hex(16)
+    )
     result.call_sid = call_sid
     voice_url = url.rstrip("/") + "/twilio/voice"
     params = {
@@ -326,8 +331,9 @@ async def _run_stream(
         played_ms = (playback.played_since_clear - in_flight) / 8 + min(
             in_flight / 8, max(0.0, elapsed_ms)
         )
-        flushed = [item for item in playback.queue]
+        flushed = [*playback.reached, *playback.queue]
         playback.queue.clear()
+        playback.reached = []
         marks = [name for name in flushed if isinstance(name, str)]
         result.clears.append(
             ClearEvent(
@@ -344,8 +350,8 @@ async def _run_stream(
 
     async def play_all() -> None:
         while playback.queue:
-            frame, acked = playback.take_frame()
-            await ack(acked)
+            frame, reached = playback.take_frame()
+            await ack(reached)
             output.extend(frame)
             result.bytes_played += len(frame)
             playback.played_since_clear += len(frame)
@@ -357,13 +363,14 @@ async def _run_stream(
             delay = target - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            frame, acked = playback.take_frame()
+            due, playback.reached = playback.reached, []
+            await ack(due)
+            frame, playback.reached = playback.take_frame()
             playback.frame_started_at = time.monotonic()
             playback.frame_bytes = len(frame)
             result.bytes_played += len(frame)
             playback.played_since_clear += len(frame)
             output.extend(frame + SILENCE[len(frame) :])
-            await ack(acked)
             tick += 1
 
     async def sender() -> None:

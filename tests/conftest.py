@@ -38,9 +38,7 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
     if settings.public_url is not None:
         settings = dataclasses.replace(settings, public_url=f"http://127.0.0.1:{port}")
     settings = dataclasses.replace(settings, port=port)
-    secret = (
-        settings.twilio_auth_token.reveal() if settings.twilio_auth_token else LOCAL_SECRET
-    )
+    secret = settings.twilio_auth_token.reveal() if settings.twilio_auth_token else LOCAL_SECRET
     app = create_app(settings, signing_secret=secret)
     registry: CallRegistry = app.extensions["bot.registry"]
     stop = asyncio.Event()

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import itertools
 import json
+import logging
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ with warnings.catch_warnings():
     import audioop
 
 _ids = itertools.count(1)
+_quiet = logging.getLogger("tests.fake_realtime")
+_quiet.setLevel(logging.WARNING)
 
 
 def _id(prefix: str) -> str:
@@ -102,6 +105,7 @@ class FakeRealtime:
             process_request=self._process_request,
             compression=None,
             max_size=None,
+            logger=_quiet,  # it would log the bridge's Authorization header at DEBUG
         )
         return self
 
@@ -224,7 +228,10 @@ class FakeRealtime:
         response_id, item_id = _id("resp"), _id("item")
         state.responding = True
         state.interrupted.clear()
-        await self._send(ws, {"type": "response.created", "response": {"id": response_id, "status": "in_progress"}})
+        await self._send(
+            ws,
+            {"type": "response.created", "response": {"id": response_id, "status": "in_progress"}},
+        )
         await self._send(
             ws,
             {
@@ -275,7 +282,13 @@ class FakeRealtime:
             "response.output_audio_transcript.done", "response.audio_transcript.done"
         )
         await self._send(
-            ws, {"type": transcript_name, "response_id": response_id, "item_id": item_id, "transcript": "Hello there."}
+            ws,
+            {
+                "type": transcript_name,
+                "response_id": response_id,
+                "item_id": item_id,
+                "transcript": "Hello there.",
+            },
         )
         cancelled = state.interrupted.is_set()
         status = "cancelled" if cancelled else "completed"

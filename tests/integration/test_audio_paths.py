@@ -42,3 +42,54 @@ async def test_tone_round_trip_both_directions(base_settings: Settings) -> None:
     assert level_dbfs_at(heard_by_caller, 1000, 8000, skip_s=0.01) == pytest.approx(-10, abs=1)
     assert result.first_audio_s is not None and result.first_audio_s < 1.0
     assert result.marks_acked == result.marks_received > 0
+
+
+async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(
+    base_settings: Settings,
+) -> None:
+    """The caller speaks 1 s into a 3 s answer: Twilio is cleared, the item is truncated
+    within one 20 ms frame of what the phone actually played, and nothing of the
+    interrupted answer reaches the phone afterwards, late deltas included."""
+    async with FakeRealtime(answer=pcm16_tone(440, 3.0, dbfs=-12), late_deltas=3) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        async with run_app(settings) as app:
+            interruption = audioop.lin2ulaw(tone(2000, 1.0, 8000, dbfs=-6), 2)
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                barge_in_at_s=1.0,
+                barge_in=interruption,
+                duration_s=2.5,
+            )
+    [conn] = fake.connections
+    assert conn.speech_started_at is not None
+    [clear] = result.clears
+    [truncate] = conn.truncates
+    assert truncate["content_index"] == 0
+    assert 900 <= clear.played_ms <= 1300
+    assert abs(int(truncate["audio_end_ms"]) - clear.played_ms) <= 20
+    assert clear.flushed_bytes > 0 and clear.flushed_marks > 0
+    assert conn.late_deltas_sent == 3
+    assert result.bytes_after_last_clear == 0
+    # The phone played the answer up to the barge-in and nothing after it.
+    assert result.bytes_played == pytest.approx(clear.played_ms * 8, abs=160)
+
+
+async def test_g711_mode_passes_payloads_through_untouched(base_settings: Settings) -> None:
+    answer = bytes(range(256)) * 40  # 1.28 s of arbitrary μ-law
+    async with FakeRealtime(answer=answer, vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(
+            base_settings,
+            realtime_url=fake.url,
+            realtime_audio=AudioFormat.G711_ULAW,
+            bot_greeting="Hi",
+        )
+        async with run_app(settings) as app:
+            caller = bytes(reversed(range(256))) * 25  # 0.8 s, not 160-aligned
+            result = await simulate(app.url, auth_token=app.secret, say=caller, duration_s=2.0)
+    [conn] = fake.connections
+    session = conn.of_type("session.update")[0]["session"]
+    assert session["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+    assert bytes(conn.input_audio[: len(caller)]) == caller
+    assert set(conn.input_audio[len(caller) :]) == {0xFF}  # then Twilio's silence
+    assert result.output_ulaw.find(answer) >= 0

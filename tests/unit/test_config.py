@@ -134,5 +134,7 @@ def test_compatible_provider_with_its_own_model_ids() -> None:
 
 
 def test_redacted_urls_hide_keys() -> None:
-    assert redact_url("wss://h/x?api-key=SECRET&deployment=d") == "wss://h/x?api-key=***&deployment=d"
+    assert (
+        redact_url("wss://h/x?api-key=SECRET&deployment=d") == "wss://h/x?api-key=***&deployment=d"
+    )
     assert "pw" not in redact_url("wss://user:pw@h:8443/x")

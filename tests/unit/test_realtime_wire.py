@@ -103,7 +103,9 @@ def test_other_server_events() -> None:
         )
     )
     assert done == rt.RealtimeResponseDone("r1", "cancelled", "turn_detected", {"total_tokens": 42})
-    error = rt.parse('{"type":"error","error":{"type":"invalid_request_error","code":"x","message":"m"}}')
+    error = rt.parse(
+        '{"type":"error","error":{"type":"invalid_request_error","code":"x","message":"m"}}'
+    )
     assert error == rt.RealtimeError("x", "m", "invalid_request_error")
     ga = rt.parse('{"type":"session.created","session":{"type":"realtime","id":"s","audio":{}}}')
     beta = rt.parse('{"type":"session.created","session":{"id":"s","input_audio_format":"pcm16"}}')

@@ -152,9 +152,11 @@ def test_truncation_never_exceeds_audio_received() -> None:
 def test_passthrough_forwards_payloads_untouched() -> None:
     session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
     inbound = base64.b64encode(bytes(range(160))).decode()
-    [append] = to_realtime(session.handle_twilio(tw.parse(
-        json.dumps({"event": "media", "media": {"payload": inbound}})
-    )))
+    [append] = to_realtime(
+        session.handle_twilio(
+            tw.parse(json.dumps({"event": "media", "media": {"payload": inbound}}))
+        )
+    )
     assert append["audio"] == inbound
     outbound = base64.b64encode(bytes(range(256)) * 3).decode()
     sent = to_twilio(session.handle_realtime(delta("item_1", base64.b64decode(outbound))))

@@ -1,0 +1,179 @@
+"""The real `bot` command in a subprocess: start-up checks, local mode, simulate, SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.simulator import default_auth_token, simulate
+from tests.conftest import TEST_KEY
+from tests.fake_realtime import FakeRealtime, pcm16_tone
+
+
+def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(
+            ("TWILIO_", "OPENAI_", "REALTIME_", "BOT_", "PUBLIC_URL", "HOST", "PORT")
+        )
+    }
+    env.update({"BOT_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
+
+
+async def run_bot(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@asynccontextmanager
+async def bot_server(
+    env: dict[str, str], cwd: Path
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, list[str]]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "serve",
+        env=env,
+        cwd=cwd,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    url = ""
+    while not url:
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        assert line, "server exited: " + "".join(lines)
+        lines.append(line)
+        if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+            url = match.group(1)
+
+    async def drain() -> None:
+        assert process.stderr is not None
+        async for raw in process.stderr:
+            lines.append(raw.decode())
+
+    reader = asyncio.create_task(drain())
+    try:
+        yield process, url, lines
+    finally:
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await reader
+
+
+async def test_config_errors_are_reported_together(tmp_path: Path) -> None:
+    env = clean_env(
+        tmp_path,
+        TWILIO_AUTH_TOKEN="tok-SECRET",
+        PORT="eighty",
+        REALTIME_DIALECT="v3",
+        REALTIME_AUDIO="opus",
+        REALTIME_API_KEY="sk-SECRET",
+    )
+    code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    for name in ("PUBLIC_URL", "PORT", "REALTIME_DIALECT", "REALTIME_AUDIO"):
+        assert name in err
+    assert "SECRET" not in err
+
+
+async def test_local_mode_serves_on_loopback_and_simulate_reads_its_secret(tmp_path: Path) -> None:
+    async with FakeRealtime(answer=pcm16_tone(1000, 0.5), vad_threshold_rms=1e9) as fake:
+        env = clean_env(
+            tmp_path,
+            PORT="0",
+            HOST="0.0.0.0",
+            REALTIME_URL=fake.url,
+            REALTIME_API_KEY=TEST_KEY,
+            BOT_GREETING="Hello!",
+        )
+        async with bot_server(env, tmp_path) as (process, url, lines):
+            log = "".join(lines)
+            assert "local mode" in log and "HOST=0.0.0.0 ignored" in log
+            assert (tmp_path / "data" / "local-secret").stat().st_mode & 0o777 == 0o600
+            record = tmp_path / "heard.wav"
+            code, out, err = await run_bot(
+                "simulate", url, "--duration", "1.5", "--record", str(record), env=env, cwd=tmp_path
+            )
+            assert code == 0, err
+            assert re.search(r"webhook\s+HTTP 200", out)
+            assert re.search(r"received\s+4000 B", out)
+            assert record.stat().st_size > 44
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert TEST_KEY not in "".join(lines)
+
+
+async def test_sigterm_lets_active_calls_finish_and_refuses_new_ones(tmp_path: Path) -> None:
+    async with FakeRealtime(answer=pcm16_tone(700, 4.0), vad_threshold_rms=1e9) as fake:
+        env = clean_env(
+            tmp_path,
+            PORT="0",
+            REALTIME_URL=fake.url,
+            REALTIME_API_KEY=TEST_KEY,
+            BOT_GREETING="Hi",
+            SHUTDOWN_GRACE_SECONDS="10",
+        )
+        async with bot_server(env, tmp_path) as (process, url, lines):
+            token = default_auth_token(tmp_path / "data")
+            call = asyncio.create_task(simulate(url, auth_token=token, duration_s=3.0))
+            await asyncio.sleep(1.0)
+            process.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            await asyncio.sleep(0.3)
+            with pytest.raises(aiohttp.ClientConnectionError):
+                async with aiohttp.ClientSession() as http:
+                    await http.get(url + "/healthz")
+            result = await call
+            assert result.close_code == 1000 and result.duration_s >= 2.9
+            assert result.bytes_received == 32000  # the whole 4 s answer arrived
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+            assert time.monotonic() - signalled < 6
+
+
+async def test_calls_still_running_after_the_grace_period_are_ended_politely(
+    tmp_path: Path,
+) -> None:
+    async with FakeRealtime(answer=pcm16_tone(700, 1.0), vad_threshold_rms=1e9) as fake:
+        env = clean_env(
+            tmp_path,
+            PORT="0",
+            REALTIME_URL=fake.url,
+            REALTIME_API_KEY=TEST_KEY,
+            SHUTDOWN_GRACE_SECONDS="0.5",
+        )
+        async with bot_server(env, tmp_path) as (process, url, lines):
+            token = default_auth_token(tmp_path / "data")
+            call = asyncio.create_task(simulate(url, auth_token=token, duration_s=20))
+            await asyncio.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            result = await asyncio.wait_for(call, 10)
+            assert result.close_code == 1000 and result.duration_s < 3
+            assert await asyncio.wait_for(process.wait(), 10) == 0
+        assert "server shutting down" in "".join(lines)

@@ -1,0 +1,182 @@
+"""Bad input and broken peers: the call ends politely or carries on; other calls never notice."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import socket
+import time
+import warnings
+
+import pytest
+import websockets
+
+from bot.config import Settings
+from bot.simulator import simulate
+from tests.audio_tools import dominant_hz, tone
+from tests.conftest import LOCAL_SECRET, TEST_KEY, run_app
+from tests.fake_realtime import FakeRealtime, pcm16_tone
+from tests.twilio_client import (
+    fetch_twiml,
+    media_frame,
+    new_call_sid,
+    start_frame,
+    stream_parameters,
+)
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+SILENCE = b"\xff" * 160
+
+
+async def test_malformed_frames_are_skipped_and_other_calls_keep_streaming(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with FakeRealtime(answer=pcm16_tone(1000, 1.5), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        async with run_app(settings) as app:
+            healthy = asyncio.create_task(
+                simulate(
+                    app.url,
+                    auth_token=LOCAL_SECRET,
+                    say=audioop.lin2ulaw(tone(600, 2.0, 8000), 2),
+                    duration_s=2.5,
+                )
+            )
+            call = new_call_sid()
+            _, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
+            stream_url, params = stream_parameters(twiml)
+            garbage: list[str | bytes] = [
+                "this is not json",
+                b"\x00\x01binary",
+                '{"event":"media","media":{"payload":"!!!not base64!!!"}}',
+                '{"event":"media","media":{"payload":"' + "A" * 100_000 + '"}}',
+                '{"event":"surprise","data":1}',
+                '{"event":"mark"}',
+                "[1, 2, 3]",
+            ]
+            async with websockets.connect(stream_url, max_size=None, max_queue=None) as ws:
+                await ws.send(start_frame(call, params))
+                valid = 0
+                for _ in range(3):
+                    for frame in garbage:
+                        await ws.send(frame)
+                        await ws.send(media_frame(SILENCE, valid))
+                        valid += 1
+                await asyncio.sleep(0.5)
+                await ws.send('{"event":"stop"}')
+            result = await healthy
+    garbled_call = next(
+        c
+        for c in fake.connections
+        if c.of_type("input_audio_buffer.append") and len(c.input_audio) == valid * 960
+    )
+    assert len(garbled_call.of_type("input_audio_buffer.append")) == valid == 21
+    # The healthy call was untouched: its tone went through and its answer came back.
+    healthy_conn = next(c for c in fake.connections if c is not garbled_call)
+    assert dominant_hz(healthy_conn.input_pcm16()[: 24000 * 2], 24000) == pytest.approx(600, abs=5)
+    assert result.bytes_received == 12000
+    # Each kind of malformed frame is logged once, with the call's sids.
+    warnings_ = [r.getMessage() for r in caplog.records if "skipped malformed" in r.getMessage()]
+    assert len(warnings_) == 6  # the unknown event is ignored silently
+    assert all(call in message for message in warnings_)
+    summary = [
+        r.getMessage()
+        for r in caplog.records
+        if call in r.getMessage() and "call ended" in r.getMessage()
+    ]
+    assert len(summary) == 1 and "3 x" in summary[0]
+
+
+async def test_realtime_refused_at_start_closes_the_stream_for_the_fallback(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    settings = dataclasses.replace(
+        base_settings, realtime_url=f"ws://127.0.0.1:{dead_port}/v1/realtime"
+    )
+    async with run_app(settings) as app:
+        started = time.monotonic()
+        result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
+        elapsed = time.monotonic() - started
+    assert result.close_code == 1000  # Twilio then plays the <Say> fallback and hangs up
+    assert elapsed < 2
+    assert result.bytes_received == 0
+    assert "Realtime unavailable" in caplog.text
+
+
+async def test_realtime_rejecting_the_key_is_logged_without_the_key(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with FakeRealtime(reject_status=401) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
+    assert result.close_code == 1000 and result.duration_s < 2
+    assert "HTTP 401 (check the API key)" in caplog.text
+    assert TEST_KEY not in caplog.text and LOCAL_SECRET not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "expected"),
+    [
+        (None, 1011, "closed with code 1011"),
+        (
+            {"type": "invalid_request_error", "code": "session_expired", "message": "60 min"},
+            1001,
+            "session_expired",
+        ),
+    ],
+)
+async def test_realtime_dropping_mid_call_ends_the_stream(
+    base_settings: Settings,
+    caplog: pytest.LogCaptureFixture,
+    error: dict[str, object] | None,
+    code: int,
+    expected: str,
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with FakeRealtime(close_after_s=0.5, close_code=code, error_before_close=error) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
+    assert result.close_code == 1000
+    assert 0.4 < result.duration_s < 1.5
+    assert expected in caplog.text
+
+
+async def test_caller_hanging_up_closes_the_realtime_socket_within_a_second(
+    base_settings: Settings,
+) -> None:
+    async with FakeRealtime(answer=pcm16_tone(700, 5.0), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        async with run_app(settings) as app:
+            # A polite hang-up (stop, then close) in the middle of the bot's answer...
+            await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=1.0)
+            hung_up = time.monotonic()
+            await asyncio.sleep(1.2)
+            polite = fake.connections[0]
+            assert polite.closed_at is not None and polite.closed_at - hung_up < 1.0
+            # ...and a phone line that just drops (TCP reset, no stop, no close frame).
+            call = new_call_sid()
+            _, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
+            stream_url, params = stream_parameters(twiml)
+            ws = await websockets.connect(stream_url)
+            await ws.send(start_frame(call, params))
+            for index in range(10):
+                await ws.send(media_frame(SILENCE, index))
+            await asyncio.sleep(0.3)
+            assert ws.transport is not None
+            ws.transport.abort()
+            dropped = time.monotonic()
+            await asyncio.sleep(1.2)
+            abrupt = fake.connections[1]
+            assert abrupt.closed_at is not None and abrupt.closed_at - dropped < 1.0
+            assert app.registry.active_calls == 0

@@ -1,0 +1,77 @@
+"""Hand-driven Twilio side for tests that need to misbehave (the simulator is well-behaved)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import xml.etree.ElementTree as ET
+
+import aiohttp
+from twilio.request_validator import RequestValidator
+
+
+def new_call_sid() -> str:
+    return "CA" + secrets.token_hex(16)
+
+
+async def fetch_twiml(
+    app_url: str, secret: str | None, call_sid: str, *, signature: str | None = None
+) -> tuple[int, str]:
+    url = app_url + "/twilio/voice"
+    params = {"CallSid": call_sid, "From": "+15550100001", "To": "+15550100002"}
+    headers = {}
+    if signature is not None:
+        headers["X-Twilio-Signature"] = signature
+    elif secret is not None:
+        headers["X-Twilio-Signature"] = RequestValidator(secret).compute_signature(url, params)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, data=params, headers=headers) as response:
+            return response.status, await response.text()
+
+
+def stream_parameters(twiml: str) -> tuple[str, dict[str, str]]:
+    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    assert stream is not None
+    return stream.attrib["url"], {
+        p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")
+    }
+
+
+def start_frame(
+    call_sid: str,
+    params: dict[str, str],
+    stream_sid: str | None = None,
+    account_sid: str | None = None,
+) -> str:
+    stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "start": {
+                "accountSid": account_sid or "AC" + "0" * 32,
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "customParameters": params,
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+            "streamSid": stream_sid,
+        }
+    )
+
+
+def media_frame(ulaw: bytes, index: int = 0) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(index + 2),
+            "media": {
+                "track": "inbound",
+                "chunk": str(index + 1),
+                "timestamp": str(index * 20),
+                "payload": base64.b64encode(ulaw).decode(),
+            },
+        }
+    )
