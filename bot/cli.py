@@ -45,12 +45,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        from dotenv import load_dotenv
+    from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv(override=False)  # real environment variables win over .env
-    except ImportError:  # pragma: no cover - python-dotenv is a dependency
-        pass
+    # `.env` in the working directory; real environment variables win over it.
+    load_dotenv(find_dotenv(usecwd=True), override=False)
     if args.command == "serve":
         return _serve()
     return _simulate(args)

@@ -194,17 +194,21 @@ class CallSession:
     call_sid: str
     audio: rt.AudioFormat
     greeting: str | None = None
+    # Another codec for PCM16 sessions (the benchmark swaps in audioop.ratecv this way).
+    transcoders: tuple[InboundTranscoder, OutboundTranscoder] | None = None
     state: CallState = CallState.STREAMING
     stats: CallStats = field(default_factory=CallStats)
 
     def __post_init__(self) -> None:
         self._passthrough = self.audio is rt.AudioFormat.G711_ULAW
-        self._inbound: InboundTranscoder = (
-            PassthroughInbound() if self._passthrough else UlawToPcm16()
-        )
-        self._outbound: OutboundTranscoder = (
-            PassthroughOutbound() if self._passthrough else Pcm16ToUlaw()
-        )
+        self._inbound: InboundTranscoder
+        self._outbound: OutboundTranscoder
+        if self._passthrough:
+            self._inbound, self._outbound = PassthroughInbound(), PassthroughOutbound()
+        elif self.transcoders is not None:
+            self._inbound, self._outbound = self.transcoders
+        else:
+            self._inbound, self._outbound = UlawToPcm16(), Pcm16ToUlaw()
         self._bytes_per_ms = self.audio.bytes_per_ms
         self._items: dict[str, _Item] = {}
         self._pending_marks: OrderedDict[str, _Mark] = OrderedDict()

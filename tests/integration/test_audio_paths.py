@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import warnings
 
 import pytest
@@ -19,8 +20,11 @@ with warnings.catch_warnings():
     import audioop
 
 
-async def test_tone_round_trip_both_directions(base_settings: Settings) -> None:
+async def test_tone_round_trip_both_directions(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     """Caller tone reaches the model as 24 kHz PCM16; the model's tone reaches the caller."""
+    caplog.set_level(logging.INFO)
     # The caller's tone must not count as barging in here.
     async with FakeRealtime(answer=pcm16_tone(1000, 1.0, dbfs=-10), vad_threshold_rms=1e9) as fake:
         settings = dataclasses.replace(
@@ -29,7 +33,7 @@ async def test_tone_round_trip_both_directions(base_settings: Settings) -> None:
         async with run_app(settings) as app:
             caller = audioop.lin2ulaw(tone(600, 1.0, 8000, dbfs=-10), 2)
             result = await simulate(
-                app.url, auth_token=app.secret, say=caller, duration_s=2.0, fast=False
+                app.url, auth_token=app.secret, say=caller, duration_s=2.0, dtmf=[(0.5, "7")]
             )
     assert result.webhook_status == 200
     [conn] = fake.connections
@@ -42,6 +46,7 @@ async def test_tone_round_trip_both_directions(base_settings: Settings) -> None:
     assert level_dbfs_at(heard_by_caller, 1000, 8000, skip_s=0.01) == pytest.approx(-10, abs=1)
     assert result.first_audio_s is not None and result.first_audio_s < 1.0
     assert result.marks_acked == result.marks_received > 0
+    assert "caller pressed 7" in caplog.text
 
 
 async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(

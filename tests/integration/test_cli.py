@@ -103,6 +103,33 @@ async def test_config_errors_are_reported_together(tmp_path: Path) -> None:
     assert "SECRET" not in err
 
 
+async def test_settings_come_from_a_dotenv_file_too(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("REALTIME_AUDIO=flac\nVAD_SILENCE_MS=5\n")
+    code, _, err = await run_bot("serve", env=clean_env(tmp_path), cwd=tmp_path)
+    assert code == 2
+    assert "REALTIME_AUDIO" in err and "VAD_SILENCE_MS" in err
+
+
+BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench.py"
+
+
+async def test_the_benchmark_prints_its_tables(tmp_path: Path) -> None:
+    bench = BENCH
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(bench),
+        "--rounds",
+        "2",
+        "--seconds",
+        "0.2",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out = (await asyncio.wait_for(process.communicate(), 120))[0].decode()
+    assert "| ours (FIR) |" in out and "| pass-through |" in out
+    assert re.search(r"alias rejection 5-11 kHz \(worst\) \| (\d+\.\d) dB \| 0\.0 dB", out)
+    assert "identical output whatever the chunking | yes" in out
+
+
 async def test_local_mode_serves_on_loopback_and_simulate_reads_its_secret(tmp_path: Path) -> None:
     async with FakeRealtime(answer=pcm16_tone(1000, 0.5), vad_threshold_rms=1e9) as fake:
         env = clean_env(
