@@ -73,8 +73,9 @@ class CallRegistry:
     prewarm_ttl_s: float = 30.0
     active_calls: int = 0
     calls_started: int = 0
-    shutting_down: asyncio.Event = field(default_factory=asyncio.Event)
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+    _streams: dict[str, _StopSignal] = field(default_factory=dict)
+    _shutting_down: bool = False
     _prewarmed: dict[str, asyncio.Task[ClientConnection]] = field(default_factory=dict)
 
     def prewarm(self, call_sid: str) -> None:
@@ -94,6 +95,28 @@ class CallRegistry:
             del self._prewarmed[call_sid]
             _discard(task)
 
+    def end_all_calls(self, reason: str) -> None:
+        """End every active call politely (the callers hear the fallback message)."""
+        self._shutting_down = True
+        for stop in self._streams.values():
+            stop.set(reason)
+
+    def register_stream(self, call_sid: str) -> _StopSignal:
+        stop = _StopSignal()
+        if self._shutting_down:
+            stop.set("server shutting down")
+        previous = self._streams.get(call_sid)
+        if previous is not None:
+            # Twilio may open a second stream for the same call (a network handover);
+            # two bots on one line would talk over each other.
+            previous.set("replaced by a new stream for the same call")
+        self._streams[call_sid] = stop
+        return stop
+
+    def unregister_stream(self, call_sid: str, stop: _StopSignal) -> None:
+        if self._streams.get(call_sid) is stop:
+            del self._streams[call_sid]
+
     async def take_realtime(self, call_sid: str) -> ClientConnection:
         task = self._prewarmed.pop(call_sid, None)
         if task is None:
@@ -106,6 +129,19 @@ class CallRegistry:
         self._prewarmed.clear()
         if self.cleanups:
             await asyncio.wait(self.cleanups, timeout=2)
+
+
+class _StopSignal:
+    """Asks one call to end, with a reason."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
 
 
 def _discard(task: asyncio.Task[ClientConnection]) -> None:
@@ -167,6 +203,7 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
         await _close_quietly(channel, POLICY_VIOLATION, "unauthorized")
         return
 
+    stop = registry.register_stream(start.call_sid)
     registry.active_calls += 1
     registry.calls_started += 1
     started = time.monotonic()
@@ -195,16 +232,21 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
                 await _execute(session.begin(), channel, realtime, log)
                 group.create_task(_pump_twilio(channel, realtime, session, errors, log))
                 group.create_task(_pump_realtime(channel, realtime, session, errors, log))
-                group.create_task(_await_shutdown(registry))
+                group.create_task(_await_stop(stop))
         except* _CallEnded as ended:
             first = ended.exceptions[0]
             assert isinstance(first, _CallEnded)
             end_by, end_reason = first.by, first.reason
+        except* Exception as failed:
+            # A bug must not leave the caller in silence or reach other calls.
+            end_by, end_reason = "bridge", f"internal error: {failed.exceptions[0]!r}"
+            log.error("bridge failure", exc_info=failed.exceptions[0])
     except asyncio.CancelledError:
         end_by, end_reason = "caller", "media socket closed"
         raise
     finally:
         registry.active_calls -= 1
+        registry.unregister_stream(start.call_sid, stop)
         # Quart may cancel this task again while it cleans up (the caller's socket went
         # away); the cleanup runs in its own task so it always completes.
         cleanup = asyncio.create_task(
@@ -249,17 +291,14 @@ async def _finish_call(
     )
 
 
-async def _await_shutdown(registry: CallRegistry) -> None:
-    await registry.shutting_down.wait()
-    raise _CallEnded("bridge", "server shutting down")
+async def _await_stop(stop: _StopSignal) -> None:
+    await stop.event.wait()
+    raise _CallEnded("bridge", stop.reason)
 
 
 async def _await_start(channel: TwilioChannel, errors: _FrameErrors) -> tw.TwilioStart:
     while True:
-        try:
-            frame = await channel.receive()
-        except ChannelClosed:
-            raise
+        frame = await channel.receive()
         try:
             event = tw.parse(frame)
         except ProtocolError as exc:

@@ -115,6 +115,8 @@ async def open_realtime(settings: Settings) -> ClientConnection:
         raise RealtimeUnavailable(f"{where}: host name does not resolve") from exc
     except TimeoutError as exc:
         raise RealtimeUnavailable(f"{where}: no answer within the connect timeout") from exc
+    except ConnectionRefusedError as exc:
+        raise RealtimeUnavailable(f"{where}: connection refused") from exc
     except OSError as exc:
         raise RealtimeUnavailable(f"{where}: {exc.strerror or type(exc).__name__}") from exc
     except (InvalidURI, InvalidHandshake) as exc:

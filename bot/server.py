@@ -98,10 +98,10 @@ async def _serve(
         )
         # Calls still running at the deadline are ended politely: the caller hears the
         # fallback message instead of silence.
-        loop.call_later(grace_s, registry.shutting_down.set)
+        loop.call_later(grace_s, registry.end_all_calls, "server shutting down")
         # A second signal means "now".
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, registry.shutting_down.set)
+            loop.add_signal_handler(signum, registry.end_all_calls, "server shutting down")
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
     logger.info("stopped after %d call(s)", registry.calls_started)

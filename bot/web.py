@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from quart import Quart, Response, request, websocket
+from quart.wrappers.base import ClientDisconnectedError
 from quart.wrappers.websocket import Websocket
 from twilio.request_validator import RequestValidator
 
@@ -58,7 +60,7 @@ class _QuartChannel:
     async def send(self, text: str) -> None:
         try:
             await self._ws.send(text)
-        except Exception as exc:  # Quart raises its own ClientDisconnectedError
+        except ClientDisconnectedError as exc:
             raise ChannelClosed from exc
 
     async def close(self, code: int, reason: str) -> None:
@@ -72,8 +74,6 @@ def create_app(
     dial: RealtimeDialer = open_realtime,
 ) -> Quart:
     """Build the app. Tests pass settings directly; production reads them from the environment."""
-    import os
-
     if settings is None:
         settings = Settings.from_env(os.environ)
     if signing_secret is None:

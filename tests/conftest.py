@@ -57,7 +57,7 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
     try:
         yield RunningApp(url, app, registry, settings, secret)
     finally:
-        registry.shutting_down.set()
+        registry.end_all_calls("test over")
         stop.set()
         await asyncio.wait_for(server, 10)
 

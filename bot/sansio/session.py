@@ -34,6 +34,7 @@ The session never awaits, sleeps, reads a clock or touches a socket.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
@@ -307,17 +308,20 @@ class CallSession:
         item = self._items.get(event.item_id)
         if item is None:
             item = self._items[event.item_id] = _Item(event.item_id, event.response_id)
+        try:
+            audio = base64.b64decode(event.audio_b64, validate=True)
+        except binascii.Error:
+            return [Notice("warning", f"skipped audio delta with invalid base64 ({event.item_id})")]
         commands: list[Command] = []
         if self._partial_item is not None and self._partial_item is not item:
             commands += self._flush_partial_chunk()
         if self._passthrough:
-            item.received_bytes += _b64_decoded_length(event.audio_b64)
+            item.received_bytes += len(audio)
             payload = event.audio_b64
             for start in range(0, len(payload), _PASSTHROUGH_CHUNK_B64):
                 piece = payload[start : start + _PASSTHROUGH_CHUNK_B64]
                 commands += self._send_chunk(item, piece, _b64_decoded_length(piece))
             return commands
-        audio = base64.b64decode(event.audio_b64)
         item.received_bytes += len(audio)
         ulaw = self._outbound.process(audio)
         if self._partial_chunk:

@@ -92,15 +92,20 @@ async def test_malformed_frames_are_skipped_and_other_calls_keep_streaming(
     assert len(summary) == 1 and "3 x" in summary[0]
 
 
-async def test_realtime_refused_at_start_closes_the_stream_for_the_fallback(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ws://127.0.0.1:{port}/v1/realtime", "refused"),
+        ("ws://realtime.does-not-exist.invalid/v1/realtime", "does not resolve"),
+    ],
+)
+async def test_realtime_unreachable_at_start_closes_the_stream_for_the_fallback(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture, url: str, why: str
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    settings = dataclasses.replace(
-        base_settings, realtime_url=f"ws://127.0.0.1:{dead_port}/v1/realtime"
-    )
+    settings = dataclasses.replace(base_settings, realtime_url=url.format(port=dead_port))
     async with run_app(settings) as app:
         started = time.monotonic()
         result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
@@ -108,7 +113,7 @@ async def test_realtime_refused_at_start_closes_the_stream_for_the_fallback(
     assert result.close_code == 1000  # Twilio then plays the <Say> fallback and hangs up
     assert elapsed < 2
     assert result.bytes_received == 0
-    assert "Realtime unavailable" in caplog.text
+    assert "Realtime unavailable" in caplog.text and why in caplog.text
 
 
 async def test_realtime_rejecting_the_key_is_logged_without_the_key(
@@ -180,3 +185,68 @@ async def test_caller_hanging_up_closes_the_realtime_socket_within_a_second(
             abrupt = fake.connections[1]
             assert abrupt.closed_at is not None and abrupt.closed_at - dropped < 1.0
             assert app.registry.active_calls == 0
+
+
+async def test_a_second_stream_for_the_same_call_replaces_the_first(
+    base_settings: Settings,
+) -> None:
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        async with run_app(settings) as app:
+            call = new_call_sid()
+            _, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
+            stream_url, params = stream_parameters(twiml)
+            first = await websockets.connect(stream_url)
+            await first.send(start_frame(call, params))
+            await first.send(media_frame(SILENCE))
+            await asyncio.sleep(0.2)
+            async with websockets.connect(stream_url) as second:
+                await second.send(start_frame(call, params))
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await asyncio.wait_for(first.recv(), 2)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+                await second.send(media_frame(SILENCE))
+                await asyncio.sleep(0.2)
+                assert app.registry.active_calls == 1
+                assert fake.connections[0].closed_at is not None
+                assert len(fake.connections[1].of_type("input_audio_buffer.append")) == 1
+
+
+class _ExplodingChannel:
+    """A Twilio side that fails in a way no parser anticipates."""
+
+    def __init__(self, frames: list[str]) -> None:
+        self.frames = frames
+        self.closed_with: int | None = None
+
+    async def receive(self) -> str:
+        if not self.frames:
+            raise RuntimeError("boom")
+        return self.frames.pop(0)
+
+    async def send(self, text: str) -> None:
+        pass
+
+    async def close(self, code: int, reason: str) -> None:
+        self.closed_with = code
+
+
+async def test_an_internal_error_ends_only_that_call_politely(
+    base_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.bridge import CallRegistry, run_call
+    from bot.realtime_client import open_realtime
+    from bot.sansio.tokens import issue_stream_token
+
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        registry = CallRegistry(settings, LOCAL_SECRET, open_realtime)
+        call = new_call_sid()
+        token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60)
+        channel = _ExplodingChannel([start_frame(call, {"token": token}), media_frame(SILENCE)])
+        await run_call(channel, registry)
+        await asyncio.sleep(0.1)
+    assert channel.closed_with == 1000  # Twilio plays the fallback
+    assert "bridge failure" in caplog.text and "RuntimeError" in caplog.text
+    assert fake.connections[0].closed_at is not None
+    assert registry.active_calls == 0

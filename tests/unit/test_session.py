@@ -194,3 +194,11 @@ def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
 
 def test_dtmf_is_reported() -> None:
     assert pcm_session().handle_twilio(tw.TwilioDtmf("5")) == [DigitPressed("5")]
+
+
+def test_a_delta_with_invalid_base64_is_skipped() -> None:
+    session = pcm_session()
+    bad = rt.RealtimeAudioDelta("resp_1", "item_1", "***not base64***")
+    [notice] = session.handle_realtime(bad)
+    assert isinstance(notice, Notice) and notice.level == "warning"
+    assert to_twilio(session.handle_realtime(delta("item_1", b"\0" * 960)))  # still works
