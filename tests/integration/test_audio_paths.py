@@ -98,3 +98,17 @@ async def test_g711_mode_passes_payloads_through_untouched(base_settings: Settin
     assert bytes(conn.input_audio[: len(caller)]) == caller
     assert set(conn.input_audio[len(caller) :]) == {0xFF}  # then Twilio's silence
     assert result.output_ulaw.find(answer) >= 0
+
+
+async def test_fast_mode_streams_without_real_time_pacing(base_settings: Settings) -> None:
+    async with FakeRealtime(answer=pcm16_tone(1000, 2.0), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        async with run_app(settings) as app:
+            caller = audioop.lin2ulaw(tone(600, 3.0, 8000), 2)
+            result = await simulate(
+                app.url, auth_token=app.secret, say=caller, duration_s=3.0, fast=True
+            )
+    assert result.frames_sent == 150
+    assert result.duration_s < 1.5
+    [conn] = fake.connections
+    assert len(conn.input_audio) == 150 * 960

@@ -202,3 +202,24 @@ def test_a_delta_with_invalid_base64_is_skipped() -> None:
     [notice] = session.handle_realtime(bad)
     assert isinstance(notice, Notice) and notice.level == "warning"
     assert to_twilio(session.handle_realtime(delta("item_1", b"\0" * 960)))  # still works
+
+
+def test_barge_in_resets_the_output_resampler() -> None:
+    """After an interruption the next answer starts from a clean filter, as a fresh call would."""
+    interrupted = pcm_session()
+    interrupted.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    interrupted.handle_realtime(delta("item_1", tone(3000, 0.1, 24000, dbfs=-1)))
+    interrupted.handle_realtime(rt.RealtimeSpeechStarted(100, None))
+    interrupted.handle_realtime(
+        rt.RealtimeResponseDone("resp_1", "cancelled", "turn_detected", None)
+    )
+    fresh = pcm_session()
+    answer = tone(440, 0.1, 24000)
+    for session in (interrupted, fresh):
+        session.handle_realtime(rt.RealtimeResponseCreated("resp_2"))
+    after = to_twilio(interrupted.handle_realtime(delta("item_2", answer, "resp_2")))
+    clean = to_twilio(fresh.handle_realtime(delta("item_2", answer, "resp_2")))
+    payloads = [
+        [m["media"]["payload"] for m in sent if m["event"] == "media"] for sent in (after, clean)
+    ]
+    assert payloads[0] == payloads[1]
