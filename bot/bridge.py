@@ -10,32 +10,39 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from bot.calllog import CallLog
 from bot.config import Settings
 from bot.errors import ProtocolError, RealtimeUnavailable
 from bot.log import CallLogger
+from bot.metrics import Metrics
 from bot.realtime_client import describe_close
+from bot.recorder import CallRecorder
 from bot.sansio import realtime as rt
 from bot.sansio import twilio as tw
 from bot.sansio.session import (
     CallSession,
+    CallStats,
     Command,
     DigitPressed,
     EndCall,
     Interrupted,
     Notice,
+    PlayedAudio,
     ResponseFinished,
     SendToRealtime,
     SendToTwilio,
-    TranscriptTurn,
+    TurnRecord,
 )
 from bot.sansio.tokens import verify_stream_token
+from bot.storage import utcnow
 
 __all__ = ["CallRegistry", "TwilioChannel", "run_call"]
 
@@ -69,14 +76,23 @@ class CallRegistry:
     settings: Settings
     signing_secret: str
     dial: RealtimeDialer
+    call_log: CallLog
     start_timeout_s: float = 10.0  # Twilio sends `start` at once; a silent socket is not Twilio
     prewarm_ttl_s: float = 30.0
     active_calls: int = 0
     calls_started: int = 0
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
+    sessions: set[CallSession] = field(default_factory=set)
+    metrics: Metrics = field(init=False)
     _streams: dict[str, _StopSignal] = field(default_factory=dict)
     _shutting_down: bool = False
     _prewarmed: dict[str, asyncio.Task[ClientConnection]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.metrics = Metrics(self._live_stats)
+
+    def _live_stats(self) -> Iterator[CallStats]:
+        return (session.stats for session in self.sessions)
 
     def prewarm(self, call_sid: str) -> None:
         """Start opening the Realtime socket while Twilio sets up the stream.
@@ -200,95 +216,260 @@ async def run_call(channel: TwilioChannel, registry: CallRegistry) -> None:
         problem = "start.accountSid is not this account"
     if problem is not None:
         log.warning("stream rejected, no Realtime session opened for it: %s", problem)
+        registry.metrics.call_finished("rejected", None)
         await _close_quietly(channel, POLICY_VIOLATION, "unauthorized")
         return
+    call = _Call(channel, registry, start, log, errors)
+    await call.run()
 
-    stop = registry.register_stream(start.call_sid)
-    registry.active_calls += 1
-    registry.calls_started += 1
-    started = time.monotonic()
-    session = CallSession(
-        stream_sid=start.stream_sid,
-        call_sid=start.call_sid,
-        audio=settings.realtime_audio,
-        greeting=settings.bot_greeting,
-    )
-    end_by, end_reason = "bridge", "unknown"
-    realtime: ClientConnection | None = None
-    try:
-        try:
-            realtime = await registry.take_realtime(start.call_sid)
-        except RealtimeUnavailable as exc:
-            end_by, end_reason = "realtime", f"Realtime unavailable: {exc}"
-            log.error("%s; closing the stream so the caller hears the fallback", end_reason)
-            return
-        log.info(
-            "call connected (%s dialect, %s audio)",
-            settings.realtime_dialect.value,
-            settings.realtime_audio.value,
+
+class _Call:
+    """One accepted stream: both sockets, the session, and what gets recorded of it."""
+
+    def __init__(
+        self,
+        channel: TwilioChannel,
+        registry: CallRegistry,
+        start: tw.TwilioStart,
+        log: CallLogger,
+        errors: _FrameErrors,
+    ) -> None:
+        settings = registry.settings
+        self.channel = channel
+        self.registry = registry
+        self.call_sid = start.call_sid
+        self.log = log
+        self.errors = errors
+        self.call_log = registry.call_log
+        self.session = CallSession(
+            stream_sid=start.stream_sid,
+            call_sid=start.call_sid,
+            audio=settings.realtime_audio,
+            greeting=settings.bot_greeting,
+            record_audio=settings.record_audio,
         )
-        try:
-            async with asyncio.TaskGroup() as group:
-                await _execute(session.begin(), channel, realtime, log)
-                group.create_task(_pump_twilio(channel, realtime, session, errors, log))
-                group.create_task(_pump_realtime(channel, realtime, session, errors, log))
-                group.create_task(_await_stop(stop))
-        except* _CallEnded as ended:
-            first = ended.exceptions[0]
-            assert isinstance(first, _CallEnded)
-            end_by, end_reason = first.by, first.reason
-        except* Exception as failed:
-            # A bug must not leave the caller in silence or reach other calls.
-            end_by, end_reason = "bridge", f"internal error: {failed.exceptions[0]!r}"
-            log.error("bridge failure", exc_info=failed.exceptions[0])
-    except asyncio.CancelledError:
-        end_by, end_reason = "caller", "media socket closed"
-        raise
-    finally:
-        registry.active_calls -= 1
-        registry.unregister_stream(start.call_sid, stop)
-        # Quart may cancel this task again while it cleans up (the caller's socket went
-        # away); the cleanup runs in its own task so it always completes.
-        cleanup = asyncio.create_task(
-            _finish_call(channel, realtime, session, errors, log, end_by, end_reason, started)
+        self.realtime: ClientConnection | None = None
+        self.recorder = (
+            CallRecorder(settings.recordings_path / f"{start.call_sid}.wav")
+            if settings.record_audio
+            else None
         )
-        registry.cleanups.add(cleanup)
-        cleanup.add_done_callback(registry.cleanups.discard)
-        await asyncio.shield(cleanup)
+        self.latency_seen: set[str] = set()
+        params = start.custom_parameters
+        now = utcnow()
+        self.call_log.call(
+            start.call_sid,
+            stream_sid=start.stream_sid,
+            started_at=now,
+            answered_at=now,
+            direction=params.get("direction") or "inbound",
+            from_number=params.get("from") or None,
+            to_number=params.get("to") or None,
+            provider=urlsplit(settings.realtime_url).hostname,
+            model=settings.realtime_model,
+            dialect=settings.realtime_dialect.value,
+            audio_mode=settings.realtime_audio.value,
+            recording_path=str(self.recorder.path) if self.recorder else None,
+        )
+
+    async def run(self) -> None:
+        registry = self.registry
+        settings = registry.settings
+        stop = registry.register_stream(self.call_sid)
+        registry.active_calls += 1
+        registry.calls_started += 1
+        registry.sessions.add(self.session)
+        started = time.monotonic()
+        end_by, end_reason = "bridge", "unknown"
+        try:
+            try:
+                self.realtime = await registry.take_realtime(self.call_sid)
+            except RealtimeUnavailable as exc:
+                end_by, end_reason = "realtime", f"Realtime unavailable: {exc}"
+                self.log.error(
+                    "%s; closing the stream so the caller hears the fallback", end_reason
+                )
+                return
+            self.log.info(
+                "call connected (%s dialect, %s audio)",
+                settings.realtime_dialect.value,
+                settings.realtime_audio.value,
+            )
+            try:
+                async with asyncio.TaskGroup() as group:
+                    await self.execute(self.session.begin())
+                    group.create_task(self.pump_twilio())
+                    group.create_task(self.pump_realtime())
+                    group.create_task(_await_stop(stop))
+            except* _CallEnded as ended:
+                first = ended.exceptions[0]
+                assert isinstance(first, _CallEnded)
+                end_by, end_reason = first.by, first.reason
+            except* Exception as failed:
+                # A bug must not leave the caller in silence or reach other calls.
+                end_by, end_reason = "bridge", f"internal error: {failed.exceptions[0]!r}"
+                self.log.error("bridge failure", exc_info=failed.exceptions[0])
+        except asyncio.CancelledError:
+            end_by, end_reason = "caller", "media socket closed"
+            raise
+        finally:
+            registry.active_calls -= 1
+            registry.sessions.discard(self.session)
+            registry.unregister_stream(self.call_sid, stop)
+            # Quart may cancel this task again while it cleans up (the caller's socket went
+            # away); the clean-up runs in its own task so it always completes.
+            cleanup = asyncio.create_task(self.finish(end_by, end_reason, started))
+            registry.cleanups.add(cleanup)
+            cleanup.add_done_callback(registry.cleanups.discard)
+            await asyncio.shield(cleanup)
+
+    async def finish(self, end_by: str, end_reason: str, started: float) -> None:
+        if self.realtime is not None:
+            await _close_realtime(self.realtime)
+        if end_by != "caller":
+            # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
+            await _close_quietly(self.channel, 1000, "bridge ended the stream")
+        if self.recorder is not None:
+            try:
+                self.recorder.close()
+            except OSError as exc:
+                self.log.error("recording could not be finished: %s", exc.strerror)
+        stats = self.session.stats
+        if end_by == "realtime":
+            self.registry.metrics.realtime_errors.inc()
+            self.call_log.event(self.call_sid, self.session.now_ms, "error", end_reason)
+            self.call_log.increment(self.call_sid, errors=1)
+        self.call_log.call(self.call_sid, ended_at=utcnow(), ended_by=end_by, end_reason=end_reason)
+        self.registry.metrics.call_finished(end_by, stats)
+        self.log.info(
+            "call ended by %s (%s) after %.1f s: frames in %d / out %d, marks %d/%d played, "
+            "interruptions %d, clears %d, deltas dropped %d, tokens %d%s",
+            end_by,
+            end_reason,
+            time.monotonic() - started,
+            stats.frames_in,
+            stats.frames_out,
+            stats.marks_played,
+            stats.marks_sent,
+            stats.interruptions,
+            stats.clears,
+            stats.deltas_dropped,
+            stats.usage_total_tokens,
+            "".join(f"; {n} x {key}" for key, n in self.errors.counts.items() if n > 1),
+        )
+
+    async def pump_twilio(self) -> None:
+        session, recorder = self.session, self.recorder
+        while True:
+            try:
+                frame = await self.channel.receive()
+            except ChannelClosed:
+                raise _CallEnded("caller", "media socket closed") from None
+            try:
+                event = tw.parse(frame)
+            except ProtocolError as exc:
+                self.errors.report("twilio", exc)
+                continue
+            if event is None:
+                continue
+            await self.execute(session.handle_twilio(event))
+            if recorder is not None and isinstance(event, tw.TwilioMedia):
+                recorder.caller(event.ulaw, session.now_ms)
+
+    async def pump_realtime(self) -> None:
+        realtime = self.realtime
+        assert realtime is not None
+        try:
+            async for frame in realtime:
+                try:
+                    event = rt.parse(frame)
+                except ProtocolError as exc:
+                    self.errors.report("realtime", exc)
+                    continue
+                if event is not None:
+                    await self.execute(self.session.handle_realtime(event))
+        except websockets.ConnectionClosed:
+            pass
+        raise _CallEnded("realtime", f"Realtime socket {describe_close(realtime)}")
+
+    async def execute(self, commands: list[Command]) -> None:
+        for command in commands:
+            if isinstance(command, SendToRealtime):
+                assert self.realtime is not None
+                try:
+                    await self.realtime.send(command.text)
+                except websockets.ConnectionClosed:
+                    raise _CallEnded(
+                        "realtime", f"Realtime socket {describe_close(self.realtime)}"
+                    ) from None
+            elif isinstance(command, SendToTwilio):
+                try:
+                    await self.channel.send(command.text)
+                except ChannelClosed:
+                    raise _CallEnded("caller", "media socket closed") from None
+            elif isinstance(command, EndCall):
+                raise _CallEnded(command.by, command.reason)
+            else:
+                self.record(command)
+
+    def record(self, command: Command) -> None:
+        """Commands that only inform: the call log, metrics, the recording, the log file."""
+        call_sid, log, call_log = self.call_sid, self.log, self.call_log
+        if isinstance(command, PlayedAudio):
+            if self.recorder is not None:
+                self.recorder.bot(command.ulaw, command.ended_ms)
+        elif isinstance(command, TurnRecord):
+            call_log.turn(call_sid, command)
+            if command.latency_ms is not None and command.item_id not in self.latency_seen:
+                self.latency_seen.add(command.item_id)
+                self.registry.metrics.turn_latency.observe(command.latency_ms / 1000)
+            if command.text is not None and command.ended_ms is not None:
+                shown = command.heard_text if command.interrupted else command.text
+                log.info("%s: %s", command.speaker, _shorten(shown or ""))
+        elif isinstance(command, Interrupted):
+            log.info(
+                "barge-in: item %s truncated at %d ms of %d ms received%s",
+                command.item_id,
+                command.audio_end_ms,
+                command.received_ms,
+                " (Twilio cleared)" if command.cleared else "",
+            )
+            self.registry.metrics.barge_ins.inc()
+            call_log.increment(call_sid, interruptions=1)
+            call_log.event(
+                call_sid,
+                command.at_ms,
+                "interruption",
+                f"caller spoke over the bot; heard {command.audio_end_ms} of "
+                f"{command.received_ms} ms",
+                {"item_id": command.item_id, "audio_end_ms": command.audio_end_ms},
+            )
+        elif isinstance(command, DigitPressed):
+            log.info("caller pressed %s", command.digit)
+            call_log.event(call_sid, command.at_ms, "dtmf", command.digit)
+        elif isinstance(command, ResponseFinished):
+            usage = command.usage or {}
+            call_log.increment(
+                call_sid,
+                input_tokens=_int(usage.get("input_tokens")),
+                output_tokens=_int(usage.get("output_tokens")),
+                total_tokens=_int(usage.get("total_tokens")),
+            )
+            if command.status not in ("completed", "cancelled"):
+                detail = f"response {command.response_id} ended {command.status} ({command.reason})"
+                log.warning("%s", detail)
+                call_log.event(call_sid, self.session.now_ms, "error", detail)
+                call_log.increment(call_sid, errors=1)
+        elif isinstance(command, Notice):
+            log.log(logging.getLevelName(command.level.upper()), "%s", command.message)
+            if command.level == "warning":
+                self.registry.metrics.realtime_errors.inc()
+                call_log.event(call_sid, self.session.now_ms, "error", command.message)
+                call_log.increment(call_sid, errors=1)
 
 
-async def _finish_call(
-    channel: TwilioChannel,
-    realtime: ClientConnection | None,
-    session: CallSession,
-    errors: _FrameErrors,
-    log: CallLogger,
-    end_by: str,
-    end_reason: str,
-    started: float,
-) -> None:
-    if realtime is not None:
-        await _close_realtime(realtime)
-    if end_by != "caller":
-        # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
-        await _close_quietly(channel, 1000, "bridge ended the stream")
-    stats = session.stats
-    log.info(
-        "call ended by %s (%s) after %.1f s: frames in %d / out %d, marks %d/%d played, "
-        "interruptions %d, clears %d, deltas dropped %d, tokens %d%s",
-        end_by,
-        end_reason,
-        time.monotonic() - started,
-        stats.frames_in,
-        stats.frames_out,
-        stats.marks_played,
-        stats.marks_sent,
-        stats.interruptions,
-        stats.clears,
-        stats.deltas_dropped,
-        stats.usage_total_tokens,
-        "".join(f"; {n} x {key}" for key, n in errors.counts.items() if n > 1),
-    )
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 async def _await_stop(stop: _StopSignal) -> None:
@@ -308,87 +489,6 @@ async def _await_start(channel: TwilioChannel, errors: _FrameErrors) -> tw.Twili
             return event
         if isinstance(event, tw.TwilioStop):
             raise ChannelClosed
-
-
-async def _pump_twilio(
-    channel: TwilioChannel,
-    realtime: ClientConnection,
-    session: CallSession,
-    errors: _FrameErrors,
-    log: CallLogger,
-) -> None:
-    while True:
-        try:
-            frame = await channel.receive()
-        except ChannelClosed:
-            raise _CallEnded("caller", "media socket closed") from None
-        try:
-            event = tw.parse(frame)
-        except ProtocolError as exc:
-            errors.report("twilio", exc)
-            continue
-        if event is not None:
-            await _execute(session.handle_twilio(event), channel, realtime, log)
-
-
-async def _pump_realtime(
-    channel: TwilioChannel,
-    realtime: ClientConnection,
-    session: CallSession,
-    errors: _FrameErrors,
-    log: CallLogger,
-) -> None:
-    try:
-        async for frame in realtime:
-            try:
-                event = rt.parse(frame)
-            except ProtocolError as exc:
-                errors.report("realtime", exc)
-                continue
-            if event is not None:
-                await _execute(session.handle_realtime(event), channel, realtime, log)
-    except websockets.ConnectionClosed:
-        pass
-    raise _CallEnded("realtime", f"Realtime socket {describe_close(realtime)}")
-
-
-async def _execute(
-    commands: list[Command], channel: TwilioChannel, realtime: ClientConnection, log: CallLogger
-) -> None:
-    for command in commands:
-        if isinstance(command, SendToRealtime):
-            try:
-                await realtime.send(command.text)
-            except websockets.ConnectionClosed:
-                raise _CallEnded(
-                    "realtime", f"Realtime socket {describe_close(realtime)}"
-                ) from None
-        elif isinstance(command, SendToTwilio):
-            try:
-                await channel.send(command.text)
-            except ChannelClosed:
-                raise _CallEnded("caller", "media socket closed") from None
-        elif isinstance(command, EndCall):
-            raise _CallEnded(command.by, command.reason)
-        elif isinstance(command, Interrupted):
-            log.info(
-                "barge-in: item %s truncated at %d ms of %d ms received%s",
-                command.item_id,
-                command.audio_end_ms,
-                command.received_ms,
-                " (Twilio cleared)" if command.cleared else "",
-            )
-        elif isinstance(command, TranscriptTurn):
-            log.info("%s: %s", command.speaker, _shorten(command.text))
-        elif isinstance(command, DigitPressed):
-            log.info("caller pressed %s", command.digit)
-        elif isinstance(command, ResponseFinished):
-            if command.status not in ("completed", "cancelled"):
-                log.warning(
-                    "response %s ended %s (%s)", command.response_id, command.status, command.reason
-                )
-        elif isinstance(command, Notice):
-            log.log(logging.getLevelName(command.level.upper()), "%s", command.message)
 
 
 async def _close_realtime(realtime: ClientConnection) -> None:

@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
         help="sign webhooks with this token (default: TWILIO_AUTH_TOKEN or the local secret)",
     )
     sim.add_argument("--stream-url", help="open this stream URL instead of the one in the TwiML")
+    from bot.calls_cli import add_calls_parser
+
+    add_calls_parser(commands)
     return parser
 
 
@@ -51,7 +54,21 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv(find_dotenv(usecwd=True), override=False)
     if args.command == "serve":
         return _serve()
+    if args.command == "calls":
+        return _calls(args)
     return _simulate(args)
+
+
+def _calls(args: argparse.Namespace) -> int:
+    from bot.calls_cli import run_calls
+    from bot.config import Settings
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
+    return run_calls(args, settings)
 
 
 def _serve() -> int:

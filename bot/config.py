@@ -83,8 +83,30 @@ class Settings:
     stream_token_ttl_s: int = 300
     shutdown_grace_s: float = 25.0
     data_dir: Path = field(default_factory=lambda: Path("data"))
+    database_url: str | None = None  # None: SQLite in data_dir
+    record_audio: bool = False
+    recordings_dir: Path | None = None  # None: data_dir / "recordings"
+    recording_retention_days: int = 30
+    review_password: Secret | None = None
     log_level: str = "INFO"
     warnings: tuple[str, ...] = ()
+
+    @property
+    def database(self) -> str:
+        """SQLAlchemy async URL of the call log."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'calls.db'}"
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def recordings_path(self) -> Path:
+        return self.recordings_dir or self.data_dir / "recordings"
 
     @property
     def local_mode(self) -> bool:
@@ -187,6 +209,22 @@ class Settings:
         transcription = env.get("REALTIME_TRANSCRIPTION_MODEL")
         default_voice = "marin" if dialect is Dialect.GA else "alloy"
 
+        def flag(name: str) -> bool:
+            raw = (text(name) or "false").lower()
+            if raw not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                problems.append(f"{name} must be true or false, got {raw!r}")
+                return False
+            return raw in ("true", "1", "yes", "on")
+
+        database_url = text("DATABASE_URL")
+        if database_url is not None and not database_url.startswith(
+            ("sqlite", "postgres", "postgresql")
+        ):
+            problems.append("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        review_raw = text("REVIEW_PASSWORD")
+        if review_raw is not None and len(review_raw) < 8:
+            problems.append("REVIEW_PASSWORD must be at least 8 characters")
+
         level = (text("LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR; got {level!r}")
@@ -219,6 +257,11 @@ class Settings:
             stream_token_ttl_s=int(number("STREAM_TOKEN_TTL", 300, 10, 86400)),
             shutdown_grace_s=number("SHUTDOWN_GRACE_SECONDS", 25.0, 0, 3600),
             data_dir=Path(text("BOT_DATA_DIR") or "data"),
+            database_url=database_url,
+            record_audio=flag("RECORD_AUDIO"),
+            recordings_dir=Path(raw_dir) if (raw_dir := text("RECORDINGS_DIR")) else None,
+            recording_retention_days=int(number("RECORDING_RETENTION_DAYS", 30, 0, 36500)),
+            review_password=Secret(review_raw) if review_raw else None,
             log_level=level,
             warnings=tuple(notes),
         )

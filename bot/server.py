@@ -10,6 +10,7 @@ import socket
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
+from quart import Quart
 
 from bot.bridge import CallRegistry
 from bot.config import Settings
@@ -39,7 +40,6 @@ def serve(settings: Settings) -> None:
     sock = bind_socket(settings.host, settings.port)
     settings = dataclasses.replace(settings, port=sock.getsockname()[1])
     app = create_app(settings)
-    registry: CallRegistry = app.extensions["bot.registry"]
 
     base = public_base(settings)
     for warning in settings.warnings:
@@ -67,7 +67,7 @@ def serve(settings: Settings) -> None:
         settings.realtime_auth,
     )
 
-    asyncio.run(_serve(app, hypercorn_config(sock), registry, settings.shutdown_grace_s))
+    asyncio.run(_serve(app, hypercorn_config(sock), settings.shutdown_grace_s))
 
 
 def hypercorn_config(sock: socket.socket) -> HypercornConfig:
@@ -81,9 +81,7 @@ def hypercorn_config(sock: socket.socket) -> HypercornConfig:
     return config
 
 
-async def _serve(
-    app: object, config: HypercornConfig, registry: CallRegistry, grace_s: float
-) -> None:
+async def _serve(app: Quart, config: HypercornConfig, grace_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,6 +89,7 @@ async def _serve(
 
     async def shutdown_trigger() -> None:
         await stop.wait()
+        registry: CallRegistry = app.extensions["bot.registry"]
         logger.info(
             "shutting down: no new connections; %d active call(s) get up to %.0f s to finish",
             registry.active_calls,
@@ -103,5 +102,5 @@ async def _serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, registry.end_all_calls, "server shutting down")
 
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
-    logger.info("stopped after %d call(s)", registry.calls_started)
+    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
+    logger.info("stopped after %d call(s)", app.extensions["bot.registry"].calls_started)

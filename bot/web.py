@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import re
@@ -10,16 +13,22 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Quart, Response, request, websocket
 from quart.wrappers.base import ClientDisconnectedError
 from quart.wrappers.websocket import Websocket
+from sqlalchemy.exc import SQLAlchemyError
 from twilio.request_validator import RequestValidator
 
 from bot.bridge import CallRegistry, ChannelClosed, RealtimeDialer, run_call
+from bot.calllog import CallLog
 from bot.config import Settings, load_local_secret
 from bot.realtime_client import open_realtime
+from bot.recorder import prune_recordings
+from bot.review import review
 from bot.sansio.tokens import issue_stream_token
 from bot.sansio.twiml import render_connect_stream
+from bot.storage import CallStore, utcnow
 
 __all__ = ["create_app", "twiml_dir"]
 
@@ -27,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 VOICE_PATH: Final = "/twilio/voice"
 MEDIA_PATH: Final = "/twilio/media"
+STATUS_PATH: Final = "/twilio/status"
 _CALL_SID = re.compile(r"^CA[0-9a-zA-Z]{32}$")
 
 
@@ -73,7 +83,11 @@ def create_app(
     signing_secret: str | None = None,
     dial: RealtimeDialer = open_realtime,
 ) -> Quart:
-    """Build the app. Tests pass settings directly; production reads them from the environment."""
+    """Build the app. Tests pass settings directly; production reads them from the environment.
+
+    The call log's database is opened (and migrated) when serving starts; the call registry
+    lives in `app.extensions["bot.registry"]` from then on.
+    """
     if settings is None:
         settings = Settings.from_env(os.environ)
     if signing_secret is None:
@@ -84,31 +98,71 @@ def create_app(
             assert secret is not None
             signing_secret = secret
     app = Quart(__name__)
-    registry = CallRegistry(settings, signing_secret, dial)
+    app.config["BOT_SETTINGS"] = settings
+    app.secret_key = hmac.new(signing_secret.encode(), b"review-session", hashlib.sha256).digest()
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=public_base(settings).startswith("https://"),
+    )
+    app.register_blueprint(review)
     validator = RequestValidator(signing_secret)
     template = (twiml_dir() / "connect_stream.xml").read_text()
-    app.extensions["bot.registry"] = registry
+    background: set[asyncio.Task[None]] = set()
 
-    def voice_urls() -> list[str]:
-        urls = [public_base(settings) + VOICE_PATH]
+    def registry() -> CallRegistry:
+        found: CallRegistry = app.extensions["bot.registry"]
+        return found
+
+    def signed(urls: list[str], params: object) -> bool:
+        signature = request.headers.get("X-Twilio-Signature", "")
+        return any(validator.validate(url, params, signature) for url in urls)
+
+    def webhook_urls(path: str) -> list[str]:
+        urls = [public_base(settings) + path]
         if settings.local_mode and settings.public_url is None:
-            urls.append(f"http://localhost:{settings.port}{VOICE_PATH}")
+            urls.append(f"http://localhost:{settings.port}{path}")
         query = request.query_string.decode("latin-1")
         return [url + "?" + query if query else url for url in urls]
 
+    @app.before_serving
+    async def _open() -> None:
+        store = await CallStore.open(settings.database)
+        call_log = CallLog(store)
+        call_log.start()
+        app.extensions["bot.store"] = store
+        app.extensions["bot.registry"] = CallRegistry(settings, signing_secret, dial, call_log)
+        if settings.record_audio and settings.recording_retention_days > 0:
+            background.add(asyncio.create_task(_prune_periodically(store)))
+
+    async def _prune_periodically(store: CallStore) -> None:
+        while True:
+            try:
+                await prune_recordings(store, settings.recording_retention_days)
+            except (OSError, SQLAlchemyError) as exc:
+                logger.warning("recording retention: %s", type(exc).__name__)
+            await asyncio.sleep(6 * 3600)
+
     @app.after_serving
-    async def _close_registry() -> None:
-        await registry.close()
+    async def _close() -> None:
+        for task in background:
+            task.cancel()
+        await registry().close()
+        await registry().call_log.stop()
+        await app.extensions["bot.store"].close()
 
     @app.get("/healthz")
     async def healthz() -> dict[str, object]:
-        return {"status": "ok", "active_calls": registry.active_calls}
+        return {"status": "ok", "active_calls": registry().active_calls}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(registry().metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
     @app.post(VOICE_PATH)
     async def voice() -> Response | tuple[str, int]:
         form = await request.form
-        signature = request.headers.get("X-Twilio-Signature", "")
-        if not any(validator.validate(url, form, signature) for url in voice_urls()):
+        if not signed(webhook_urls(VOICE_PATH), form):
             logger.warning("voice webhook rejected: bad or missing X-Twilio-Signature")
             return "invalid signature", 403
         call_sid = form.get("CallSid", "")
@@ -122,12 +176,37 @@ def create_app(
             "to": form.get("To", "")[:64],
             "direction": form.get("Direction", "inbound")[:32],
         }
-        registry.prewarm(call_sid)
+        registry().prewarm(call_sid)
+        registry().call_log.call(
+            call_sid,
+            started_at=utcnow(),
+            direction=parameters["direction"],
+            from_number=parameters["from"] or None,
+            to_number=parameters["to"] or None,
+            twilio_status=form.get("CallStatus") or None,
+        )
         logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
         twiml = render_connect_stream(
             template, stream_url(settings), parameters, settings.fallback_message
         )
         return Response(twiml, content_type="text/xml")
+
+    @app.post(STATUS_PATH)
+    async def call_status() -> tuple[str, int]:
+        """Twilio's call status callback: the call's final status and duration."""
+        form = await request.form
+        if not signed(webhook_urls(STATUS_PATH), form):
+            logger.warning("status callback rejected: bad or missing X-Twilio-Signature")
+            return "invalid signature", 403
+        call_sid = form.get("CallSid", "")
+        if not _CALL_SID.match(call_sid):
+            return "CallSid missing or malformed", 400
+        fields: dict[str, object] = {"twilio_status": form.get("CallStatus", "")[:32] or None}
+        duration = form.get("CallDuration", "")
+        if duration.isdigit():
+            fields["twilio_duration_s"] = int(duration)
+        registry().call_log.call(call_sid, **fields)
+        return "", 204
 
     @app.websocket(MEDIA_PATH)
     async def media() -> tuple[str, int] | None:
@@ -139,7 +218,7 @@ def create_app(
                 logger.warning("media stream rejected: bad X-Twilio-Signature on upgrade")
                 return "invalid signature", 403
         await websocket.accept()
-        await run_call(_QuartChannel(websocket._get_current_object()), registry)
+        await run_call(_QuartChannel(websocket._get_current_object()), registry())
         return None
 
     return app

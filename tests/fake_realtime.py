@@ -77,6 +77,10 @@ class FakeRealtime:
         close_code: int = 1011,
         error_before_close: dict[str, object] | None = None,
         late_deltas: int = 3,
+        answer_text: str = "Hello there.",
+        caller_texts: tuple[str, ...] = (),
+        auto_respond: bool = False,
+        usage: dict[str, int] | None = None,
     ) -> None:
         self.dialect = dialect
         self.answer = answer  # in the session's output format; PCM16 24 kHz by default
@@ -87,6 +91,10 @@ class FakeRealtime:
         self.close_code = close_code
         self.error_before_close = error_before_close
         self.late_deltas = late_deltas
+        self.answer_text = answer_text
+        self.caller_texts = caller_texts  # transcripts of the caller's turns, in order
+        self.auto_respond = auto_respond  # answer when the caller stops speaking
+        self.usage = usage or {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37}
         self.connections: list[FakeConnection] = []
         self.handshakes = 0
         self._server: websockets.asyncio.server.Server | None = None
@@ -163,7 +171,7 @@ class FakeRealtime:
             pass
         finally:
             conn.closed_at = time.monotonic()
-            for task in tasks:
+            for task in tasks | state.tasks:
                 task.cancel()
 
     def _session_object(self, conn: FakeConnection) -> dict[str, object]:
@@ -210,17 +218,55 @@ class FakeRealtime:
         position_ms = len(conn.input_audio) * 1000 // (rate * (1 if rate == 8000 else 2))
         loud = audioop.rms(pcm, 2) > self.vad_threshold_rms if pcm else False
         state.loud_run = state.loud_run + 1 if loud else 0
+        state.quiet_run = 0 if loud else state.quiet_run + 1
+        if state.speaking and state.quiet_run >= 15:  # 300 ms of silence ends the turn
+            state.speaking = False
+            item_id = state.user_item
+            await self._send(
+                ws,
+                {
+                    "type": "input_audio_buffer.speech_stopped",
+                    "audio_end_ms": max(0, position_ms - 300),
+                    "item_id": item_id,
+                },
+            )
+            await self._send(
+                ws,
+                {
+                    "type": "input_audio_buffer.committed",
+                    "item_id": item_id,
+                    "previous_item_id": None,
+                },
+            )
+            text = (
+                self.caller_texts[state.turns % len(self.caller_texts)]
+                if self.caller_texts
+                else f"caller turn {state.turns + 1}"
+            )
+            state.turns += 1
+            await self._send(
+                ws,
+                {
+                    "type": "conversation.item.input_audio_transcription.completed",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "transcript": text,
+                },
+            )
+            if self.auto_respond and not state.responding:
+                state.tasks.add(asyncio.create_task(self._respond(ws, conn, state)))
         if not state.speaking and state.loud_run >= 2:
             state.speaking = True
             conn.speech_started_at = time.monotonic()
             if state.responding:
                 state.interrupted.set()
+            state.user_item = _id("item")
             await self._send(
                 ws,
                 {
                     "type": "input_audio_buffer.speech_started",
                     "audio_start_ms": max(0, position_ms - 40),
-                    "item_id": _id("item"),
+                    "item_id": state.user_item,
                 },
             )
 
@@ -287,7 +333,7 @@ class FakeRealtime:
                 "type": transcript_name,
                 "response_id": response_id,
                 "item_id": item_id,
-                "transcript": "Hello there.",
+                "transcript": self.answer_text,
             },
         )
         cancelled = state.interrupted.is_set()
@@ -301,7 +347,7 @@ class FakeRealtime:
                     "id": response_id,
                     "status": status,
                     "status_details": details,
-                    "usage": {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37},
+                    "usage": self.usage,
                 },
             },
         )
@@ -314,6 +360,10 @@ class _State:
     loud_run: int = 0
     responding: bool = False
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    quiet_run: int = 0
+    turns: int = 0
+    user_item: str | None = None
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def pcm16_tone(freq_hz: float, seconds: float, dbfs: float = -10.0, rate: int = 24000) -> bytes:

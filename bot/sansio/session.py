@@ -28,6 +28,14 @@ Barge-in (`input_audio_buffer.speech_started`):
 The server cancels the response itself (`interrupt_response: true`); its
 `response.done` with status `cancelled` is expected, not an error.
 
+Call log: the session's clock is Twilio's `media.timestamp` (ms since the stream started),
+which the Realtime server's `audio_start_ms`/`audio_end_ms` share because every frame is
+appended. Turns are reported as `TurnRecord` snapshots whenever they change: caller turns
+from VAD and transcription events, assistant turns from the first mark Twilio acknowledges
+(start, latency from the end of the caller's speech) to the last one (end). An interrupted
+assistant turn keeps its full text and gets `heard_text`: the text cut at the heard
+position, in proportion to the audio heard (an estimate: speech rate is not uniform).
+
 The session never awaits, sleeps, reads a clock or touches a socket.
 """
 
@@ -62,10 +70,12 @@ __all__ = [
     "EndCall",
     "Interrupted",
     "Notice",
+    "PlayedAudio",
     "ResponseFinished",
     "SendToRealtime",
     "SendToTwilio",
-    "TranscriptTurn",
+    "TurnRecord",
+    "cut_heard_text",
 ]
 
 CHUNK_ULAW_BYTES: Final = 160  # 20 ms: the heard position is known to within one chunk
@@ -113,18 +123,35 @@ class Interrupted:
     audio_end_ms: int
     received_ms: int
     cleared: bool
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
-class TranscriptTurn:
-    speaker: Literal["caller", "assistant"]
+class TurnRecord:
+    """The current state of one turn; the newest snapshot of an item replaces older ones."""
+
     item_id: str
-    text: str
+    speaker: Literal["caller", "assistant"]
+    started_ms: int | None
+    ended_ms: int | None
+    text: str | None
+    heard_text: str | None = None
+    interrupted: bool = False
+    latency_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DigitPressed:
     digit: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PlayedAudio:
+    """μ-law the caller has heard, ending at `ended_ms` (only when recording)."""
+
+    ulaw: bytes
+    ended_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +175,9 @@ Command = (
     | SendToRealtime
     | EndCall
     | Interrupted
-    | TranscriptTurn
+    | TurnRecord
     | DigitPressed
+    | PlayedAudio
     | ResponseFinished
     | Notice
 )
@@ -164,6 +192,50 @@ class _Item:
     received_bytes: int = 0  # model-side audio received, in the session's format
     sent_ulaw_bytes: int = 0  # μ-law sent to Twilio
     heard_ulaw_bytes: int = 0  # μ-law Twilio confirmed as played
+
+
+@dataclass(slots=True)
+class _Turn:
+    item_id: str
+    speaker: Literal["caller", "assistant"]
+    started_ms: int | None = None
+    ended_ms: int | None = None
+    text: str | None = None
+    heard_ms: int | None = None  # set when interrupted
+    received_ms: int = 0
+    latency_ms: int | None = None
+    speech_end_ms: int | None = None  # the caller speech this answer follows
+    audio_done: bool = False
+
+    def record(self) -> TurnRecord:
+        heard = None
+        if self.heard_ms is not None and self.text is not None:
+            heard = cut_heard_text(self.text, self.heard_ms, self.received_ms)
+        return TurnRecord(
+            self.item_id,
+            self.speaker,
+            self.started_ms,
+            self.ended_ms,
+            self.text,
+            heard,
+            self.heard_ms is not None,
+            self.latency_ms,
+        )
+
+
+_MAX_OPEN_TURNS: Final = 64
+
+
+def cut_heard_text(text: str, heard_ms: int, received_ms: int) -> str:
+    """The part of `text` the caller heard, cut at a word boundary in proportion to audio."""
+    if received_ms <= 0 or heard_ms <= 0:
+        return ""
+    fraction = min(1.0, heard_ms / received_ms)
+    if fraction >= 0.98:
+        return text
+    cut = int(len(text) * fraction)
+    space = text.rfind(" ", 0, cut + 1)
+    return text[: space if space > 0 else cut].rstrip()
 
 
 @dataclass(slots=True)
@@ -185,9 +257,10 @@ class CallStats:
 class _Mark:
     item: _Item
     end_ulaw_bytes: int
+    ulaw: bytes  # kept only when recording
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: sessions live in sets
 class CallSession:
     """One call's bridge logic. Feed events to `handle_*`, execute the commands returned."""
 
@@ -195,6 +268,7 @@ class CallSession:
     call_sid: str
     audio: rt.AudioFormat
     greeting: str | None = None
+    record_audio: bool = False
     # Another codec for PCM16 sessions (the benchmark swaps in audioop.ratecv this way).
     transcoders: tuple[InboundTranscoder, OutboundTranscoder] | None = None
     state: CallState = CallState.STREAMING
@@ -218,6 +292,9 @@ class CallSession:
         self._partial_item: _Item | None = None
         self._active_response: str | None = None
         self._dropped_responses: set[str] = set()
+        self.now_ms = 0  # call time: the newest Twilio media timestamp
+        self._turns: dict[str, _Turn] = {}
+        self._speech_end_ms: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -245,31 +322,68 @@ class CallSession:
         if self.state is CallState.ENDED:
             return []
         if isinstance(event, tw.TwilioMedia):
+            self.now_ms = (
+                event.timestamp_ms if event.timestamp_ms is not None else self.stats.frames_in * 20
+            )
             self.stats.frames_in += 1
             self.stats.ulaw_bytes_in += len(event.ulaw)
             audio = self._inbound.process(event.ulaw)
             return [SendToRealtime(rt.append_audio(base64.b64encode(audio).decode("ascii")))]
         if isinstance(event, tw.TwilioMark):
-            self._mark_played(event.name)
-            return []
+            return self._mark_played(event.name)
         if isinstance(event, tw.TwilioDtmf):
-            return [DigitPressed(event.digit)]
+            return [DigitPressed(event.digit, self.now_ms)]
         if isinstance(event, tw.TwilioStop):
             self.state = CallState.ENDED
             return [EndCall("caller", "caller hung up")]
         # A repeated `connected`/`start` changes nothing: the stream is already bound.
         return [Notice("debug", f"ignored {type(event).__name__} after start")]
 
-    def _mark_played(self, name: str) -> None:
+    def _mark_played(self, name: str) -> list[Command]:
         if name not in self._pending_marks:
-            return  # flushed by a clear, or not ours
+            return []  # flushed by a clear, or not ours
+        commands: list[Command] = []
+        played = b""
         # Twilio plays in order: marks before this one have played too.
         while self._pending_marks:
             pending_name, mark = self._pending_marks.popitem(last=False)
-            mark.item.heard_ulaw_bytes = mark.end_ulaw_bytes
+            item = mark.item
+            first = item.heard_ulaw_bytes == 0
+            item.heard_ulaw_bytes = mark.end_ulaw_bytes
+            played += mark.ulaw
             self.stats.marks_played += 1
+            turn = self._turns.get(item.item_id)
+            if turn is not None:
+                if first:
+                    # The mark comes back when its chunk has played: it began one chunk earlier.
+                    turn.started_ms = max(
+                        0, self.now_ms - len(mark.ulaw or b"x" * CHUNK_ULAW_BYTES) // 8
+                    )
+                    if turn.speech_end_ms is not None:
+                        turn.latency_ms = max(0, self.now_ms - turn.speech_end_ms)
+                    commands.append(turn.record())
+                if turn.audio_done and item.heard_ulaw_bytes >= item.sent_ulaw_bytes:
+                    turn.ended_ms = self.now_ms
+                    commands.append(self._close_turn(turn))
             if pending_name == name:
                 break
+        if played:
+            commands.append(PlayedAudio(played, self.now_ms))
+        return commands
+
+    def _close_turn(self, turn: _Turn) -> TurnRecord:
+        record = turn.record()
+        if turn.text is not None:
+            del self._turns[turn.item_id]
+        return record
+
+    def _turn(self, item_id: str, speaker: Literal["caller", "assistant"]) -> _Turn:
+        turn = self._turns.get(item_id)
+        if turn is None:
+            if len(self._turns) >= _MAX_OPEN_TURNS:  # e.g. transcription is off
+                del self._turns[next(iter(self._turns))]
+            turn = self._turns[item_id] = _Turn(item_id, speaker)
+        return turn
 
     # ---- from the Realtime server ---------------------------------------------------------
 
@@ -279,12 +393,40 @@ class CallSession:
         if isinstance(event, rt.RealtimeAudioDelta):
             return self._audio_delta(event)
         if isinstance(event, rt.RealtimeSpeechStarted):
-            return self._barge_in()
+            commands = self._barge_in()
+            if event.item_id is not None:
+                turn = self._turn(event.item_id, "caller")
+                turn.started_ms = event.audio_start_ms
+                commands.append(turn.record())
+            return commands
+        if isinstance(event, rt.RealtimeSpeechStopped):
+            self._speech_end_ms = event.audio_end_ms
+            if event.item_id is None:
+                return []
+            turn = self._turn(event.item_id, "caller")
+            turn.ended_ms = event.audio_end_ms
+            return [turn.record()]
+        if isinstance(event, rt.RealtimeInputTranscript):
+            turn = self._turn(event.item_id, "caller")
+            turn.text = event.transcript
+            return [self._close_turn(turn)] if turn.ended_ms is not None else [turn.record()]
+        if isinstance(event, rt.RealtimeOutputItemAdded):
+            if event.role == "assistant" and event.response_id not in self._dropped_responses:
+                turn = self._turn(event.item_id, "assistant")
+                turn.speech_end_ms, self._speech_end_ms = self._speech_end_ms, None
+            return []
         if isinstance(event, rt.RealtimeAudioDone):
             item = self._items.get(event.item_id)
             if item is None or event.response_id in self._dropped_responses:
                 return []
-            return self._flush_partial_chunk()
+            commands = self._flush_partial_chunk()
+            playing = self._turns.get(event.item_id)
+            if playing is not None:
+                playing.audio_done = True
+                if item.heard_ulaw_bytes >= item.sent_ulaw_bytes:  # already all played
+                    playing.ended_ms = self.now_ms
+                    commands.append(self._close_turn(playing))
+            return commands
         if isinstance(event, rt.RealtimeResponseCreated):
             self._active_response = event.response_id
             self.stats.responses += 1
@@ -292,9 +434,11 @@ class CallSession:
         if isinstance(event, rt.RealtimeResponseDone):
             return self._response_done(event)
         if isinstance(event, rt.RealtimeTranscriptDone):
-            return [TranscriptTurn("assistant", event.item_id, event.transcript)]
-        if isinstance(event, rt.RealtimeInputTranscript):
-            return [TranscriptTurn("caller", event.item_id, event.transcript)]
+            turn = self._turn(event.item_id, "assistant")
+            turn.text = event.transcript
+            if turn.ended_ms is not None:
+                return [self._close_turn(turn)]
+            return [turn.record()]
         if isinstance(event, rt.RealtimeError):
             return self._error(event)
         if isinstance(event, rt.RealtimeTruncated):
@@ -315,6 +459,9 @@ class CallSession:
         commands: list[Command] = []
         if self._partial_item is not None and self._partial_item is not item:
             commands += self._flush_partial_chunk()
+        turn = self._turns.get(event.item_id)
+        if turn is not None:
+            turn.received_ms = (item.received_bytes + len(audio)) // self._bytes_per_ms
         if self._passthrough:
             item.received_bytes += len(audio)
             payload = event.audio_b64
@@ -347,7 +494,8 @@ class CallSession:
         item.sent_ulaw_bytes += n_bytes
         self._mark_seq += 1
         name = f"m{self._mark_seq}"
-        self._pending_marks[name] = _Mark(item, item.sent_ulaw_bytes)
+        kept = base64.b64decode(ulaw_b64) if self.record_audio else b""
+        self._pending_marks[name] = _Mark(item, item.sent_ulaw_bytes, kept)
         self.stats.frames_out += 1
         self.stats.ulaw_bytes_out += n_bytes
         self.stats.marks_sent += 1
@@ -373,8 +521,17 @@ class CallSession:
             received_ms = item.received_bytes // self._bytes_per_ms
             audio_end_ms = min(item.heard_ulaw_bytes // ULAW_BYTES_PER_MS, received_ms)
             commands.append(SendToRealtime(rt.truncate(item.item_id, audio_end_ms)))
-            commands.append(Interrupted(item.item_id, audio_end_ms, received_ms, cleared))
+            commands.append(
+                Interrupted(item.item_id, audio_end_ms, received_ms, cleared, self.now_ms)
+            )
             self._dropped_responses.add(item.response_id)
+            turn = self._turns.get(item.item_id)
+            if turn is not None:
+                turn.heard_ms, turn.received_ms = audio_end_ms, received_ms
+                turn.ended_ms = self.now_ms
+                if turn.started_ms is None:
+                    turn.started_ms = self.now_ms  # interrupted before a single chunk played
+                commands.append(self._close_turn(turn))
         if self._active_response is not None:
             self._dropped_responses.add(self._active_response)
         if unheard:

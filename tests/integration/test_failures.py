@@ -235,17 +235,26 @@ async def test_an_internal_error_ends_only_that_call_politely(
     base_settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     from bot.bridge import CallRegistry, run_call
+    from bot.calllog import CallLog
     from bot.realtime_client import open_realtime
     from bot.sansio.tokens import issue_stream_token
+    from bot.storage import CallStore
 
+    store = await CallStore.open(base_settings.database)
+    call_log = CallLog(store)
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
         settings = dataclasses.replace(base_settings, realtime_url=fake.url)
-        registry = CallRegistry(settings, LOCAL_SECRET, open_realtime)
+        registry = CallRegistry(settings, LOCAL_SECRET, open_realtime, call_log)
         call = new_call_sid()
         token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60)
         channel = _ExplodingChannel([start_frame(call, {"token": token}), media_frame(SILENCE)])
         await run_call(channel, registry)
         await asyncio.sleep(0.1)
+    await call_log.flush()
+    row = await store.get_call(call)
+    await store.close()
+    assert row is not None and row["ended_by"] == "bridge"
+    assert "internal error" in row["end_reason"]
     assert channel.closed_with == 1000  # Twilio plays the fallback
     assert "bridge failure" in caplog.text and "RuntimeError" in caplog.text
     assert fake.connections[0].closed_at is not None

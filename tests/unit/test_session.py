@@ -14,8 +14,11 @@ from bot.sansio.session import (
     EndCall,
     Interrupted,
     Notice,
+    PlayedAudio,
     SendToRealtime,
     SendToTwilio,
+    TurnRecord,
+    cut_heard_text,
 )
 from tests.audio_tools import tone
 
@@ -86,7 +89,7 @@ def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
         }
     ]
     [interrupted] = [c for c in commands if isinstance(c, Interrupted)]
-    assert interrupted == Interrupted("item_1", 200, 1000, cleared=True)
+    assert interrupted == Interrupted("item_1", 200, 1000, cleared=True, at_ms=0)
     assert session.stats.clears == 1 and session.stats.interruptions == 1
 
 
@@ -123,7 +126,8 @@ def test_barge_in_after_playback_finished_does_nothing() -> None:
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
     assert not session.playing
-    assert session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2")) == []
+    commands = session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2"))
+    assert to_twilio(commands) == [] and to_realtime(commands) == []
 
 
 def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() -> None:
@@ -193,7 +197,9 @@ def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
 
 
 def test_dtmf_is_reported() -> None:
-    assert pcm_session().handle_twilio(tw.TwilioDtmf("5")) == [DigitPressed("5")]
+    session = pcm_session()
+    session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 2340))
+    assert session.handle_twilio(tw.TwilioDtmf("5")) == [DigitPressed("5", 2340)]
 
 
 def test_a_delta_with_invalid_base64_is_skipped() -> None:
@@ -223,3 +229,84 @@ def test_barge_in_resets_the_output_resampler() -> None:
         [m["media"]["payload"] for m in sent if m["event"] == "media"] for sent in (after, clean)
     ]
     assert payloads[0] == payloads[1]
+
+
+def at(session: CallSession, ms: int) -> None:
+    """Advance the session clock the way Twilio does: with a media frame."""
+    session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, ms))
+
+
+def turns(commands: list) -> list[TurnRecord]:
+    return [c for c in commands if isinstance(c, TurnRecord)]
+
+
+def play_all(session: CallSession, sent: list[dict], from_ms: int) -> list:
+    """Twilio plays every chunk, acknowledging each mark 20 ms after the previous one."""
+    out: list = []
+    for i, name in enumerate(marks(sent)):
+        at(session, from_ms + 20 * (i + 1))
+        out += session.handle_twilio(tw.TwilioMark(name))
+    return out
+
+
+def test_a_caller_turn_is_recorded_from_vad_and_transcription() -> None:
+    session = pcm_session()
+    [started] = turns(session.handle_realtime(rt.RealtimeSpeechStarted(1200, "u1")))
+    assert started == TurnRecord("u1", "caller", 1200, None, None)
+    [stopped] = turns(session.handle_realtime(rt.RealtimeSpeechStopped(2900, "u1")))
+    assert stopped.ended_ms == 2900
+    [done] = turns(session.handle_realtime(rt.RealtimeInputTranscript("u1", "Where is my order?")))
+    assert done == TurnRecord("u1", "caller", 1200, 2900, "Where is my order?")
+
+
+def test_an_answer_is_timed_by_marks_and_its_latency_runs_from_the_end_of_speech() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeSpeechStopped(2900, "u1"))
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(rt.RealtimeOutputItemAdded("resp_1", "a1", "assistant"))
+    sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 0.1, 24000))))
+    transcript = turns(session.handle_realtime(rt.RealtimeTranscriptDone("a1", "It ships today.")))
+    assert transcript[0].ended_ms is None
+    session.handle_realtime(rt.RealtimeAudioDone("resp_1", "a1"))
+    records = turns(play_all(session, sent, from_ms=3500))
+    first, last = records[0], records[-1]
+    assert first.started_ms == 3500 and first.latency_ms == 3520 - 2900
+    assert last == TurnRecord("a1", "assistant", 3500, 3600, "It ships today.", None, False, 620)
+
+
+def test_an_interrupted_answer_keeps_its_full_text_and_what_was_heard() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(rt.RealtimeOutputItemAdded("resp_1", "a1", "assistant"))
+    sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 1.0, 24000))))
+    text = "one two three four five six seven eight nine ten"
+    session.handle_realtime(rt.RealtimeTranscriptDone("a1", text))
+    for name in marks(sent)[:25]:  # half of the answer played
+        session.handle_twilio(tw.TwilioMark(name))
+    at(session, 4000)
+    [record] = turns(session.handle_realtime(rt.RealtimeSpeechStarted(3990, None)))
+    assert record.interrupted and record.ended_ms == 4000
+    assert record.text == text
+    assert record.heard_text == "one two three four five"
+
+
+def test_heard_text_is_cut_at_a_word_boundary() -> None:
+    assert cut_heard_text("hello there friend", 500, 1000) == "hello"
+    assert cut_heard_text("hello there friend", 990, 1000) == "hello there friend"
+    assert cut_heard_text("hello there friend", 0, 1000) == ""
+
+
+def test_played_audio_is_reported_only_when_recording() -> None:
+    quiet, recording = pcm_session(), pcm_session(record_audio=True)
+    for session in (quiet, recording):
+        session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    answer = tone(500, 0.1, 24000)
+    sent_quiet = to_twilio(quiet.handle_realtime(delta("a1", answer)))
+    sent_recording = to_twilio(recording.handle_realtime(delta("a1", answer)))
+    assert not [c for c in play_all(quiet, sent_quiet, 0) if isinstance(c, PlayedAudio)]
+    played = [c for c in play_all(recording, sent_recording, 0) if isinstance(c, PlayedAudio)]
+    media = b"".join(
+        base64.b64decode(m["media"]["payload"]) for m in sent_recording if m["event"] == "media"
+    )
+    assert b"".join(p.ulaw for p in played) == media
+    assert played[-1].ended_ms == 100

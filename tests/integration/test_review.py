@@ -1,0 +1,206 @@
+"""Review access, the JSON API, /metrics and the `bot calls` CLI over a known call log."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bot.config import Secret, Settings
+from bot.storage import CallStore
+from tests.conftest import RunningApp, run_app
+from tests.seed import CUT_CALL, ORDER_CALL, seed
+
+PASSWORD = "correct horse battery"
+CALL_DATA_URLS = [
+    "/calls",
+    f"/calls/{ORDER_CALL}",
+    f"/calls/{ORDER_CALL}/recording.wav",
+    "/api/calls",
+    f"/api/calls/{ORDER_CALL}",
+    "/api/calls?search=order",
+]
+
+
+async def seeded(settings: Settings, fillers: int = 0) -> None:
+    store = await CallStore.open(settings.database)
+    await seed(store, settings.recordings_path, fillers)
+    await store.close()
+
+
+@pytest.fixture
+async def review_app(database_settings: Settings) -> AsyncIterator[RunningApp]:
+    settings = dataclasses.replace(database_settings, review_password=Secret(PASSWORD))
+    await seeded(settings)
+    async with run_app(settings) as app:
+        yield app
+
+
+def basic(password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"api:{password}".encode()).decode()}
+
+
+async def test_no_call_data_without_the_login(review_app: RunningApp) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path in CALL_DATA_URLS:
+            async with http.get(review_app.url + path, allow_redirects=False) as response:
+                assert response.status == 401, path
+                body = await response.text()
+                assert "4417" not in body and "+1555123" not in body
+        for path in CALL_DATA_URLS:
+            async with http.get(review_app.url + path, headers=basic("wrong password")) as r:
+                assert r.status == 401, path
+        async with http.post(
+            review_app.url + "/login", data={"password": "guess"}, allow_redirects=False
+        ) as response:
+            assert response.status == 401
+
+
+async def test_review_is_off_without_a_password(base_settings: Settings) -> None:
+    await seeded(base_settings)
+    async with run_app(base_settings) as app, aiohttp.ClientSession() as http:
+        for path in [*CALL_DATA_URLS, "/login"]:
+            async with http.get(app.url + path, headers=basic("anything")) as response:
+                assert response.status == 403, path
+
+
+async def test_pages_after_login(review_app: RunningApp) -> None:
+    # The default jar ignores cookies of IP-address hosts such as 127.0.0.1.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        async with http.post(
+            review_app.url + "/login",
+            data={"password": PASSWORD, "next": f"/calls/{CUT_CALL}"},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 302
+            assert response.headers["Location"] == f"/calls/{CUT_CALL}"
+            cookie = response.headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+        async with http.get(review_app.url + "/calls") as response:
+            page = await response.text()
+            assert response.status == 200
+            assert page.index(CUT_CALL) < page.index(ORDER_CALL)  # newest first
+        async with http.get(review_app.url + "/calls?q=4417&direction=inbound") as response:
+            page = await response.text()
+            assert ORDER_CALL in page and CUT_CALL not in page
+        async with http.get(review_app.url + f"/calls/{CUT_CALL}") as response:
+            page = await response.text()
+            assert '<span class="heard">Hello, this is Acme calling</span>' in page
+            assert '<del class="unheard"' in page and "appointment tomorrow at ten." in page
+        async with http.get(review_app.url + f"/calls/{ORDER_CALL}/recording.wav") as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"] == "audio/wav"
+            assert (await response.read())[:4] == b"RIFF"
+        async with http.post(review_app.url + "/logout", allow_redirects=False) as response:
+            assert response.status == 302
+        async with http.get(review_app.url + "/calls") as response:
+            assert response.status == 401
+
+
+async def test_json_api(review_app: RunningApp) -> None:
+    async with aiohttp.ClientSession(headers=basic(PASSWORD)) as http:
+        async with http.get(review_app.url + "/api/calls") as response:
+            listing = await response.json()
+        assert listing["total"] == 2 and listing["page_size"] == 25
+        assert [c["call_sid"] for c in listing["calls"]] == [CUT_CALL, ORDER_CALL]
+        filters = {
+            "number=5557770003": [CUT_CALL],
+            "direction=outbound-api": [CUT_CALL],
+            "status=completed": [ORDER_CALL],
+            "status=ended": [CUT_CALL],
+            "from=2026-11-21": [CUT_CALL],
+            "to=2026-11-20": [ORDER_CALL],
+            "q=WHO IS THIS": [CUT_CALL],
+        }
+        for query, expected in filters.items():
+            async with http.get(review_app.url + "/api/calls?" + query) as response:
+                found = [c["call_sid"] for c in (await response.json())["calls"]]
+                assert found == expected, query
+        async with http.get(review_app.url + f"/api/calls/{ORDER_CALL}") as response:
+            call = await response.json()
+        assert call["started_at"] == "2026-11-20T09:30:00+00:00"
+        assert [t["text"] for t in call["turns"]][0] == "Hi, where is my order 4417?"
+        assert call["turns"][1]["latency_ms"] == 810
+        assert call["events"][0]["kind"] == "dtmf"
+        assert call["total_tokens"] == 200
+        async with http.get(review_app.url + "/api/calls/CA" + "9" * 32) as response:
+            assert response.status == 404
+
+
+async def test_metrics(base_settings: Settings) -> None:
+    from bot.simulator import simulate
+    from tests.conftest import LOCAL_SECRET
+    from tests.fake_realtime import FakeRealtime, pcm16_tone
+
+    async with FakeRealtime(answer=pcm16_tone(500, 0.4), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        async with run_app(settings) as app:
+            await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=0.8)
+            async with aiohttp.ClientSession() as http, http.get(app.url + "/metrics") as r:
+                text = await r.text()
+    assert 'bot_calls_total{outcome="caller"} 1.0' in text
+    assert "bot_active_calls 0.0" in text
+    frames_in = float(re.search(r'bot_media_frames_total\{direction="in"\} (\S+)', text).group(1))
+    frames_out = float(re.search(r'bot_media_frames_total\{direction="out"\} (\S+)', text).group(1))
+    assert frames_in == pytest.approx(40, abs=2) and frames_out == 20
+    assert "bot_barge_ins_total 0.0" in text
+    assert "bot_turn_latency_seconds_bucket" in text
+
+
+async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
+    env = {
+        "DATABASE_URL": settings.database_url or f"sqlite:///{settings.data_dir / 'calls.db'}",
+        "PATH": "/usr/bin:/bin",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "calls",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_list_show_and_export(database_settings: Settings, tmp_path: Path) -> None:
+    await seeded(database_settings, fillers=250)
+    code, out, _ = await run_cli(database_settings, "list", "--search", "order", "--limit", "5")
+    assert code == 0
+    assert ORDER_CALL in out and "+15551230001" in out and "1 of 1 call(s)" in out
+    code, out, _ = await run_cli(database_settings, "show", CUT_CALL)
+    assert code == 0
+    assert "bot: Hello, this is Acme calling [not heard: about your appointment" in out
+    assert "interruption: caller spoke over the bot" in out
+    code, out, err = await run_cli(database_settings, "export", "--format", "jsonl")
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert code == 0 and len(lines) == 252
+    assert "252/252" in err  # the progress bar of a large export
+    target = tmp_path / "calls.csv"
+    code, _, _ = await run_cli(
+        database_settings,
+        "export",
+        "--format",
+        "csv",
+        "--direction",
+        "outbound-api",
+        "-o",
+        str(target),
+    )
+    rows = target.read_text().splitlines()
+    assert code == 0 and rows[0].startswith("call_sid,started_at")
+    assert CUT_CALL in target.read_text() and "caller: Sorry, who is this?" in target.read_text()
+    code, _, err = await run_cli(database_settings, "show", "CA" + "9" * 32)
+    assert code == 1 and "no call" in err

@@ -1,0 +1,156 @@
+"""Known calls written straight into a call log, for review, API and CLI tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import wave
+from pathlib import Path
+
+from bot.storage import CallStore, LogBatch
+
+T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
+ORDER_CALL = "CA" + "1" * 32
+CUT_CALL = "CA" + "2" * 32
+
+
+def turn(
+    call: str, item: str, speaker: str, start: int, end: int, text: str, **extra: object
+) -> dict[str, object]:
+    return {
+        "call_sid": call,
+        "item_id": item,
+        "speaker": speaker,
+        "started_ms": start,
+        "ended_ms": end,
+        "text": text,
+        "heard_text": extra.get("heard_text"),
+        "interrupted": bool(extra.get("interrupted", False)),
+        "latency_ms": extra.get("latency_ms"),
+    }
+
+
+def write_recording(recordings: Path) -> Path:
+    recordings.mkdir(parents=True, exist_ok=True)
+    recording = recordings / f"{ORDER_CALL}.wav"
+    with wave.open(str(recording), "wb") as wav:
+        wav.setnchannels(2)
+        wav.setsampwidth(2)
+        wav.setframerate(8000)
+        wav.writeframes(b"\0\0\0\0" * 8000)
+    return recording
+
+
+async def seed(store: CallStore, recordings: Path, fillers: int = 0) -> None:
+    recording = write_recording(recordings)
+    batch = LogBatch()
+    batch.calls.append(
+        (
+            ORDER_CALL,
+            {
+                "direction": "inbound",
+                "from_number": "+15551230001",
+                "to_number": "+15559870002",
+                "started_at": T0,
+                "answered_at": T0 + dt.timedelta(seconds=1),
+                "ended_at": T0 + dt.timedelta(seconds=40),
+                "ended_by": "caller",
+                "end_reason": "caller hung up",
+                "twilio_status": "completed",
+                "twilio_duration_s": 41,
+                "provider": "api.openai.com",
+                "model": "gpt-realtime",
+                "dialect": "ga",
+                "audio_mode": "pcm16",
+                "recording_path": str(recording),
+            },
+        )
+    )
+    batch.increments.append(
+        (ORDER_CALL, {"input_tokens": 120, "output_tokens": 80, "total_tokens": 200})
+    )
+    batch.turns += [
+        turn(ORDER_CALL, "u1", "caller", 1200, 3100, "Hi, where is my order 4417?"),
+        turn(
+            ORDER_CALL,
+            "a1",
+            "assistant",
+            3900,
+            7600,
+            "Order 4417 shipped yesterday and arrives Friday.",
+            latency_ms=810,
+        ),
+    ]
+    batch.events.append(
+        {
+            "call_sid": ORDER_CALL,
+            "at_ms": 8200,
+            "kind": "dtmf",
+            "detail": "5",
+            "data": None,
+            "created_at": T0,
+        }
+    )
+    batch.calls.append(
+        (
+            CUT_CALL,
+            {
+                "direction": "outbound-api",
+                "from_number": "+15559870002",
+                "to_number": "+15557770003",
+                "started_at": T0 + dt.timedelta(days=1),
+                "answered_at": T0 + dt.timedelta(days=1, seconds=2),
+                "ended_at": T0 + dt.timedelta(days=1, seconds=20),
+                "ended_by": "realtime",
+                "end_reason": "Realtime socket closed with code 1011",
+                "model": "gpt-realtime",
+            },
+        )
+    )
+    batch.increments.append((CUT_CALL, {"interruptions": 1, "errors": 1}))
+    batch.turns += [
+        turn(
+            CUT_CALL,
+            "a9",
+            "assistant",
+            500,
+            2100,
+            "Hello, this is Acme calling about your appointment tomorrow at ten.",
+            heard_text="Hello, this is Acme calling",
+            interrupted=True,
+            latency_ms=None,
+        ),
+        turn(CUT_CALL, "u9", "caller", 2000, 3300, "Sorry, who is this?"),
+    ]
+    batch.events += [
+        {
+            "call_sid": CUT_CALL,
+            "at_ms": 2100,
+            "kind": "interruption",
+            "detail": "caller spoke over the bot; heard 1600 of 4100 ms",
+            "data": None,
+            "created_at": T0,
+        },
+        {
+            "call_sid": CUT_CALL,
+            "at_ms": 9000,
+            "kind": "error",
+            "detail": "Realtime socket closed with code 1011",
+            "data": None,
+            "created_at": T0,
+        },
+    ]
+    for i in range(fillers):
+        sid = f"CA{i:032d}"
+        batch.calls.append(
+            (
+                sid,
+                {
+                    "direction": "inbound",
+                    "from_number": f"+1555000{i:04d}",
+                    "to_number": "+15559870002",
+                    "started_at": T0 - dt.timedelta(minutes=i + 1),
+                },
+            )
+        )
+        batch.turns.append(turn(sid, "u", "caller", 0, 900, f"filler call {i}"))
+    await store.write(batch)

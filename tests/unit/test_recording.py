@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from bot.sansio.recording import StereoTimeline
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+LOUD = audioop.lin2ulaw(np.full(160, 8000, "<i2").tobytes(), 2)  # 20 ms
+
+
+def channels(stereo: bytes) -> tuple[np.ndarray, np.ndarray]:
+    x = np.frombuffer(stereo, "<i2")
+    return x[0::2], x[1::2]
+
+
+def test_channels_land_on_the_call_timeline() -> None:
+    timeline = StereoTimeline(hold_ms=100)
+    timeline.add_caller(LOUD, at_ms=0)
+    timeline.add_bot(LOUD, ended_ms=60)  # played from 40 to 60 ms
+    timeline.add_bot(LOUD, ended_ms=75)  # ack came late: placed right after, not overlapping
+    left, right = channels(timeline.take_all())
+    assert len(left) == len(right) == 80 * 8
+    assert np.all(left[:160] != 0) and np.all(left[160:] == 0)
+    assert np.all(right[: 40 * 8] == 0)
+    assert np.all(right[40 * 8 : 80 * 8] != 0)
+
+
+def test_audio_is_released_after_the_hold_time_only() -> None:
+    timeline = StereoTimeline(hold_ms=1000)
+    for i in range(100):
+        timeline.add_caller(LOUD, at_ms=i * 20)
+    assert timeline.take_ready(now_ms=500) == b""
+    ready = timeline.take_ready(now_ms=2000)
+    assert len(ready) == 1000 * 8 * 4
+    assert len(timeline.take_all()) == 1000 * 8 * 4
