@@ -12,8 +12,8 @@ from typing import Any, Final, TextIO
 
 from tqdm import tqdm
 
+from bot.callview import jsonable, timeline
 from bot.config import Settings
-from bot.review import jsonable
 from bot.storage import CallFilter, CallStore
 
 __all__ = ["add_calls_parser", "run_calls"]
@@ -163,8 +163,6 @@ async def _show(store: CallStore, call_sid: str) -> int:
     if call["recording_path"]:
         print(f"recording {call['recording_path']}")
     print()
-    from bot.review import timeline
-
     for entry in timeline(call):
         when = _clock(entry["at_ms"])
         if entry.get("event"):

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import math
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from quart import (
     Blueprint,
@@ -29,6 +29,7 @@ from quart import (
 )
 from quart.typing import ResponseReturnValue
 
+from bot.callview import jsonable, timeline
 from bot.storage import CallFilter, CallStore
 
 __all__ = ["PAGE_SIZE", "review"]
@@ -71,7 +72,9 @@ async def _denied() -> ResponseReturnValue | None:
         if _basic_auth_ok(password):
             return None
         return {"error": "login required"}, 401, {"WWW-Authenticate": 'Basic realm="calls"'}
-    return await render_template("login.html", error=None, next=request.full_path), 401
+    query = request.query_string.decode("latin-1")
+    here = request.path + ("?" + query if query else "")
+    return await render_template("login.html", error=None, next=here), 401
 
 
 @review.before_request
@@ -210,30 +213,3 @@ async def api_call(call_sid: str) -> ResponseReturnValue:
         return {"error": "no such call"}, 404
     body: dict[str, object] = jsonable(call)
     return body
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    return value
-
-
-def timeline(call: dict[str, Any]) -> list[dict[str, Any]]:
-    """Turns and events in call order, with each interrupted turn split into heard/unheard."""
-    entries: list[dict[str, Any]] = []
-    for turn in call["turns"]:
-        text = turn["text"] or ""
-        heard = turn["heard_text"] if turn["interrupted"] else None
-        entry = {"kind": "turn", "at_ms": turn["started_ms"], **turn}
-        if heard is not None:
-            entry["heard"] = heard
-            entry["unheard"] = text[len(heard) :] if text.startswith(heard) else text
-        entries.append(entry)
-    for event in call["events"]:
-        entries.append({**event, "kind": event["kind"], "event": True})
-    entries.sort(key=lambda e: e["at_ms"] if e["at_ms"] is not None else math.inf)
-    return entries

@@ -311,10 +311,21 @@ class CallStore:
         offset = 0
         while True:
             rows, _ = await self.list_calls(query_filter, limit=page, offset=offset)
+            sids = [row["call_sid"] for row in rows]
+            by_call: dict[str, dict[str, list[dict[str, Any]]]] = {
+                sid: {"turns": [], "events": []} for sid in sids
+            }
+            async with self.engine.connect() as conn:
+                for name, table, order in (
+                    ("turns", turns, (turns.c.started_ms.nulls_last(), turns.c.id)),
+                    ("events", call_events, (call_events.c.at_ms, call_events.c.id)),
+                ):
+                    query = select(table).where(table.c.call_sid.in_(sids)).order_by(*order)
+                    for record in await conn.execute(query):
+                        by_call[record.call_sid][name].append(dict(record._mapping))
             for row in rows:
-                detail = await self.get_call(row["call_sid"])
-                if detail is not None:
-                    yield detail
+                row.pop("turn_count", None)
+                yield {**row, **by_call[row["call_sid"]]}
             if len(rows) < page:
                 return
             offset += page

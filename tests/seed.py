@@ -80,6 +80,42 @@ async def seed(store: CallStore, recordings: Path, fillers: int = 0) -> None:
             latency_ms=810,
         ),
     ]
+    batch.turns += [
+        turn(ORDER_CALL, "u2", "caller", 8900, 10400, "Can I change the delivery address?"),
+        turn(
+            ORDER_CALL,
+            "a2",
+            "assistant",
+            11000,
+            12900,
+            "Of course. First I need to confirm it is you, so please tell me the postcode "
+            "on the order and the name it was placed under.",
+            heard_text="Of course. First I need to confirm it is you,",
+            interrupted=True,
+            latency_ms=590,
+        ),
+        turn(ORDER_CALL, "u3", "caller", 12800, 14100, "It's 90210, Dana Smith."),
+        turn(
+            ORDER_CALL,
+            "a3",
+            "assistant",
+            14900,
+            17800,
+            "Thanks Dana, the address is updated.",
+            latency_ms=640,
+        ),
+    ]
+    batch.increments.append((ORDER_CALL, {"interruptions": 1}))
+    batch.events.append(
+        {
+            "call_sid": ORDER_CALL,
+            "at_ms": 12900,
+            "kind": "interruption",
+            "detail": "caller spoke over the bot; heard 1900 of 6200 ms",
+            "data": None,
+            "created_at": T0,
+        }
+    )
     batch.events.append(
         {
             "call_sid": ORDER_CALL,
