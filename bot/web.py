@@ -183,7 +183,6 @@ def create_app(
             direction=parameters["direction"],
             from_number=parameters["from"] or None,
             to_number=parameters["to"] or None,
-            twilio_status=form.get("CallStatus") or None,
         )
         logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
         twiml = render_connect_stream(

@@ -148,3 +148,33 @@ async def test_twilio_status_callbacks_update_the_call(base_settings: Settings) 
             await asyncio.sleep(0.4)
     call = await read_call(settings, result.call_sid)
     assert (call["twilio_status"], call["twilio_duration_s"]) == ("completed", 42)
+
+
+async def test_several_instances_share_one_postgresql_log(
+    base_settings: Settings, postgres_url: str
+) -> None:
+    """Two instances start together (one migrates, the other waits) and log to one place."""
+    import contextlib
+
+    async with FakeRealtime(answer=pcm16_tone(800, 0.3), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(
+            base_settings, realtime_url=fake.url, database_url=postgres_url, bot_greeting="Hi"
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            first, second = await asyncio.gather(
+                stack.enter_async_context(run_app(settings)),
+                stack.enter_async_context(run_app(settings)),
+            )
+            calls = await asyncio.gather(
+                simulate(first.url, auth_token=LOCAL_SECRET, duration_s=0.8),
+                simulate(second.url, auth_token=LOCAL_SECRET, duration_s=0.8),
+            )
+            await asyncio.sleep(0.4)
+    store = await CallStore.open(settings.database)
+    try:
+        for result in calls:
+            call = await store.get_call(result.call_sid)
+            assert call is not None and call["ended_by"] == "caller"
+            assert call["status"] == "ended"  # no status callback: derived from the end
+    finally:
+        await store.close()
