@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
+from xml.sax.saxutils import escape
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 
 from bot.calllog import CallLog
 from bot.config import Settings
-from bot.errors import ProtocolError, RealtimeUnavailable
+from bot.errors import ProtocolError, RealtimeUnavailable, TwilioApiError
 from bot.log import CallLogger
 from bot.metrics import Metrics
 from bot.realtime_client import describe_close
@@ -33,16 +35,23 @@ from bot.sansio.session import (
     Command,
     DigitPressed,
     EndCall,
+    HangUp,
     Interrupted,
+    LeaveVoicemail,
     Notice,
     PlayedAudio,
     ResponseFinished,
+    RunTool,
     SendToRealtime,
     SendToTwilio,
+    ToolRecord,
+    Transfer,
     TurnRecord,
 )
 from bot.sansio.tokens import verify_stream_token
 from bot.storage import utcnow
+from bot.tools import Tool, ToolOutcome, builtin_schemas
+from bot.twilio_rest import TwilioRest
 
 __all__ = ["CallRegistry", "TwilioChannel", "run_call"]
 
@@ -66,7 +75,9 @@ class ChannelClosed(Exception):
     """The Twilio socket is gone."""
 
 
-RealtimeDialer = Callable[[Settings], Coroutine[Any, Any, ClientConnection]]
+RealtimeDialer = Callable[
+    [Settings, tuple[dict[str, object], ...]], Coroutine[Any, Any, ClientConnection]
+]
 
 
 @dataclass
@@ -77,12 +88,16 @@ class CallRegistry:
     signing_secret: str
     dial: RealtimeDialer
     call_log: CallLog
+    rest: TwilioRest | None = None
+    tools: dict[str, Tool] = field(default_factory=dict)
     start_timeout_s: float = 10.0  # Twilio sends `start` at once; a silent socket is not Twilio
     prewarm_ttl_s: float = 30.0
     active_calls: int = 0
     calls_started: int = 0
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
     sessions: set[CallSession] = field(default_factory=set)
+    calls: dict[str, _Call] = field(default_factory=dict)
+    _verdicts: dict[str, str] = field(default_factory=dict)  # AMD results before the stream
     metrics: Metrics = field(init=False)
     _streams: dict[str, _StopSignal] = field(default_factory=dict)
     _shutting_down: bool = False
@@ -90,6 +105,20 @@ class CallRegistry:
 
     def __post_init__(self) -> None:
         self.metrics = Metrics(self._live_stats)
+        schemas = builtin_schemas(transfer=self.settings.transfer_to is not None)
+        self.tool_schemas = tuple(schemas + [tool.schema for tool in self.tools.values()])
+
+    def deliver_verdict(self, call_sid: str, answered_by: str) -> None:
+        """Answering-machine detection's result, for the call's stream now or when it starts."""
+        call = self.calls.get(call_sid)
+        if call is None:
+            self._verdicts[call_sid] = answered_by
+            asyncio.get_running_loop().call_later(120, self._verdicts.pop, call_sid, None)
+        else:
+            call.spawn(call.apply(call.session.answered(answered_by)))
+
+    def take_verdict(self, call_sid: str) -> str | None:
+        return self._verdicts.pop(call_sid, None)
 
     def _live_stats(self) -> Iterator[CallStats]:
         return (session.stats for session in self.sessions)
@@ -102,7 +131,9 @@ class CallRegistry:
         """
         if call_sid in self._prewarmed:
             return
-        task = asyncio.create_task(self.dial(self.settings), name=f"prewarm {call_sid}")
+        task = asyncio.create_task(
+            self.dial(self.settings, self.tool_schemas), name=f"prewarm {call_sid}"
+        )
         self._prewarmed[call_sid] = task
         asyncio.get_running_loop().call_later(self.prewarm_ttl_s, self._expire, call_sid, task)
 
@@ -136,7 +167,7 @@ class CallRegistry:
     async def take_realtime(self, call_sid: str) -> ClientConnection:
         task = self._prewarmed.pop(call_sid, None)
         if task is None:
-            return await self.dial(self.settings)
+            return await self.dial(self.settings, self.tool_schemas)
         return await task
 
     async def close(self) -> None:
@@ -241,13 +272,23 @@ class _Call:
         self.log = log
         self.errors = errors
         self.call_log = registry.call_log
+        params = start.custom_parameters
+        variables = {k[4:]: v for k, v in params.items() if k.startswith("var_")}
+        instructions = params.get("instructions") or None
+        if variables or instructions:
+            instructions = render_instructions(instructions or settings.bot_instructions, variables)
         self.session = CallSession(
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
             audio=settings.realtime_audio,
-            greeting=settings.bot_greeting,
+            greeting=params.get("greeting") or settings.bot_greeting,
             record_audio=settings.record_audio,
+            dialect=settings.realtime_dialect,
+            instructions=instructions,
+            hold_for_human=params.get("amd") == "1",
+            forward_dtmf=settings.forward_dtmf,
         )
+        self._group: asyncio.TaskGroup | None = None
         self.realtime: ClientConnection | None = None
         self.recorder = (
             CallRecorder(settings.recordings_path / f"{start.call_sid}.wav")
@@ -255,7 +296,6 @@ class _Call:
             else None
         )
         self.latency_seen: set[str] = set()
-        params = start.custom_parameters
         now = utcnow()
         self.call_log.call(
             start.call_sid,
@@ -279,6 +319,7 @@ class _Call:
         registry.active_calls += 1
         registry.calls_started += 1
         registry.sessions.add(self.session)
+        registry.calls[self.call_sid] = self
         started = time.monotonic()
         end_by, end_reason = "bridge", "unknown"
         try:
@@ -297,7 +338,11 @@ class _Call:
             )
             try:
                 async with asyncio.TaskGroup() as group:
+                    self._group = group
                     await self.execute(self.session.begin())
+                    verdict = registry.take_verdict(self.call_sid)
+                    if verdict is not None:
+                        await self.execute(self.session.answered(verdict))
                     group.create_task(self.pump_twilio())
                     group.create_task(self.pump_realtime())
                     group.create_task(_await_stop(stop))
@@ -315,6 +360,8 @@ class _Call:
         finally:
             registry.active_calls -= 1
             registry.sessions.discard(self.session)
+            if registry.calls.get(self.call_sid) is self:
+                del registry.calls[self.call_sid]
             registry.unregister_stream(self.call_sid, stop)
             # Quart may cancel this task again while it cleans up (the caller's socket went
             # away); the clean-up runs in its own task so it always completes.
@@ -409,13 +456,122 @@ class _Call:
                     raise _CallEnded("caller", "media socket closed") from None
             elif isinstance(command, EndCall):
                 raise _CallEnded(command.by, command.reason)
+            elif isinstance(command, RunTool):
+                self.spawn(self.run_tool(command))
+            elif isinstance(command, HangUp):
+                await self.hang_up(command.reason)
+            elif isinstance(command, Transfer):
+                await self.transfer(command.reason)
+            elif isinstance(command, LeaveVoicemail):
+                await self.leave_voicemail(command.answered_by)
             else:
                 self.record(command)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work that must not hold up the audio pumps; it ends with the call."""
+        if self._group is None:
+            work.close()
+            return
+        self._group.create_task(work)
+
+    async def apply(self, commands: list[Command]) -> None:
+        await self.execute(commands)
+
+    async def run_tool(self, command: RunTool) -> None:
+        tool = self.registry.tools.get(command.name)
+        if tool is None:
+            outcome = ToolOutcome(
+                json.dumps({"error": f"no tool named {command.name}"}), "unknown tool", 0
+            )
+        else:
+            outcome = await tool.run(command.arguments, self.registry.settings.tool_timeout_s)
+        self.log_tool(
+            command.name,
+            command.arguments,
+            outcome.output,
+            outcome.error,
+            outcome.duration_ms,
+            command.at_ms,
+        )
+        await self.execute(self.session.tool_finished(command.call_id, outcome.output))
+
+    def log_tool(
+        self,
+        name: str,
+        arguments: str,
+        output: str,
+        error: str | None,
+        duration_ms: int,
+        at_ms: int,
+    ) -> None:
+        if error is not None:
+            self.log.warning("tool %s failed: %s", name, error)
+            self.call_log.increment(self.call_sid, errors=1)
+        else:
+            self.log.info("tool %s(%s) -> %s", name, _shorten(arguments, 80), _shorten(output, 80))
+        self.call_log.event(
+            self.call_sid,
+            at_ms,
+            "tool",
+            f"{name}({arguments}) → {output}",
+            {
+                "name": name,
+                "arguments": arguments,
+                "result": output,
+                "error": error,
+                "duration_ms": duration_ms,
+            },
+        )
+
+    async def _call_over(self, how: str, action: Coroutine[Any, Any, bool] | None) -> None:
+        """Carry out an action through Twilio's REST API, then end our side of the call."""
+        if action is not None:
+            try:
+                live = await action
+                if not live:
+                    self.log.info("%s: the call had already ended", how)
+            except TwilioApiError as exc:
+                self.log.error("%s failed: %s", how, exc)
+                self.call_log.event(self.call_sid, self.session.now_ms, "error", f"{how}: {exc}")
+                self.call_log.increment(self.call_sid, errors=1)
+        raise _CallEnded("bot", how)
+
+    async def hang_up(self, reason: str) -> None:
+        rest = self.registry.rest
+        await self._call_over(f"hung up: {reason}", rest.hang_up(self.call_sid) if rest else None)
+
+    async def transfer(self, reason: str) -> None:
+        settings, rest = self.registry.settings, self.registry.rest
+        target = settings.transfer_to
+        if rest is None or target is None:
+            self.log.error("transfer asked for, but TRANSFER_TO or Twilio credentials are missing")
+            return
+        self.call_log.event(
+            self.call_sid, self.session.now_ms, "transfer", f"to {target}: {reason}"
+        )
+        twiml = transfer_twiml(target, settings.transfer_announcement)
+        await self._call_over(f"transferred to {target}", rest.redirect(self.call_sid, twiml))
+
+    async def leave_voicemail(self, answered_by: str) -> None:
+        settings, rest = self.registry.settings, self.registry.rest
+        message = settings.voicemail_message
+        self.call_log.call(self.call_sid, answered_by=answered_by)
+        if rest is None:
+            await self._call_over(f"answered by {answered_by}", None)
+        elif message:
+            twiml = f"<Response><Say>{escape(message)}</Say><Hangup/></Response>"
+            await self._call_over("voicemail left", rest.redirect(self.call_sid, twiml))
+        else:
+            await self._call_over(
+                f"answered by {answered_by}: hung up", rest.hang_up(self.call_sid)
+            )
 
     def record(self, command: Command) -> None:
         """Commands that only inform: the call log, metrics, the recording, the log file."""
         call_sid, log, call_log = self.call_sid, self.log, self.call_log
-        if isinstance(command, PlayedAudio):
+        if isinstance(command, ToolRecord):
+            self.log_tool(command.name, command.arguments, command.result, None, 0, command.at_ms)
+        elif isinstance(command, PlayedAudio):
             if self.recorder is not None:
                 self.recorder.bot(command.ulaw, command.ended_ms)
         elif isinstance(command, TurnRecord):
@@ -466,6 +622,28 @@ class _Call:
                 self.registry.metrics.realtime_errors.inc()
                 call_log.event(call_sid, self.session.now_ms, "error", command.message)
                 call_log.increment(call_sid, errors=1)
+
+
+def render_instructions(template: str, variables: dict[str, str]) -> str:
+    """Fill `{name}` placeholders with the call's variables; unknown ones stay as written."""
+
+    class Keep(dict[str, str]):
+        def __missing__(self, key: str) -> str:
+            return "{" + key + "}"
+
+    try:
+        text = template.format_map(Keep(variables))
+    except (ValueError, IndexError):
+        text = template  # braces that are not placeholders
+    if variables:
+        facts = "; ".join(f"{name}: {value}" for name, value in variables.items())
+        text += f"\n\nAbout this call: {facts}."
+    return text
+
+
+def transfer_twiml(target: str, announcement: str) -> str:
+    dial = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else escape(target)
+    return f"<Response><Say>{escape(announcement)}</Say><Dial>{dial}</Dial></Response>"
 
 
 def _int(value: object) -> int:

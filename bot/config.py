@@ -88,6 +88,15 @@ class Settings:
     recordings_dir: Path | None = None  # None: data_dir / "recordings"
     recording_retention_days: int = 30
     review_password: Secret | None = None
+    twilio_api_url: str = "https://api.twilio.com"
+    twilio_from_number: str | None = None
+    bot_tools: str | None = None  # module with custom tools
+    tool_timeout_s: float = 10.0
+    transfer_to: str | None = None  # E.164 number or sip: URI
+    transfer_announcement: str = "Please hold while I connect you."
+    voicemail_message: str | None = None
+    machine_detection: bool = True
+    forward_dtmf: bool = True
     log_level: str = "INFO"
     warnings: tuple[str, ...] = ()
 
@@ -209,8 +218,8 @@ class Settings:
         transcription = env.get("REALTIME_TRANSCRIPTION_MODEL")
         default_voice = "marin" if dialect is Dialect.GA else "alloy"
 
-        def flag(name: str) -> bool:
-            raw = (text(name) or "false").lower()
+        def flag(name: str, default: bool = False) -> bool:
+            raw = (text(name) or str(default)).lower()
             if raw not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
                 problems.append(f"{name} must be true or false, got {raw!r}")
                 return False
@@ -221,6 +230,19 @@ class Settings:
             ("sqlite", "postgres", "postgresql")
         ):
             problems.append("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        from bot.sansio.numbers import is_e164
+
+        from_number = text("TWILIO_FROM_NUMBER")
+        if from_number is not None and not is_e164(from_number):
+            problems.append(
+                f"TWILIO_FROM_NUMBER must be an E.164 number like +15551234567, got {from_number!r}"
+            )
+        transfer_to = text("TRANSFER_TO")
+        if transfer_to is not None and not (is_e164(transfer_to) or transfer_to.startswith("sip:")):
+            problems.append("TRANSFER_TO must be an E.164 number or a sip: address")
+        api_url = text("TWILIO_API_URL") or "https://api.twilio.com"
+        if urlsplit(api_url).scheme not in ("http", "https"):
+            problems.append("TWILIO_API_URL must be an http(s) URL")
         review_raw = text("REVIEW_PASSWORD")
         if review_raw is not None and len(review_raw) < 8:
             problems.append("REVIEW_PASSWORD must be at least 8 characters")
@@ -262,6 +284,16 @@ class Settings:
             recordings_dir=Path(raw_dir) if (raw_dir := text("RECORDINGS_DIR")) else None,
             recording_retention_days=int(number("RECORDING_RETENTION_DAYS", 30, 0, 36500)),
             review_password=Secret(review_raw) if review_raw else None,
+            twilio_api_url=api_url,
+            twilio_from_number=from_number,
+            bot_tools=text("BOT_TOOLS"),
+            tool_timeout_s=number("TOOL_TIMEOUT_SECONDS", 10.0, 0.1, 300),
+            transfer_to=transfer_to,
+            transfer_announcement=text("TRANSFER_ANNOUNCEMENT")
+            or "Please hold while I connect you.",
+            voicemail_message=text("VOICEMAIL_MESSAGE"),
+            machine_detection=flag("MACHINE_DETECTION", default=True),
+            forward_dtmf=flag("FORWARD_DTMF", default=True),
             log_level=level,
             warnings=tuple(notes),
         )

@@ -6,7 +6,8 @@
     │   ├── TwilioProtocolError
     │   └── RealtimeProtocolError
     └── UpstreamError          a service we depend on failed
-        └── RealtimeUnavailable  the Realtime socket could not be opened
+        ├── RealtimeUnavailable  the Realtime socket could not be opened
+        └── TwilioApiError       a Twilio REST request failed
 
 The pure core raises; the asyncio shell decides what a failure means for the call.
 """
@@ -19,6 +20,7 @@ __all__ = [
     "ProtocolError",
     "RealtimeProtocolError",
     "RealtimeUnavailable",
+    "TwilioApiError",
     "TwilioProtocolError",
     "UpstreamError",
 ]
@@ -56,3 +58,11 @@ class UpstreamError(BotError):
 
 class RealtimeUnavailable(UpstreamError):
     """The Realtime WebSocket could not be opened. The message says why, without secrets."""
+
+
+class TwilioApiError(UpstreamError):
+    """A Twilio REST request failed. `code` is Twilio's error code when it sent one."""
+
+    def __init__(self, message: str, code: int | None) -> None:
+        super().__init__(message)
+        self.code = code

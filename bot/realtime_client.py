@@ -76,7 +76,9 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="/*")))
 
 
-def session_config(settings: Settings) -> rt.SessionConfig:
+def session_config(
+    settings: Settings, tools: tuple[dict[str, object], ...] = ()
+) -> rt.SessionConfig:
     return rt.SessionConfig(
         instructions=settings.bot_instructions,
         voice=settings.bot_voice,
@@ -85,10 +87,13 @@ def session_config(settings: Settings) -> rt.SessionConfig:
         vad_threshold=settings.vad_threshold,
         vad_prefix_padding_ms=settings.vad_prefix_ms,
         vad_silence_duration_ms=settings.vad_silence_ms,
+        tools=tools,
     )
 
 
-async def open_realtime(settings: Settings) -> ClientConnection:
+async def open_realtime(
+    settings: Settings, tools: tuple[dict[str, object], ...] = ()
+) -> ClientConnection:
     """Connect and send `session.update`.
 
     Raises:
@@ -123,7 +128,7 @@ async def open_realtime(settings: Settings) -> ClientConnection:
         raise RealtimeUnavailable(f"{where}: handshake failed ({type(exc).__name__})") from exc
     try:
         await connection.send(
-            rt.session_update(session_config(settings), settings.realtime_dialect)
+            rt.session_update(session_config(settings, tools), settings.realtime_dialect)
         )
     except websockets.ConnectionClosed as exc:
         raise RealtimeUnavailable(f"{where} closed the connection at once") from exc

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlencode
 
 import aiohttp
 import websockets
@@ -96,6 +97,7 @@ class SimulationResult:
     close_reason: str = ""
     duration_s: float = 0.0
     unexpected: list[str] = field(default_factory=list)
+    mark_acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each ack
     output_ulaw: bytes = b""
 
     def summary(self) -> str:
@@ -163,6 +165,8 @@ async def simulate(
     dtmf: list[tuple[float, str]] | None = None,
     sign_upgrade: bool = True,
     account_sid: str | None = None,
+    webhook_query: dict[str, str] | None = None,
+    direction: str = "inbound",
 ) -> SimulationResult:
     """Place one simulated call. Audio arguments are 8 kHz μ-law bytes."""
     result = SimulationResult()
@@ -174,6 +178,8 @@ async def simulate(
     )
     result.call_sid = call_sid
     voice_url = url.rstrip("/") + "/twilio/voice"
+    if webhook_query:
+        voice_url += "?" + urlencode(webhook_query)
     params = {
         "AccountSid": account_sid,
         "ApiVersion": "2010-04-01",
@@ -181,7 +187,7 @@ async def simulate(
         "CallStatus": "ringing",
         "Called": to_number,
         "Caller": from_number,
-        "Direction": "inbound",
+        "Direction": direction,
         "From": from_number,
         "To": to_number,
     }
@@ -287,6 +293,7 @@ async def _run_stream(
     async def ack(names: list[str]) -> None:
         for name in names:
             result.marks_acked += 1
+            result.mark_acked_at.append(time.monotonic())
             await send_json(
                 {
                     "event": "mark",

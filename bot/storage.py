@@ -84,6 +84,7 @@ calls = Table(
     Column("end_reason", Text),
     Column("twilio_status", String(32)),
     Column("twilio_duration_s", Integer),
+    Column("answered_by", String(32)),
     Column("provider", String(255)),
     Column("model", String(255)),
     Column("dialect", String(16)),

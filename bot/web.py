@@ -29,6 +29,8 @@ from bot.review import review
 from bot.sansio.tokens import issue_stream_token
 from bot.sansio.twiml import render_connect_stream
 from bot.storage import CallStore, utcnow
+from bot.tools import load_tools
+from bot.twilio_rest import TwilioRest
 
 __all__ = ["create_app", "twiml_dir"]
 
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 VOICE_PATH: Final = "/twilio/voice"
 MEDIA_PATH: Final = "/twilio/media"
+AMD_PATH: Final = "/twilio/amd"
+OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
 STATUS_PATH: Final = "/twilio/status"
 _CALL_SID = re.compile(r"^CA[0-9a-zA-Z]{32}$")
 
@@ -106,6 +110,7 @@ def create_app(
         SESSION_COOKIE_SECURE=public_base(settings).startswith("https://"),
     )
     app.register_blueprint(review)
+    tools = load_tools(settings.bot_tools)  # a broken tool module stops the start, clearly
     validator = RequestValidator(signing_secret)
     template = (twiml_dir() / "connect_stream.xml").read_text()
     background: set[asyncio.Task[None]] = set()
@@ -130,8 +135,17 @@ def create_app(
         store = await CallStore.open(settings.database)
         call_log = CallLog(store)
         call_log.start()
+        rest = None
+        if settings.twilio_account_sid and settings.twilio_auth_token:
+            rest = TwilioRest(
+                settings.twilio_account_sid,
+                settings.twilio_auth_token.reveal(),
+                settings.twilio_api_url,
+            )
         app.extensions["bot.store"] = store
-        app.extensions["bot.registry"] = CallRegistry(settings, signing_secret, dial, call_log)
+        app.extensions["bot.registry"] = CallRegistry(
+            settings, signing_secret, dial, call_log, rest=rest, tools=tools
+        )
         if settings.record_audio and settings.recording_retention_days > 0:
             background.add(asyncio.create_task(_prune_periodically(store)))
 
@@ -148,6 +162,8 @@ def create_app(
         for task in background:
             task.cancel()
         await registry().close()
+        if registry().rest is not None:
+            await registry().rest.close()  # type: ignore[union-attr]
         await registry().call_log.stop()
         await app.extensions["bot.store"].close()
 
@@ -176,6 +192,10 @@ def create_app(
             "to": form.get("To", "")[:64],
             "direction": form.get("Direction", "inbound")[:32],
         }
+        # Outbound calls carry their per-call settings in the (signed) webhook URL.
+        for name, value in request.args.items():
+            if name in OUTBOUND_PARAMETERS or name.startswith("var_"):
+                parameters[name] = value
         registry().prewarm(call_sid)
         registry().call_log.call(
             call_sid,
@@ -189,6 +209,22 @@ def create_app(
             template, stream_url(settings), parameters, settings.fallback_message
         )
         return Response(twiml, content_type="text/xml")
+
+    @app.post(AMD_PATH)
+    async def amd() -> tuple[str, int]:
+        """Twilio's asynchronous answering-machine detection verdict."""
+        form = await request.form
+        if not signed(webhook_urls(AMD_PATH), form):
+            logger.warning("AMD callback rejected: bad or missing X-Twilio-Signature")
+            return "invalid signature", 403
+        call_sid = form.get("CallSid", "")
+        answered_by = form.get("AnsweredBy", "unknown")[:32]
+        if not _CALL_SID.match(call_sid):
+            return "CallSid missing or malformed", 400
+        logger.info("[%s -] answered by %s", call_sid, answered_by)
+        registry().call_log.call(call_sid, answered_by=answered_by)
+        registry().deliver_verdict(call_sid, answered_by)
+        return "", 204
 
     @app.post(STATUS_PATH)
     async def call_status() -> tuple[str, int]:

@@ -81,6 +81,7 @@ class FakeRealtime:
         caller_texts: tuple[str, ...] = (),
         auto_respond: bool = False,
         usage: dict[str, int] | None = None,
+        script: list[Scripted] | None = None,
     ) -> None:
         self.dialect = dialect
         self.answer = answer  # in the session's output format; PCM16 24 kHz by default
@@ -95,6 +96,7 @@ class FakeRealtime:
         self.caller_texts = caller_texts  # transcripts of the caller's turns, in order
         self.auto_respond = auto_respond  # answer when the caller stops speaking
         self.usage = usage or {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37}
+        self.script = list(script or [])  # one entry per response, then the default answer
         self.connections: list[FakeConnection] = []
         self.handshakes = 0
         self._server: websockets.asyncio.server.Server | None = None
@@ -186,6 +188,8 @@ class FakeRealtime:
         return {"id": _id("sess"), "object": "realtime.session", "input_audio_format": "pcm16"}
 
     def _apply_session(self, conn: FakeConnection, session: dict[str, object]) -> None:
+        if set(session) <= {"type", "instructions"}:
+            return  # an update of the instructions alone
         if self.dialect == "ga":
             audio = session.get("audio")
             assert isinstance(audio, dict), "GA session.update must nest audio settings"
@@ -271,6 +275,7 @@ class FakeRealtime:
             )
 
     async def _respond(self, ws: ServerConnection, conn: FakeConnection, state: _State) -> None:
+        scripted = self.script.pop(0) if self.script else Scripted(self.answer, self.answer_text)
         response_id, item_id = _id("resp"), _id("item")
         state.responding = True
         state.interrupted.clear()
@@ -304,15 +309,29 @@ class FakeRealtime:
                 },
             )
 
-        for start in range(0, len(self.answer), step):
+        for start in range(0, len(scripted.audio), step):
             if state.interrupted.is_set():
                 break
-            await delta(self.answer[start : start + step])
+            await delta(scripted.audio[start : start + step])
             # Faster than real time, like the hosted API, but not all at once.
             await asyncio.sleep(self.delta_ms / 1000 / 20)
+        if scripted.tool is not None:
+            name, arguments = scripted.tool
+            await self._send(
+                ws,
+                {
+                    "type": "response.function_call_arguments.done",
+                    "response_id": response_id,
+                    "item_id": _id("fc"),
+                    "output_index": 1,
+                    "call_id": _id("call"),
+                    "name": name,
+                    "arguments": arguments,
+                },
+            )
         # Stay "in progress" while the caller could still be hearing the answer, so that
         # speaking over it interrupts an active response.
-        playback_s = len(self.answer) / bytes_per_ms / 1000
+        playback_s = len(scripted.audio) / bytes_per_ms / 1000
         try:
             await asyncio.wait_for(state.interrupted.wait(), playback_s)
         except TimeoutError:
@@ -320,7 +339,7 @@ class FakeRealtime:
         if state.interrupted.is_set():
             # The server races its own cancellation: some deltas still arrive.
             for _ in range(self.late_deltas):
-                await delta(self.answer[:step] or b"\0\0")
+                await delta(scripted.audio[:step] or b"\0\0")
                 conn.late_deltas_sent += 1
         done_name = self._name("response.output_audio.done", "response.audio.done")
         await self._send(ws, {"type": done_name, "response_id": response_id, "item_id": item_id})
@@ -333,7 +352,7 @@ class FakeRealtime:
                 "type": transcript_name,
                 "response_id": response_id,
                 "item_id": item_id,
-                "transcript": self.answer_text,
+                "transcript": scripted.text,
             },
         )
         cancelled = state.interrupted.is_set()
@@ -352,6 +371,15 @@ class FakeRealtime:
             },
         )
         state.responding = False
+
+
+@dataclass
+class Scripted:
+    """One response: audio in the session's format, its transcript, maybe a function call."""
+
+    audio: bytes = b""
+    text: str = ""
+    tool: tuple[str, str] | None = None  # (name, JSON arguments)
 
 
 @dataclass

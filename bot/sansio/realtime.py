@@ -22,6 +22,7 @@ __all__ = [
     "RealtimeAudioDone",
     "RealtimeError",
     "RealtimeEvent",
+    "RealtimeFunctionCall",
     "RealtimeInputTranscript",
     "RealtimeOutputItemAdded",
     "RealtimeResponseCreated",
@@ -35,9 +36,12 @@ __all__ = [
     "SessionConfig",
     "append_audio",
     "create_response",
+    "function_output",
+    "instructions_update",
     "parse",
     "session_update",
     "truncate",
+    "user_text",
 ]
 
 
@@ -66,6 +70,9 @@ class SessionConfig:
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300
     vad_silence_duration_ms: int = 500
+    tools: tuple[
+        dict[str, object], ...
+    ] = ()  # function tools: {"type","name","description","parameters"}
 
 
 # ---- client events -------------------------------------------------------------------------
@@ -89,6 +96,9 @@ def session_update(config: SessionConfig, dialect: Dialect) -> str:
     }
     transcription = {"model": config.transcription_model} if config.transcription_model else None
     session: dict[str, object]
+    tools: dict[str, object] = (
+        {"tools": list(config.tools), "tool_choice": "auto"} if config.tools else {}
+    )
     if dialect is Dialect.GA:
         audio_format = _GA_FORMATS[config.audio]
         audio_input: dict[str, object] = {
@@ -117,7 +127,38 @@ def session_update(config: SessionConfig, dialect: Dialect) -> str:
         }
         if transcription:
             session["input_audio_transcription"] = transcription
+    session.update(tools)
     return json.dumps({"type": "session.update", "session": session})
+
+
+def instructions_update(instructions: str, dialect: Dialect) -> str:
+    """A `session.update` that changes only the instructions (per-call variables)."""
+    session: dict[str, object] = {"instructions": instructions}
+    if dialect is Dialect.GA:
+        session["type"] = "realtime"
+    return json.dumps({"type": "session.update", "session": session})
+
+
+def function_output(call_id: str, output: str) -> str:
+    return json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+        }
+    )
+
+
+def user_text(text: str) -> str:
+    return json.dumps(
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": text}],
+            },
+        }
+    )
 
 
 def append_audio(audio_b64: str) -> str:
@@ -224,6 +265,14 @@ class RealtimeTruncated:
 
 
 @dataclass(frozen=True, slots=True)
+class RealtimeFunctionCall:
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str  # JSON text, as the model wrote it
+
+
+@dataclass(frozen=True, slots=True)
 class RealtimeError:
     code: str | None
     message: str
@@ -243,6 +292,7 @@ RealtimeEvent = (
     | RealtimeSpeechStopped
     | RealtimeResponseDone
     | RealtimeTruncated
+    | RealtimeFunctionCall
     | RealtimeError
 )
 
@@ -301,6 +351,13 @@ def parse(text: str | bytes) -> RealtimeEvent | None:
         return RealtimeTranscriptDone(_str(message, "item_id"), _str(message, "transcript"))
     if kind == "conversation.item.input_audio_transcription.completed":
         return RealtimeInputTranscript(_str(message, "item_id"), _str(message, "transcript"))
+    if kind == "response.function_call_arguments.done":
+        return RealtimeFunctionCall(
+            _str(message, "response_id"),
+            _str(message, "call_id"),
+            _str(message, "name"),
+            _str(message, "arguments"),
+        )
     if kind == "conversation.item.truncated":
         return RealtimeTruncated(_str(message, "item_id"), _int(message, "audio_end_ms"))
     if kind == "error":

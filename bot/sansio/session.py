@@ -36,6 +36,17 @@ from VAD and transcription events, assistant turns from the first mark Twilio ac
 assistant turn keeps its full text and gets `heard_text`: the text cut at the heard
 position, in proportion to the audio heard (an estimate: speech rate is not uniform).
 
+Actions: `end_call` and `transfer_call` from the model are not carried out at once. The
+goodbye (or "let me transfer you") is usually still playing, so the session waits until the
+response is done and Twilio has acknowledged every mark, then returns `HangUp` or
+`Transfer` (or at a deadline, should marks stop coming back). Other tools run in the shell
+(`RunTool`); their result goes back to the model with `tool_finished`. A `response.create`
+asked for while a response is active waits for its `response.done`.
+
+Outbound calls with answering-machine detection start holding: caller audio is not sent to
+the model and the greeting waits, until `answered()` says a human picked up (or a machine:
+then `LeaveVoicemail`), or until the detection deadline passes.
+
 The session never awaits, sleeps, reads a clock or touches a socket.
 """
 
@@ -43,6 +54,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
@@ -68,10 +80,15 @@ __all__ = [
     "Command",
     "DigitPressed",
     "EndCall",
+    "HangUp",
     "Interrupted",
+    "LeaveVoicemail",
     "Notice",
     "PlayedAudio",
     "ResponseFinished",
+    "RunTool",
+    "ToolRecord",
+    "Transfer",
     "SendToRealtime",
     "SendToTwilio",
     "TurnRecord",
@@ -92,6 +109,10 @@ FATAL_ERROR_CODES: Final = frozenset(
     }
 )
 _QUIET_ERROR_CODES: Final = frozenset({"response_cancel_not_active"})
+END_CALL: Final = "end_call"
+TRANSFER_CALL: Final = "transfer_call"
+ACTION_DEADLINE_MS: Final = 20_000  # act even if marks stop coming back
+AMD_DEADLINE_MS: Final = 8_000  # no verdict by then: treat the callee as a person
 
 
 class CallState(Enum):
@@ -163,6 +184,41 @@ class ResponseFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run a custom tool; report its result with `CallSession.tool_finished`."""
+
+    call_id: str
+    name: str
+    arguments: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRecord:
+    """A built-in tool the session handled itself, for the call log."""
+
+    name: str
+    arguments: str
+    result: str
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveVoicemail:
+    answered_by: str
+
+
+@dataclass(frozen=True, slots=True)
 class Notice:
     """Something worth a log line that needs no action."""
 
@@ -179,6 +235,11 @@ Command = (
     | DigitPressed
     | PlayedAudio
     | ResponseFinished
+    | RunTool
+    | ToolRecord
+    | HangUp
+    | Transfer
+    | LeaveVoicemail
     | Notice
 )
 
@@ -269,6 +330,10 @@ class CallSession:
     audio: rt.AudioFormat
     greeting: str | None = None
     record_audio: bool = False
+    dialect: rt.Dialect = rt.Dialect.GA
+    instructions: str | None = None  # per-call instructions, sent at the start
+    hold_for_human: bool = False  # outbound with answering-machine detection
+    forward_dtmf: bool = True
     # Another codec for PCM16 sessions (the benchmark swaps in audioop.ratecv this way).
     transcoders: tuple[InboundTranscoder, OutboundTranscoder] | None = None
     state: CallState = CallState.STREAMING
@@ -295,21 +360,62 @@ class CallSession:
         self.now_ms = 0  # call time: the newest Twilio media timestamp
         self._turns: dict[str, _Turn] = {}
         self._speech_end_ms: int | None = None
+        self._response_wanted = False
+        self._pending_action: HangUp | Transfer | None = None
+        self._action_deadline_ms = 0
+        self._holding = self.hold_for_human
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def begin(self) -> list[Command]:
-        """Commands to run once both sockets are up: the greeting, if any."""
+        """Commands to run once both sockets are up: per-call instructions and the greeting."""
+        commands: list[Command] = []
+        if self.instructions:
+            commands.append(SendToRealtime(rt.instructions_update(self.instructions, self.dialect)))
+        if self._holding:
+            return commands  # the greeting waits for a person
+        return commands + self._greet()
+
+    def _greet(self) -> list[Command]:
         if not self.greeting:
             return []
-        return [
-            SendToRealtime(
-                rt.create_response(
-                    "Greet the caller now by saying exactly this, then wait for them: "
-                    + self.greeting
-                )
-            )
-        ]
+        return self._respond(
+            "Greet the caller now by saying exactly this, then wait for them: " + self.greeting
+        )
+
+    def _respond(self, instructions: str | None = None) -> list[Command]:
+        """`response.create` now, or once the active response is done."""
+        if self._active_response is not None:
+            self._response_wanted = True
+            return []
+        return [SendToRealtime(rt.create_response(instructions))]
+
+    def answered(self, answered_by: str) -> list[Command]:
+        """Answering-machine detection's verdict (Twilio's `AnsweredBy`)."""
+        if not self._holding:
+            return []
+        if answered_by.startswith("machine") or answered_by == "fax":
+            return [LeaveVoicemail(answered_by)]
+        self._holding = False
+        return self._greet()
+
+    def tool_finished(self, call_id: str, output: str) -> list[Command]:
+        """The result of a `RunTool`, for the model, which then carries on."""
+        if self.state is CallState.ENDED:
+            return []
+        return [SendToRealtime(rt.function_output(call_id, output)), *self._respond()]
+
+    def _act_when_drained(self) -> list[Command]:
+        action = self._pending_action
+        if action is None:
+            return []
+        drained = (
+            not self._pending_marks and self._active_response is None and not self._partial_chunk
+        )
+        if not drained and self.now_ms < self._action_deadline_ms:
+            return []
+        self._pending_action = None
+        return [action]
 
     @property
     def playing(self) -> bool:
@@ -327,12 +433,24 @@ class CallSession:
             )
             self.stats.frames_in += 1
             self.stats.ulaw_bytes_in += len(event.ulaw)
+            if self._pending_action is not None:
+                return self._act_when_drained()
+            if self._holding:
+                if self.now_ms < AMD_DEADLINE_MS:
+                    return []  # the model must not answer a voicemail greeting
+                self._holding = False
+                notice = Notice("info", "no answering-machine verdict in time: greeting anyway")
+                return [notice, *self._greet()]
             audio = self._inbound.process(event.ulaw)
             return [SendToRealtime(rt.append_audio(base64.b64encode(audio).decode("ascii")))]
         if isinstance(event, tw.TwilioMark):
             return self._mark_played(event.name)
         if isinstance(event, tw.TwilioDtmf):
-            return [DigitPressed(event.digit, self.now_ms)]
+            commands: list[Command] = [DigitPressed(event.digit, self.now_ms)]
+            if self.forward_dtmf and not self._holding:
+                text = f"[The caller pressed {event.digit} on the phone keypad]"
+                commands += [SendToRealtime(rt.user_text(text)), *self._respond()]
+            return commands
         if isinstance(event, tw.TwilioStop):
             self.state = CallState.ENDED
             return [EndCall("caller", "caller hung up")]
@@ -369,7 +487,7 @@ class CallSession:
                 break
         if played:
             commands.append(PlayedAudio(played, self.now_ms))
-        return commands
+        return commands + self._act_when_drained()
 
     def _close_turn(self, turn: _Turn) -> TurnRecord:
         record = turn.record()
@@ -441,9 +559,29 @@ class CallSession:
             return [turn.record()]
         if isinstance(event, rt.RealtimeError):
             return self._error(event)
+        if isinstance(event, rt.RealtimeFunctionCall):
+            return self._function_call(event)
         if isinstance(event, rt.RealtimeTruncated):
             return [Notice("debug", f"item {event.item_id} truncated at {event.audio_end_ms} ms")]
         return []
+
+    def _function_call(self, event: rt.RealtimeFunctionCall) -> list[Command]:
+        if event.name not in (END_CALL, TRANSFER_CALL):
+            return [RunTool(event.call_id, event.name, event.arguments, self.now_ms)]
+        reason = _reason(event.arguments)
+        action: HangUp | Transfer = (
+            HangUp(reason or "the assistant ended the call")
+            if event.name == END_CALL
+            else Transfer(reason or "the caller asked for a person")
+        )
+        self._pending_action = action
+        self._action_deadline_ms = self.now_ms + ACTION_DEADLINE_MS
+        result = '{"ok": true, "note": "done once your last words have played; say nothing more"}'
+        return [
+            SendToRealtime(rt.function_output(event.call_id, result)),
+            ToolRecord(event.name, event.arguments, result, self.now_ms),
+            *self._act_when_drained(),
+        ]
 
     def _audio_delta(self, event: rt.RealtimeAudioDelta) -> list[Command]:
         if event.response_id in self._dropped_responses:
@@ -560,7 +698,13 @@ class CallSession:
             and item is not self._partial_item
         ]:
             del self._items[item_id]
-        return [ResponseFinished(event.response_id, event.status, event.reason, event.usage)]
+        commands: list[Command] = [
+            ResponseFinished(event.response_id, event.status, event.reason, event.usage)
+        ]
+        if self._response_wanted and self._pending_action is None:
+            self._response_wanted = False
+            commands.append(SendToRealtime(rt.create_response()))
+        return commands + self._act_when_drained()
 
     def _error(self, event: rt.RealtimeError) -> list[Command]:
         if event.code in _QUIET_ERROR_CODES:
@@ -569,6 +713,15 @@ class CallSession:
             self.state = CallState.ENDED
             return [EndCall("realtime", f"realtime error {event.code}: {event.message}")]
         return [Notice("warning", f"realtime error {event.code}: {event.message}")]
+
+
+def _reason(arguments: str) -> str | None:
+    try:
+        parsed = json.loads(arguments or "{}")
+    except ValueError:
+        return None
+    reason = parsed.get("reason") if isinstance(parsed, dict) else None
+    return reason if isinstance(reason, str) and reason else None
 
 
 def _b64_decoded_length(b64: str) -> int:

@@ -28,7 +28,7 @@ async def test_tone_round_trip_both_directions(
     # The caller's tone must not count as barging in here.
     async with FakeRealtime(answer=pcm16_tone(1000, 1.0, dbfs=-10), vad_threshold_rms=1e9) as fake:
         settings = dataclasses.replace(
-            base_settings, realtime_url=fake.url, bot_greeting="Hi there"
+            base_settings, realtime_url=fake.url, bot_greeting="Hi there", forward_dtmf=False
         )
         async with run_app(settings) as app:
             caller = audioop.lin2ulaw(tone(600, 1.0, 8000, dbfs=-10), 2)

@@ -44,7 +44,7 @@ async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settin
         caller_texts=("I would like to check my order",),
         auto_respond=True,
     ) as fake:
-        settings = dataclasses.replace(database_settings, realtime_url=fake.url)
+        settings = dataclasses.replace(database_settings, realtime_url=fake.url, forward_dtmf=False)
         async with run_app(settings) as app:
             question = audioop.lin2ulaw(tone(600, 1.0, 8000, dbfs=-10), 2)
             result = await simulate(

@@ -12,11 +12,15 @@ from bot.sansio.session import (
     CallState,
     DigitPressed,
     EndCall,
+    HangUp,
     Interrupted,
+    LeaveVoicemail,
     Notice,
     PlayedAudio,
+    RunTool,
     SendToRealtime,
     SendToTwilio,
+    Transfer,
     TurnRecord,
     cut_heard_text,
 )
@@ -199,7 +203,13 @@ def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
 def test_dtmf_is_reported() -> None:
     session = pcm_session()
     session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 2340))
-    assert session.handle_twilio(tw.TwilioDtmf("5")) == [DigitPressed("5", 2340)]
+    commands = session.handle_twilio(tw.TwilioDtmf("5"))
+    assert commands[0] == DigitPressed("5", 2340)
+    item, create = to_realtime(commands)
+    assert item["item"]["content"] == [
+        {"type": "input_text", "text": "[The caller pressed 5 on the phone keypad]"}
+    ]
+    assert create["type"] == "response.create"
 
 
 def test_a_delta_with_invalid_base64_is_skipped() -> None:
@@ -310,3 +320,101 @@ def test_played_audio_is_reported_only_when_recording() -> None:
     )
     assert b"".join(p.ulaw for p in played) == media
     assert played[-1].ended_ms == 100
+
+
+def function_call(
+    name: str, arguments: str = "{}", response: str = "resp_1"
+) -> rt.RealtimeFunctionCall:
+    return rt.RealtimeFunctionCall(response, f"call_{name}", name, arguments)
+
+
+def test_end_call_waits_for_the_goodbye_to_be_played() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 0.2, 24000))))
+    commands = session.handle_realtime(function_call("end_call", '{"reason": "all done"}'))
+    assert [
+        json.loads(c.text)["item"]["type"] for c in commands if isinstance(c, SendToRealtime)
+    ] == ["function_call_output"]
+    assert not [c for c in commands if isinstance(c, HangUp)]
+    assert not [
+        c
+        for c in session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
+        if isinstance(c, HangUp)
+    ]
+    names = marks(sent)
+    for name in names[:-1]:
+        assert not [c for c in session.handle_twilio(tw.TwilioMark(name)) if isinstance(c, HangUp)]
+    assert [
+        c for c in session.handle_twilio(tw.TwilioMark(names[-1])) if isinstance(c, HangUp)
+    ] == [HangUp("all done")]
+    assert not [
+        c
+        for c in session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 99_000))
+        if isinstance(c, HangUp)
+    ]
+
+
+def test_an_action_happens_at_the_deadline_if_marks_never_come_back() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
+    session.handle_realtime(function_call("transfer_call"))
+    session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
+    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000)) == []
+    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 20_000)) == [
+        Transfer("the caller asked for a person")
+    ]
+
+
+def test_custom_tools_run_in_the_shell_and_their_result_goes_back() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    [run] = session.handle_realtime(function_call("get_order_status", '{"order_id": "4417"}'))
+    assert isinstance(run, RunTool) and run.name == "get_order_status"
+    # The response that asked is still active: the follow-up waits for its end.
+    output = to_realtime(session.tool_finished(run.call_id, '{"status": "shipped"}'))
+    assert output == [
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "function_call_output",
+                "call_id": run.call_id,
+                "output": '{"status": "shipped"}',
+            },
+        }
+    ]
+    done = session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
+    assert [m["type"] for m in to_realtime(done)] == ["response.create"]
+    # With no response active, the model is asked to carry on at once.
+    later = to_realtime(session.tool_finished("call_x", "{}"))
+    assert [m["type"] for m in later] == ["conversation.item.create", "response.create"]
+
+
+def test_outbound_calls_hold_the_greeting_until_a_person_answers() -> None:
+    session = pcm_session(
+        greeting="Hi, this is Acme.", hold_for_human=True, instructions="Be brief with Dana."
+    )
+    begin = to_realtime(session.begin())
+    assert [m["type"] for m in begin] == ["session.update"]
+    assert begin[0]["session"]["instructions"] == "Be brief with Dana."
+    assert session.handle_twilio(tw.TwilioMedia(b"\x00" * 160, 0)) == []  # not sent to the model
+    [greet] = to_realtime(session.answered("human"))
+    assert "Hi, this is Acme." in greet["response"]["instructions"]
+    assert to_realtime(session.handle_twilio(tw.TwilioMedia(b"\x00" * 160, 20)))
+
+
+def test_a_machine_gets_the_voicemail_and_no_greeting() -> None:
+    session = pcm_session(greeting="Hi", hold_for_human=True)
+    assert session.begin() == []
+    assert session.answered("machine_end_beep") == [LeaveVoicemail("machine_end_beep")]
+
+
+def test_no_verdict_in_time_means_greeting_anyway() -> None:
+    session = pcm_session(greeting="Hi", hold_for_human=True)
+    session.begin()
+    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 7_980)) == []
+    notice, greet = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 8_000))
+    assert isinstance(notice, Notice)
+    assert isinstance(greet, SendToRealtime) and "response.create" in greet.text
+    assert session.answered("human") == []  # too late to matter

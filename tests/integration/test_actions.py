@@ -1,0 +1,367 @@
+"""Outbound calls and in-call actions against a fake Twilio REST API and the fake Realtime."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import aiohttp
+import pytest
+from twilio.request_validator import RequestValidator
+
+from bot.config import Secret, Settings
+from bot.outbound import OutboundCall, place_call
+from bot.simulator import simulate
+from bot.storage import CallStore
+from bot.twilio_rest import TwilioRest
+from tests.audio_tools import tone
+from tests.conftest import RunningApp, run_app
+from tests.fake_realtime import FakeRealtime, Scripted, pcm16_tone
+from tests.fake_twilio import FakeTwilio
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+ACCOUNT = "AC" + "5" * 32
+TOKEN = "twilio-token-for-actions-0000"
+
+
+@pytest.fixture
+def twilio_settings(base_settings: Settings) -> Settings:
+    return dataclasses.replace(
+        base_settings,
+        twilio_account_sid=ACCOUNT,
+        twilio_auth_token=Secret(TOKEN),
+        twilio_from_number="+15550009999",
+        public_url="http://127.0.0.1:0",  # run_app fills in the port
+    )
+
+
+async def saved_call(settings: Settings, call_sid: str) -> dict:
+    store = await CallStore.open(settings.database)
+    try:
+        call = await store.get_call(call_sid)
+    finally:
+        await store.close()
+    assert call is not None
+    return call
+
+
+async def test_an_outbound_call_is_requested_exactly(twilio_settings: Settings) -> None:
+    settings = dataclasses.replace(twilio_settings, public_url="https://bot.example.com")
+    async with FakeTwilio(ACCOUNT, TOKEN) as twilio:
+        settings = dataclasses.replace(settings, twilio_api_url=twilio.url)
+        rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
+        store = await CallStore.open(settings.database)
+        try:
+            call_sid = await place_call(
+                settings,
+                rest,
+                store,
+                OutboundCall("+15551234567", {"name": "Dana", "time": "3 pm"}, "Remind {name}."),
+            )
+            with pytest.raises(ValueError, match="E.164"):
+                await place_call(settings, rest, store, OutboundCall("555-1234"))
+            logged = await store.get_call(call_sid)
+        finally:
+            await rest.close()
+            await store.close()
+    [request] = twilio.requests
+    assert (request.method, request.path) == ("POST", f"/2010-04-01/Accounts/{ACCOUNT}/Calls.json")
+    assert (request.user, request.password) == (ACCOUNT, TOKEN)
+    form = dict(request.form)
+    url = form.pop("Url")
+    assert form == {
+        "To": ["+15551234567"],
+        "From": ["+15550009999"],
+        "Method": ["POST"],
+        "StatusCallback": ["https://bot.example.com/twilio/status"],
+        "StatusCallbackMethod": ["POST"],
+        "StatusCallbackEvent": ["initiated", "ringing", "answered", "completed"],
+        "MachineDetection": ["DetectMessageEnd"],
+        "AsyncAmd": ["true"],
+        "AsyncAmdStatusCallback": ["https://bot.example.com/twilio/amd"],
+        "AsyncAmdStatusCallbackMethod": ["POST"],
+    }
+    [webhook] = url
+    parts = urlsplit(webhook)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "https://bot.example.com/twilio/voice"
+    assert parse_qs(parts.query) == {
+        "var_name": ["Dana"],
+        "var_time": ["3 pm"],
+        "instructions": ["Remind {name}."],
+        "amd": ["1"],
+    }
+    assert logged is not None and logged["direction"] == "outbound-api"
+    assert logged["to_number"] == "+15551234567" and logged["twilio_status"] == "queued"
+
+
+async def test_end_call_hangs_up_after_the_goodbye_has_played(twilio_settings: Settings) -> None:
+    goodbye = Scripted(
+        pcm16_tone(600, 1.0),
+        "Thanks for calling, goodbye!",
+        ("end_call", '{"reason": "caller is done"}'),
+    )
+    async with (
+        FakeTwilio(ACCOUNT, TOKEN) as twilio,
+        FakeRealtime(script=[goodbye], vad_threshold_rms=1e9) as fake,
+    ):
+        settings = dataclasses.replace(
+            twilio_settings, realtime_url=fake.url, twilio_api_url=twilio.url, bot_greeting="Hi"
+        )
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=TOKEN, account_sid=ACCOUNT, duration_s=5)
+            await asyncio.sleep(0.4)
+    [hang_up] = twilio.of("POST", f"/Calls/{result.call_sid}.json")
+    assert hang_up.form == {"Status": ["completed"]}
+    last_played = result.mark_acked_at[-1]
+    assert result.bytes_played == 8000  # the whole goodbye
+    assert 0 <= hang_up.at - last_played < 0.5  # after the last mark, not before
+    assert result.duration_s < 2.5  # and the call did end
+    call = await saved_call(settings, result.call_sid)
+    assert (call["ended_by"], call["end_reason"]) == ("bot", "hung up: caller is done")
+    [tool] = [e for e in call["events"] if e["kind"] == "tool"]
+    assert tool["data"]["name"] == "end_call" and json.loads(tool["data"]["arguments"]) == {
+        "reason": "caller is done"
+    }
+    # The model heard that the tool worked and was told to say no more.
+    [output] = [
+        e
+        for e in fake.connections[0].events
+        if e.get("item", {}).get("type") == "function_call_output"
+    ]
+    assert json.loads(output["item"]["output"])["ok"] is True
+
+
+async def test_a_caller_who_already_hung_up_is_not_an_error(
+    twilio_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    goodbye = Scripted(pcm16_tone(600, 0.3), "Bye!", ("end_call", "{}"))
+    async with (
+        FakeTwilio(ACCOUNT, TOKEN, callers_hang_up_first=True) as twilio,
+        FakeRealtime(script=[goodbye], vad_threshold_rms=1e9) as fake,
+    ):
+        settings = dataclasses.replace(
+            twilio_settings, realtime_url=fake.url, twilio_api_url=twilio.url, bot_greeting="Hi"
+        )
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=TOKEN, account_sid=ACCOUNT, duration_s=3)
+            await asyncio.sleep(0.4)
+    assert twilio.of("POST", f"/Calls/{result.call_sid}.json")
+    assert "the call had already ended" in caplog.text
+    call = await saved_call(settings, result.call_sid)
+    assert call["errors"] == 0 and call["ended_by"] == "bot"
+
+
+async def test_transfer_redirects_the_call_to_a_person(twilio_settings: Settings) -> None:
+    handoff = Scripted(
+        pcm16_tone(600, 0.5), "Let me connect you.", ("transfer_call", '{"reason": "billing"}')
+    )
+    async with (
+        FakeTwilio(ACCOUNT, TOKEN) as twilio,
+        FakeRealtime(script=[handoff], vad_threshold_rms=1e9) as fake,
+    ):
+        settings = dataclasses.replace(
+            twilio_settings,
+            realtime_url=fake.url,
+            twilio_api_url=twilio.url,
+            bot_greeting="Hi",
+            transfer_to="+15550001111",
+        )
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=TOKEN, account_sid=ACCOUNT, duration_s=4)
+            await asyncio.sleep(0.4)
+    update = fake.connections[0].of_type("session.update")[0]["session"]
+    assert [t["name"] for t in update["tools"]] == ["end_call", "transfer_call"]
+    [redirect] = twilio.of("POST", f"/Calls/{result.call_sid}.json")
+    assert redirect.form == {
+        "Twiml": [
+            "<Response><Say>Please hold while I connect you.</Say>"
+            "<Dial>+15550001111</Dial></Response>"
+        ]
+    }
+    assert redirect.at >= result.mark_acked_at[-1]
+    call = await saved_call(settings, result.call_sid)
+    assert call["end_reason"] == "transferred to +15550001111"
+    assert [e["detail"] for e in call["events"] if e["kind"] == "transfer"] == [
+        "to +15550001111: billing"
+    ]
+
+
+def tool_module(tmp_path: Path) -> str:
+    (tmp_path / "shop_tools.py").write_text(
+        textwrap.dedent(
+            '''
+            from bot.example_tools import get_order_status as _lookup
+
+
+            async def get_order_status(order_id: str) -> dict[str, object]:
+                """Look up an order.
+
+                Args:
+                    order_id: The order number.
+                """
+                return await _lookup(order_id)
+
+
+            async def refund(order_id: str) -> str:
+                """Refund an order."""
+                raise RuntimeError("payments system is down")
+            '''
+        )
+    )
+    sys.path.insert(0, str(tmp_path))
+    return "shop_tools"
+
+
+@pytest.mark.parametrize(
+    ("tool", "arguments", "expect_in_output"),
+    [
+        ("get_order_status", '{"order_id": "4417"}', '"status": "shipped"'),
+        ("refund", '{"order_id": "4417"}', '"error": "RuntimeError: payments system is down"'),
+        ("get_order_status", '{"order": 1}', "bad arguments"),
+    ],
+)
+async def test_custom_tools_answer_the_model_and_the_call_goes_on(
+    base_settings: Settings, tmp_path: Path, tool: str, arguments: str, expect_in_output: str
+) -> None:
+    script = [
+        Scripted(b"", "", (tool, arguments)),
+        Scripted(pcm16_tone(700, 0.5), "Here is what I found."),
+    ]
+    async with FakeRealtime(script=script, vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(
+            base_settings, realtime_url=fake.url, bot_greeting="Hi", bot_tools=tool_module(tmp_path)
+        )
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=app.secret, duration_s=2.0)
+            await asyncio.sleep(0.4)
+    events = fake.connections[0].events
+    tools = fake.connections[0].of_type("session.update")[0]["session"]["tools"]
+    assert {t["name"] for t in tools} == {"end_call", "get_order_status", "refund"}
+    [output] = [e for e in events if e.get("item", {}).get("type") == "function_call_output"]
+    assert expect_in_output in output["item"]["output"]
+    kinds = [e["type"] for e in events]
+    assert kinds.index("response.create", kinds.index("conversation.item.create")) > 0
+    assert result.bytes_received == 4000  # the follow-up answer played: the call went on
+    call = await saved_call(settings, result.call_sid)
+    [logged] = [e for e in call["events"] if e["kind"] == "tool"]
+    assert logged["data"]["name"] == tool and logged["data"]["arguments"] == arguments
+    assert expect_in_output in logged["data"]["result"]
+    assert logged["data"]["duration_ms"] >= 0
+    assert (logged["data"]["error"] is None) == (
+        tool == "get_order_status" and "order_id" in arguments
+    )
+
+
+async def post_amd(app: RunningApp, call_sid: str, answered_by: str) -> None:
+    url = app.url + "/twilio/amd"
+    params = {"CallSid": call_sid, "AnsweredBy": answered_by, "MachineDetectionDuration": "2300"}
+    signature = RequestValidator(TOKEN).compute_signature(url, params)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            url, data=params, headers={"X-Twilio-Signature": signature}
+        ) as response:
+            assert response.status == 204
+
+
+async def amd_call(settings: Settings, answered_by: str) -> tuple[FakeTwilio, FakeRealtime, object]:
+    async with (
+        FakeTwilio(ACCOUNT, TOKEN) as twilio,
+        FakeRealtime(
+            answer=pcm16_tone(600, 0.5), answer_text="Hi Dana!", vad_threshold_rms=1e9
+        ) as fake,
+    ):
+        settings = dataclasses.replace(
+            settings,
+            realtime_url=fake.url,
+            twilio_api_url=twilio.url,
+            bot_greeting="Hi, this is Acme.",
+        )
+        async with run_app(settings) as app:
+            hello = audioop.lin2ulaw(tone(500, 0.6, 8000), 2)
+            call = asyncio.create_task(
+                simulate(
+                    app.url,
+                    auth_token=TOKEN,
+                    account_sid=ACCOUNT,
+                    say=hello,
+                    duration_s=3.0,
+                    direction="outbound-api",
+                    webhook_query={
+                        "amd": "1",
+                        "var_name": "Dana",
+                        "instructions": "Remind {name} of the visit.",
+                    },
+                )
+            )
+            await asyncio.sleep(1.0)
+            result_sid = next(iter(app.registry.calls))
+            await post_amd(app, result_sid, answered_by)
+            result = await call
+            await asyncio.sleep(0.4)
+    return twilio, fake, result
+
+
+async def test_a_person_answering_gets_the_greeting_only_after_detection(
+    twilio_settings: Settings,
+) -> None:
+    twilio, fake, result = await amd_call(twilio_settings, "human")
+    conn = fake.connections[0]
+    kinds = [e["type"] for e in conn.events]
+    instructions = [e for e in conn.of_type("session.update") if "instructions" in e["session"]][-1]
+    assert "Remind Dana of the visit." in instructions["session"]["instructions"]
+    # Caller audio only reaches the model after the verdict (about 1 s of 3 s held back).
+    appended = kinds.count("input_audio_buffer.append")
+    assert 80 <= appended <= 110
+    assert kinds.index("response.create") < kinds.index("input_audio_buffer.append")
+    assert result.bytes_received == 4000  # the greeting played
+    assert not twilio.requests
+
+
+async def test_a_machine_gets_the_voicemail_and_the_bot_stays_quiet(
+    twilio_settings: Settings,
+) -> None:
+    settings = dataclasses.replace(
+        twilio_settings, voicemail_message="Hi Dana, this is Acme. Please call us back."
+    )
+    twilio, fake, result = await amd_call(settings, "machine_end_beep")
+    [redirect] = twilio.requests
+    assert redirect.form == {
+        "Twiml": [
+            "<Response><Say>Hi Dana, this is Acme. Please call us back.</Say><Hangup/></Response>"
+        ]
+    }
+    conn = fake.connections[0]
+    assert not conn.of_type("response.create")
+    assert not [e for e in conn.events if e["type"] == "input_audio_buffer.append"]
+    call = await saved_call(settings, result.call_sid)
+    assert call["answered_by"] == "machine_end_beep" and call["end_reason"] == "voicemail left"
+
+
+async def test_keypad_digits_reach_the_model_as_text(base_settings: Settings) -> None:
+    async with FakeRealtime(answer=pcm16_tone(500, 0.3), vad_threshold_rms=1e9) as fake:
+        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url, auth_token=app.secret, duration_s=1.5, dtmf=[(0.3, "1"), (0.9, "#")]
+            )
+    texts = [
+        e["item"]["content"][0]["text"]
+        for e in fake.connections[0].events
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
+    ]
+    assert texts == [
+        "[The caller pressed 1 on the phone keypad]",
+        "[The caller pressed # on the phone keypad]",
+    ]
+    assert len(fake.connections[0].of_type("response.create")) == 2
+    assert result.bytes_received == 2 * 2400  # the bot answered each
