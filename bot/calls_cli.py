@@ -149,7 +149,8 @@ async def _show(store: CallStore, call_sid: str) -> int:
         print(f"bot calls: no call {call_sid}", file=sys.stderr)
         return 1
     numbers = f"{call['from_number'] or '?'} -> {call['to_number'] or '?'}"
-    print(f"{call['call_sid']}  {numbers}  ({call['direction']})")
+    answered = f", answered by {call['answered_by']}" if call.get("answered_by") else ""
+    print(f"{call['call_sid']}  {numbers}  ({call['direction']}{answered})")
     print(
         f"started {_when(call['started_at'])}  ended {_when(call['ended_at'])}  "
         f"status {call['status']}"

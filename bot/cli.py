@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 
 __all__ = ["main"]
 
@@ -43,6 +43,21 @@ def _parser() -> argparse.ArgumentParser:
     from bot.calls_cli import add_calls_parser
 
     add_calls_parser(commands)
+    call = commands.add_parser("call", help="place one outbound call")
+    call.add_argument("to", help="the number to call, E.164 (+15551234567)")
+    call.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a variable for the bot's instructions",
+    )
+    call.add_argument("--instructions", help="instructions for this call; {name} takes a --var")
+    call.add_argument("--greeting", help="what the bot says first")
+
+    from bot.campaign_cli import add_campaign_parser
+
+    add_campaign_parser(commands)
     return parser
 
 
@@ -56,7 +71,63 @@ def main(argv: list[str] | None = None) -> int:
         return _serve()
     if args.command == "calls":
         return _calls(args)
+    if args.command == "call":
+        return _call(args)
+    if args.command == "campaign":
+        from bot.campaign_cli import run_campaign_command
+
+        return run_campaign_command(args)
     return _simulate(args)
+
+
+def _call(args: argparse.Namespace) -> int:
+    from bot.config import Settings
+    from bot.outbound import OutboundCall, outbound_problems, place_call
+    from bot.storage import CallStore
+    from bot.twilio_rest import TwilioRest
+
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
+    problems = outbound_problems(settings)
+    variables = {}
+    for spec in args.var:
+        name, sep, value = spec.partition("=")
+        if not sep or not name:
+            problems.append(f"--var wants NAME=VALUE, got {spec!r}")
+        variables[name] = value
+    if problems:
+        print("bot call: " + "; ".join(problems), file=sys.stderr)
+        return 2
+
+    async def place() -> str:
+        assert settings.twilio_account_sid and settings.twilio_auth_token
+        rest = TwilioRest(
+            settings.twilio_account_sid,
+            settings.twilio_auth_token.reveal(),
+            settings.twilio_api_url,
+        )
+        store = await CallStore.open(settings.database)
+        try:
+            return await place_call(
+                settings,
+                rest,
+                store,
+                OutboundCall(args.to, variables, args.instructions, args.greeting),
+            )
+        finally:
+            await rest.close()
+            await store.close()
+
+    try:
+        call_sid = asyncio.run(place())
+    except (ValueError, BotError) as exc:
+        print(f"bot call: {exc}", file=sys.stderr)
+        return 1
+    print(call_sid)
+    return 0
 
 
 def _calls(args: argparse.Namespace) -> int:
@@ -82,7 +153,11 @@ def _serve() -> int:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    serve(settings)
+    try:
+        serve(settings)
+    except ConfigError as exc:  # e.g. a BOT_TOOLS module that does not import
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

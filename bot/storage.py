@@ -38,7 +38,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["CallFilter", "CallStore", "calls", "call_events", "metadata", "turns", "utcnow"]
+__all__ = [
+    "CallFilter",
+    "CallStore",
+    "call_events",
+    "calls",
+    "campaign_contacts",
+    "metadata",
+    "turns",
+    "utcnow",
+]
 
 _MIGRATION_LOCK: Final = 0x6361_6C6C  # "call"
 
@@ -125,6 +134,26 @@ call_events = Table(
     Column("detail", Text),
     Column("data", JSON),
     Column("created_at", UtcDateTime),
+)
+
+campaign_contacts = Table(
+    "campaign_contacts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("campaign", String(128), nullable=False),
+    Column("line", Integer, nullable=False),
+    Column("phone", String(32), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("variables", JSON),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime),
+    Column("call_sid", String(64)),
+    Column("last_status", String(32)),
+    Column("note", Text),
+    Column("updated_at", UtcDateTime),
+    UniqueConstraint("campaign", "phone", name="uq_campaign_phone"),
+    Index("ix_campaign_contacts_state", "campaign", "state"),
 )
 
 _KEEP_FIRST: Final = frozenset({"started_at", "direction", "from_number", "to_number"})

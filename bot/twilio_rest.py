@@ -59,6 +59,16 @@ class TwilioRest:
             raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc
         return str(call.sid)
 
+    async def call_status(self, call_sid: str) -> str:
+        """The call's status now: queued, ringing, in-progress, completed, busy, …"""
+        try:
+            call = await self._client.calls(call_sid).fetch_async()
+        except TwilioRestException as exc:
+            raise TwilioApiError(_describe(exc), exc.code) from exc
+        except OSError as exc:
+            raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc
+        return str(call.status)
+
     async def hang_up(self, call_sid: str) -> bool:
         """Complete a live call. False if it had already ended (not an error)."""
         return await self._update(call_sid, status="completed")

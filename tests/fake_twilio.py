@@ -50,6 +50,7 @@ class FakeTwilio:
         settle_s: float = 0.05,
         fail_creates: int = 0,
         callers_hang_up_first: bool = False,
+        on_create: Callable[[str], None] | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -57,6 +58,8 @@ class FakeTwilio:
         self.settle_s = settle_s  # how long a call stays "in-progress"
         self.fail_creates = fail_creates
         self.callers_hang_up_first = callers_hang_up_first  # updates find the call over
+        self.on_create = on_create
+        self.max_in_flight = 0  # most calls created and not yet reported over, at once
         self.requests: list[Recorded] = []
         self.calls: dict[str, FakeCall] = {}
         self._runner: web.AppRunner | None = None
@@ -114,7 +117,11 @@ class FakeTwilio:
             return _error(500, 20500, "Internal Server Error")
         sid = "CA" + secrets.token_hex(16)
         to = recorded.one("To")
+        if self.on_create is not None:
+            self.on_create(to)
         self.calls[sid] = FakeCall(sid, to, time.monotonic(), self.outcome(to))
+        in_flight = sum(1 for call in self.calls.values() if not call.ended)
+        self.max_in_flight = max(self.max_in_flight, in_flight)
         return web.json_response(self._call_json(self.calls[sid], "queued"), status=201)
 
     async def _update(self, request: web.Request) -> web.Response:
@@ -139,6 +146,7 @@ class FakeTwilio:
         if call is None:
             return _error(404, 20404, "The requested resource was not found")
         status = call.outcome if time.monotonic() - call.created >= self.settle_s else "in-progress"
+        call.ended = call.ended or status != "in-progress"
         return web.json_response(self._call_json(call, status))
 
     def _call_json(self, call: FakeCall, status: str) -> dict[str, Any]:

@@ -109,6 +109,22 @@ async def seed(store: CallStore, recordings: Path, fillers: int = 0) -> None:
     batch.events.append(
         {
             "call_sid": ORDER_CALL,
+            "at_ms": 3500,
+            "kind": "tool",
+            "detail": 'get_order_status({"order_id": "4417"}) → {"status": "shipped"}',
+            "data": {
+                "name": "get_order_status",
+                "arguments": '{"order_id": "4417"}',
+                "result": '{"found": true, "status": "shipped", "eta": "Friday"}',
+                "error": None,
+                "duration_ms": 12,
+            },
+            "created_at": T0,
+        }
+    )
+    batch.events.append(
+        {
+            "call_sid": ORDER_CALL,
             "at_ms": 12900,
             "kind": "interruption",
             "detail": "caller spoke over the bot; heard 1900 of 6200 ms",

@@ -129,7 +129,8 @@ async def test_json_api(review_app: RunningApp) -> None:
         assert call["started_at"] == "2026-11-20T09:30:00+00:00"
         assert [t["text"] for t in call["turns"]][0] == "Hi, where is my order 4417?"
         assert call["turns"][1]["latency_ms"] == 810
-        assert call["events"][0]["kind"] == "dtmf"
+        assert [e["kind"] for e in call["events"]] == ["tool", "dtmf", "interruption"]
+        assert call["events"][0]["data"]["name"] == "get_order_status"
         assert call["total_tokens"] == 200
         async with http.get(review_app.url + "/api/calls/CA" + "9" * 32) as response:
             assert response.status == 404

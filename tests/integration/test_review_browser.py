@@ -72,6 +72,7 @@ async def test_review_in_a_real_browser(base_settings: Settings) -> None:
             style = await unheard.evaluate("e => getComputedStyle(e).textDecorationLine")
             assert "line-through" in style
             await expect(page.locator("[data-kind=dtmf]")).to_contain_text("pressed 5")
+            await expect(page.locator("[data-kind=tool]")).to_contain_text("get_order_status")
             await expect(page.locator(".badge", has_text="810 ms")).to_be_visible()
             await page.screenshot(path=str(ARTIFACTS / "call-page.png"), full_page=True)
 

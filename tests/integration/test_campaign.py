@@ -1,0 +1,203 @@
+"""A campaign against the fake Twilio REST API, with a clock the test controls."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bot.campaign import CampaignOptions, CampaignRunner
+from bot.config import Secret, Settings
+from bot.sansio.campaign import Policy, Window, parse_contacts, parse_dnc
+from bot.storage import CallStore
+from bot.twilio_rest import TwilioRest
+from tests.fake_twilio import FakeTwilio
+
+ACCOUNT = "AC" + "6" * 32
+TOKEN = "campaign-token-000000"
+START = dt.datetime(2026, 11, 20, 15, 0, tzinfo=dt.UTC)  # 10:00 New York, 00:00 Tokyo
+
+CONTACTS = """phone,timezone,name
++15550000001,America/New_York,Ann
++15550000002,America/New_York,Bob
++15550000003,America/New_York,Cat
++15550000004,America/New_York,Dan
++15550000005,Asia/Tokyo,Eve
+not-a-number,America/New_York,Fay
++15550000006,America/New_York,Gus
++15550000006,America/New_York,Gus again
++15550000007,America/New_York
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+class Stop(Exception):
+    """Ends a run at a point of the test's choosing, as Ctrl-C would."""
+
+
+@pytest.fixture
+def campaign_settings(database_settings: Settings) -> Settings:
+    return dataclasses.replace(
+        database_settings,
+        twilio_account_sid=ACCOUNT,
+        twilio_auth_token=Secret(TOKEN),
+        twilio_from_number="+15550009999",
+        public_url="https://bot.example.com",
+        machine_detection=False,
+    )
+
+
+async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_policy_says(
+    campaign_settings: Settings,
+) -> None:
+    clock = Clock()
+    created: list[tuple[str, dt.datetime]] = []
+    tries: Counter[str] = Counter()
+
+    def outcome(to: str) -> str:
+        tries[to] += 1
+        if to == "+15550000002":
+            return "busy" if tries[to] == 1 else "completed"
+        if to == "+15550000003":
+            return "no-answer"
+        return "completed"
+
+    contacts, problems = parse_contacts(CONTACTS, "America/New_York")
+    assert len(problems) == 3  # invalid number, duplicate, short row
+    dnc = parse_dnc("+15550000004\n")
+    options = CampaignOptions(
+        "renewals",
+        Policy(max_attempts=2, retry_after=dt.timedelta(minutes=10)),
+        Window.parse("09:00-20:00"),
+        concurrency=2,
+        calls_per_second=5,
+        poll_interval_s=3,
+    )
+    async with FakeTwilio(
+        ACCOUNT,
+        TOKEN,
+        outcome=outcome,
+        settle_s=0,
+        on_create=lambda to: created.append((to, clock.now)),
+    ) as twilio:
+        settings = dataclasses.replace(campaign_settings, twilio_api_url=twilio.url)
+        store = await CallStore.open(settings.database)
+        rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
+        try:
+
+            async def sleep_then_stop(seconds: float) -> None:
+                clock.now += dt.timedelta(seconds=seconds)
+                if len(created) >= 2:
+                    raise Stop
+                await asyncio.sleep(0)
+
+            first = CampaignRunner(
+                store, rest, settings, options, clock=clock, sleep=sleep_then_stop
+            )
+            assert await first.load(contacts, dnc) == 6
+            with pytest.raises(Stop):
+                await first.run()
+            assert [to for to, _ in created] == ["+15550000001", "+15550000002"]
+
+            async def sleep(seconds: float) -> None:
+                clock.now += dt.timedelta(seconds=seconds)
+                await asyncio.sleep(0)
+
+            second = CampaignRunner(store, rest, settings, options, clock=clock, sleep=sleep)
+            assert await second.load(contacts, dnc) == 0  # resuming: nothing new
+            counts = await second.run()
+            states = await second.states()
+        finally:
+            await rest.close()
+            await store.close()
+
+    calls_per_number = Counter(to for to, _ in created)
+    assert calls_per_number == {
+        "+15550000001": 1,
+        "+15550000002": 2,  # busy, then answered
+        "+15550000003": 2,  # no answer twice: the policy's two attempts
+        "+15550000005": 1,
+        "+15550000006": 1,
+    }
+    assert counts == {"done": 4, "failed": 1, "skipped": 1}
+    assert states["+15550000004"] == "skipped"  # do not call
+    # Retries waited for their back-off.
+    for number in ("+15550000002", "+15550000003"):
+        first_try, second_try = [when for to, when in created if to == number]
+        assert second_try - first_try >= dt.timedelta(minutes=10)
+    # Tokyo was called in Tokyo's calling hours, not at its midnight.
+    [(_, tokyo_at)] = [(to, when) for to, when in created if to == "+15550000005"]
+    assert 9 <= tokyo_at.astimezone(ZoneInfo("Asia/Tokyo")).hour < 20
+    assert tokyo_at >= dt.datetime(2026, 11, 21, 0, 0, tzinfo=dt.UTC)
+    # The concurrency cap held: never more than two calls up at once.
+    assert twilio.max_in_flight == 2
+
+
+async def test_a_contact_left_mid_placement_is_flagged_not_redialled(
+    campaign_settings: Settings,
+) -> None:
+    contacts, _ = parse_contacts("phone\n+15550000001\n", "America/New_York")
+    async with FakeTwilio(ACCOUNT, TOKEN, settle_s=0) as twilio:
+        settings = dataclasses.replace(campaign_settings, twilio_api_url=twilio.url)
+        store = await CallStore.open(settings.database)
+        rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
+        try:
+            clock = Clock()
+            runner = CampaignRunner(store, rest, settings, CampaignOptions("x"), clock=clock)
+            await runner.load(contacts, frozenset())
+            # A run that died after claiming the contact, before Twilio answered with a CallSid.
+            from sqlalchemy import update
+
+            from bot.storage import campaign_contacts
+
+            async with store.engine.begin() as conn:
+                await conn.execute(update(campaign_contacts).values(state="calling", attempts=1))
+            counts = await runner.run()
+        finally:
+            await rest.close()
+            await store.close()
+    assert counts == {"unknown": 1}
+    assert not twilio.requests
+
+
+async def test_dry_run_and_bad_rows_from_the_command_line(tmp_path: Path) -> None:
+    contacts = tmp_path / "contacts.csv"
+    contacts.write_text(CONTACTS)
+    dnc = tmp_path / "dnc.txt"
+    dnc.write_text("+15550000004\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "campaign",
+        "run",
+        str(contacts),
+        "--dry-run",
+        "--dnc",
+        str(dnc),
+        env={"BOT_DATA_DIR": str(tmp_path / "data"), "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = (part.decode() for part in await asyncio.wait_for(process.communicate(), 60))
+    assert process.returncode == 0, err
+    assert "line 7: 'not-a-number' is not an E.164 number" in err
+    assert "line 9: +15550000006 appears twice" in err
+    assert "line 10: 2 fields, the header has 3" in err
+    assert re.search(r"^\+15550000004 +America/New_York +skip: on the do-not-call list$", out, re.M)
+    assert len(out.splitlines()) == 7  # six contacts and the summary
+    assert "dry run of contacts: 6 contact(s); nobody was called" in out
