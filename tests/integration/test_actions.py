@@ -365,3 +365,34 @@ async def test_keypad_digits_reach_the_model_as_text(base_settings: Settings) ->
     ]
     assert len(fake.connections[0].of_type("response.create")) == 2
     assert result.bytes_received == 2 * 2400  # the bot answered each
+
+
+async def test_bot_call_and_a_broken_tool_module_from_the_command_line(tmp_path: Path) -> None:
+    from tests.processes import clean_env, run_bot
+
+    async with FakeTwilio(ACCOUNT, TOKEN) as twilio:
+        env = clean_env(
+            tmp_path,
+            TWILIO_ACCOUNT_SID=ACCOUNT,
+            TWILIO_AUTH_TOKEN=TOKEN,
+            TWILIO_FROM_NUMBER="+15550009999",
+            TWILIO_API_URL=twilio.url,
+            PUBLIC_URL="https://bot.example.com",
+        )
+        code, out, err = await run_bot(
+            "call", "+15551234567", "--var", "name=Dana", env=env, cwd=tmp_path
+        )
+        assert code == 0, err
+        [created] = twilio.of("POST", "/Calls.json")
+        assert out.strip() in twilio.calls and created.one("To") == "+15551234567"
+        code, _, err = await run_bot("call", "555-1234", env=env, cwd=tmp_path)
+        assert code == 1 and "is not an E.164 number" in err
+        assert len(twilio.of("POST", "/Calls.json")) == 1  # nothing placed
+        code, _, err = await run_bot(
+            "call", "+15551234567", env={**env, "TWILIO_FROM_NUMBER": ""}, cwd=tmp_path
+        )
+        assert code == 2 and "TWILIO_FROM_NUMBER" in err
+    env = clean_env(tmp_path, PORT="0", BOT_TOOLS="no_such_tools_module")
+    code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    assert "BOT_TOOLS=no_such_tools_module: cannot import it" in err
