@@ -95,8 +95,7 @@ class CallRegistry:
     active_calls: int = 0
     calls_started: int = 0
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)
-    sessions: set[CallSession] = field(default_factory=set)
-    calls: dict[str, _Call] = field(default_factory=dict)
+    calls: dict[str, _Call] = field(default_factory=dict)  # active, by CallSid
     _verdicts: dict[str, str] = field(default_factory=dict)  # AMD results before the stream
     metrics: Metrics = field(init=False)
     _streams: dict[str, _StopSignal] = field(default_factory=dict)
@@ -115,13 +114,13 @@ class CallRegistry:
             self._verdicts[call_sid] = answered_by
             asyncio.get_running_loop().call_later(120, self._verdicts.pop, call_sid, None)
         else:
-            call.spawn(call.apply(call.session.answered(answered_by)))
+            call.spawn(call.execute(call.session.answered(answered_by)))
 
     def take_verdict(self, call_sid: str) -> str | None:
         return self._verdicts.pop(call_sid, None)
 
     def _live_stats(self) -> Iterator[CallStats]:
-        return (session.stats for session in self.sessions)
+        return (call.session.stats for call in self.calls.values())
 
     def prewarm(self, call_sid: str) -> None:
         """Start opening the Realtime socket while Twilio sets up the stream.
@@ -318,7 +317,6 @@ class _Call:
         stop = registry.register_stream(self.call_sid)
         registry.active_calls += 1
         registry.calls_started += 1
-        registry.sessions.add(self.session)
         registry.calls[self.call_sid] = self
         started = time.monotonic()
         end_by, end_reason = "bridge", "unknown"
@@ -359,7 +357,6 @@ class _Call:
             raise
         finally:
             registry.active_calls -= 1
-            registry.sessions.discard(self.session)
             if registry.calls.get(self.call_sid) is self:
                 del registry.calls[self.call_sid]
             registry.unregister_stream(self.call_sid, stop)
@@ -473,9 +470,6 @@ class _Call:
             work.close()
             return
         self._group.create_task(work)
-
-    async def apply(self, commands: list[Command]) -> None:
-        await self.execute(commands)
 
     async def run_tool(self, command: RunTool) -> None:
         tool = self.registry.tools.get(command.name)

@@ -14,11 +14,12 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Quart, Response, request, websocket
+from quart import Quart, Response, abort, request, websocket
 from quart.wrappers.base import ClientDisconnectedError
 from quart.wrappers.websocket import Websocket
 from sqlalchemy.exc import SQLAlchemyError
 from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
 
 from bot.bridge import CallRegistry, ChannelClosed, RealtimeDialer, run_call
 from bot.calllog import CallLog
@@ -161,10 +162,11 @@ def create_app(
     async def _close() -> None:
         for task in background:
             task.cancel()
-        await registry().close()
-        if registry().rest is not None:
-            await registry().rest.close()  # type: ignore[union-attr]
-        await registry().call_log.stop()
+        calls = registry()
+        await calls.close()
+        if calls.rest is not None:
+            await calls.rest.close()
+        await calls.call_log.stop()
         await app.extensions["bot.store"].close()
 
     @app.get("/healthz")
@@ -175,15 +177,20 @@ def create_app(
     async def metrics() -> Response:
         return Response(registry().metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
-    @app.post(VOICE_PATH)
-    async def voice() -> Response | tuple[str, int]:
+    async def twilio_form(path: str, what: str) -> tuple[MultiDict[str, str], str]:
+        """The form of a Twilio webhook, once its signature and CallSid are checked."""
         form = await request.form
-        if not signed(webhook_urls(VOICE_PATH), form):
-            logger.warning("voice webhook rejected: bad or missing X-Twilio-Signature")
-            return "invalid signature", 403
+        if not signed(webhook_urls(path), form):
+            logger.warning("%s rejected: bad or missing X-Twilio-Signature", what)
+            abort(403, "invalid signature")
         call_sid = form.get("CallSid", "")
         if not _CALL_SID.match(call_sid):
-            return "CallSid missing or malformed", 400
+            abort(400, "CallSid missing or malformed")
+        return form, call_sid
+
+    @app.post(VOICE_PATH)
+    async def voice() -> Response:
+        form, call_sid = await twilio_form(VOICE_PATH, "voice webhook")
         parameters = {
             "token": issue_stream_token(
                 signing_secret, call_sid, time.time(), settings.stream_token_ttl_s
@@ -213,14 +220,8 @@ def create_app(
     @app.post(AMD_PATH)
     async def amd() -> tuple[str, int]:
         """Twilio's asynchronous answering-machine detection verdict."""
-        form = await request.form
-        if not signed(webhook_urls(AMD_PATH), form):
-            logger.warning("AMD callback rejected: bad or missing X-Twilio-Signature")
-            return "invalid signature", 403
-        call_sid = form.get("CallSid", "")
+        form, call_sid = await twilio_form(AMD_PATH, "AMD callback")
         answered_by = form.get("AnsweredBy", "unknown")[:32]
-        if not _CALL_SID.match(call_sid):
-            return "CallSid missing or malformed", 400
         logger.info("[%s -] answered by %s", call_sid, answered_by)
         registry().call_log.call(call_sid, answered_by=answered_by)
         registry().deliver_verdict(call_sid, answered_by)
@@ -229,13 +230,7 @@ def create_app(
     @app.post(STATUS_PATH)
     async def call_status() -> tuple[str, int]:
         """Twilio's call status callback: the call's final status and duration."""
-        form = await request.form
-        if not signed(webhook_urls(STATUS_PATH), form):
-            logger.warning("status callback rejected: bad or missing X-Twilio-Signature")
-            return "invalid signature", 403
-        call_sid = form.get("CallSid", "")
-        if not _CALL_SID.match(call_sid):
-            return "CallSid missing or malformed", 400
+        form, call_sid = await twilio_form(STATUS_PATH, "status callback")
         fields: dict[str, object] = {"twilio_status": form.get("CallStatus", "")[:32] or None}
         duration = form.get("CallDuration", "")
         if duration.isdigit():

@@ -139,3 +139,16 @@ def database_settings(request: pytest.FixtureRequest, base_settings: Settings) -
         return base_settings
     url: str = request.getfixturevalue("postgres_url")
     return dataclasses.replace(base_settings, database_url=url)
+
+
+async def stored_call(settings: Settings, call_sid: str) -> dict[str, object]:
+    """A call as the call log holds it, read through a store of its own."""
+    from bot.storage import CallStore
+
+    store = await CallStore.open(settings.database)
+    try:
+        call = await store.get_call(call_sid)
+    finally:
+        await store.close()
+    assert call is not None, f"{call_sid} is not in the call log"
+    return call

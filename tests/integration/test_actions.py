@@ -21,7 +21,7 @@ from bot.simulator import simulate
 from bot.storage import CallStore
 from bot.twilio_rest import TwilioRest
 from tests.audio_tools import tone
-from tests.conftest import RunningApp, run_app
+from tests.conftest import RunningApp, run_app, stored_call
 from tests.fake_realtime import FakeRealtime, Scripted, pcm16_tone
 from tests.fake_twilio import FakeTwilio
 
@@ -42,16 +42,6 @@ def twilio_settings(base_settings: Settings) -> Settings:
         twilio_from_number="+15550009999",
         public_url="http://127.0.0.1:0",  # run_app fills in the port
     )
-
-
-async def saved_call(settings: Settings, call_sid: str) -> dict:
-    store = await CallStore.open(settings.database)
-    try:
-        call = await store.get_call(call_sid)
-    finally:
-        await store.close()
-    assert call is not None
-    return call
 
 
 async def test_an_outbound_call_is_requested_exactly(twilio_settings: Settings) -> None:
@@ -125,7 +115,7 @@ async def test_end_call_hangs_up_after_the_goodbye_has_played(twilio_settings: S
     assert result.bytes_played == 8000  # the whole goodbye
     assert 0 <= hang_up.at - last_played < 0.5  # after the last mark, not before
     assert result.duration_s < 2.5  # and the call did end
-    call = await saved_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert (call["ended_by"], call["end_reason"]) == ("bot", "hung up: caller is done")
     [tool] = [e for e in call["events"] if e["kind"] == "tool"]
     assert tool["data"]["name"] == "end_call" and json.loads(tool["data"]["arguments"]) == {
@@ -157,7 +147,7 @@ async def test_a_caller_who_already_hung_up_is_not_an_error(
             await asyncio.sleep(0.4)
     assert twilio.of("POST", f"/Calls/{result.call_sid}.json")
     assert "the call had already ended" in caplog.text
-    call = await saved_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert call["errors"] == 0 and call["ended_by"] == "bot"
 
 
@@ -189,7 +179,7 @@ async def test_transfer_redirects_the_call_to_a_person(twilio_settings: Settings
         ]
     }
     assert redirect.at >= result.mark_acked_at[-1]
-    call = await saved_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert call["end_reason"] == "transferred to +15550001111"
     assert [e["detail"] for e in call["events"] if e["kind"] == "transfer"] == [
         "to +15550001111: billing"
@@ -252,7 +242,7 @@ async def test_custom_tools_answer_the_model_and_the_call_goes_on(
     kinds = [e["type"] for e in events]
     assert kinds.index("response.create", kinds.index("conversation.item.create")) > 0
     assert result.bytes_received == 4000  # the follow-up answer played: the call went on
-    call = await saved_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     [logged] = [e for e in call["events"] if e["kind"] == "tool"]
     assert logged["data"]["name"] == tool and logged["data"]["arguments"] == arguments
     assert expect_in_output in logged["data"]["result"]
@@ -343,7 +333,7 @@ async def test_a_machine_gets_the_voicemail_and_the_bot_stays_quiet(
     conn = fake.connections[0]
     assert not conn.of_type("response.create")
     assert not [e for e in conn.events if e["type"] == "input_audio_buffer.append"]
-    call = await saved_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert call["answered_by"] == "machine_end_beep" and call["end_reason"] == "voicemail left"
 
 

@@ -17,7 +17,7 @@ from bot.config import Settings
 from bot.simulator import simulate
 from bot.storage import CallStore
 from tests.audio_tools import dominant_hz, tone
-from tests.conftest import LOCAL_SECRET, run_app
+from tests.conftest import LOCAL_SECRET, run_app, stored_call
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 
 with warnings.catch_warnings():
@@ -25,16 +25,6 @@ with warnings.catch_warnings():
     import audioop
 
 ANSWER_WORDS = " ".join(f"word{i}" for i in range(1, 31))  # 30 words over 3 s
-
-
-async def read_call(settings: Settings, call_sid: str) -> dict:
-    store = await CallStore.open(settings.database)
-    try:
-        call = await store.get_call(call_sid)
-    finally:
-        await store.close()
-    assert call is not None
-    return call
 
 
 async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settings) -> None:
@@ -57,7 +47,7 @@ async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settin
                 to_number="+15559870002",
             )
             await asyncio.sleep(0.4)  # one flush interval
-    call = await read_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert call["direction"] == "inbound"
     assert (call["from_number"], call["to_number"]) == ("+15551230001", "+15559870002")
     assert call["started_at"] <= call["answered_at"] <= call["ended_at"]
@@ -98,7 +88,7 @@ async def test_a_barge_in_is_recorded_with_the_heard_text_and_the_audio(
                 duration_s=2.5,
             )
             await asyncio.sleep(0.4)
-    call = await read_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert call["interruptions"] == 1
     [bot] = [t for t in call["turns"] if t["speaker"] == "assistant"]
     assert bot["interrupted"] and bot["text"] == ANSWER_WORDS
@@ -146,7 +136,7 @@ async def test_twilio_status_callbacks_update_the_call(base_settings: Settings) 
                 ) as r:
                     assert r.status == 204
             await asyncio.sleep(0.4)
-    call = await read_call(settings, result.call_sid)
+    call = await stored_call(settings, result.call_sid)
     assert (call["twilio_status"], call["twilio_duration_s"]) == ("completed", 42)
 
 
