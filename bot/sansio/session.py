@@ -434,7 +434,9 @@ class CallSession:
             self.stats.frames_in += 1
             self.stats.ulaw_bytes_in += len(event.ulaw)
             if self._pending_action is not None:
-                return self._act_when_drained()
+                action = self._act_when_drained()  # the deadline is measured in call time
+                if action:
+                    return action
             if self._holding:
                 if self.now_ms < AMD_DEADLINE_MS:
                     return []  # the model must not answer a voicemail greeting

@@ -361,7 +361,8 @@ def test_an_action_happens_at_the_deadline_if_marks_never_come_back() -> None:
     session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
     session.handle_realtime(function_call("transfer_call"))
     session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
-    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000)) == []
+    waiting = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000))
+    assert not [c for c in waiting if isinstance(c, Transfer)]
     assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 20_000)) == [
         Transfer("the caller asked for a person")
     ]
@@ -418,3 +419,12 @@ def test_no_verdict_in_time_means_greeting_anyway() -> None:
     assert isinstance(notice, Notice)
     assert isinstance(greet, SendToRealtime) and "response.create" in greet.text
     assert session.answered("human") == []  # too late to matter
+
+
+def test_caller_audio_still_reaches_the_model_while_an_action_waits() -> None:
+    session = pcm_session()
+    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
+    session.handle_realtime(function_call("end_call"))
+    [append] = to_realtime(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 40)))
+    assert append["type"] == "input_audio_buffer.append"
