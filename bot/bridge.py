@@ -290,7 +290,7 @@ class _Call:
         self._group: asyncio.TaskGroup | None = None
         self.realtime: ClientConnection | None = None
         self.recorder = (
-            CallRecorder(settings.recordings_path / f"{start.call_sid}.wav")
+            CallRecorder(settings.recordings_path / f"{start.call_sid}-{start.stream_sid}.wav")
             if settings.record_audio
             else None
         )
