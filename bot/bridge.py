@@ -98,7 +98,6 @@ class CallRegistry:
     calls: dict[str, _Call] = field(default_factory=dict)  # active, by CallSid
     _verdicts: dict[str, str] = field(default_factory=dict)  # AMD results before the stream
     metrics: Metrics = field(init=False)
-    _streams: dict[str, _StopSignal] = field(default_factory=dict)
     _shutting_down: bool = False
     _prewarmed: dict[str, asyncio.Task[ClientConnection]] = field(default_factory=dict)
 
@@ -144,24 +143,22 @@ class CallRegistry:
     def end_all_calls(self, reason: str) -> None:
         """End every active call politely (the callers hear the fallback message)."""
         self._shutting_down = True
-        for stop in self._streams.values():
-            stop.set(reason)
+        for call in self.calls.values():
+            call.stop.set(reason)
 
-    def register_stream(self, call_sid: str) -> _StopSignal:
-        stop = _StopSignal()
-        if self._shutting_down:
-            stop.set("server shutting down")
-        previous = self._streams.get(call_sid)
+    def register(self, call: _Call) -> None:
+        previous = self.calls.get(call.call_sid)
         if previous is not None:
             # Twilio may open a second stream for the same call (a network handover);
             # two bots on one line would talk over each other.
-            previous.set("replaced by a new stream for the same call")
-        self._streams[call_sid] = stop
-        return stop
+            previous.stop.set("replaced by a new stream for the same call")
+        if self._shutting_down:
+            call.stop.set("server shutting down")
+        self.calls[call.call_sid] = call
 
-    def unregister_stream(self, call_sid: str, stop: _StopSignal) -> None:
-        if self._streams.get(call_sid) is stop:
-            del self._streams[call_sid]
+    def unregister(self, call: _Call) -> None:
+        if self.calls.get(call.call_sid) is call:
+            del self.calls[call.call_sid]
 
     async def take_realtime(self, call_sid: str) -> ClientConnection:
         task = self._prewarmed.pop(call_sid, None)
@@ -288,6 +285,7 @@ class _Call:
             forward_dtmf=settings.forward_dtmf,
         )
         self._group: asyncio.TaskGroup | None = None
+        self.stop = _StopSignal()
         self.realtime: ClientConnection | None = None
         self.recorder = (
             CallRecorder(settings.recordings_path / f"{start.call_sid}-{start.stream_sid}.wav")
@@ -314,10 +312,9 @@ class _Call:
     async def run(self) -> None:
         registry = self.registry
         settings = registry.settings
-        stop = registry.register_stream(self.call_sid)
+        registry.register(self)
         registry.active_calls += 1
         registry.calls_started += 1
-        registry.calls[self.call_sid] = self
         started = time.monotonic()
         end_by, end_reason = "bridge", "unknown"
         try:
@@ -343,7 +340,7 @@ class _Call:
                         await self.execute(self.session.answered(verdict))
                     group.create_task(self.pump_twilio())
                     group.create_task(self.pump_realtime())
-                    group.create_task(_await_stop(stop))
+                    group.create_task(_await_stop(self.stop))
             except* _CallEnded as ended:
                 first = ended.exceptions[0]
                 assert isinstance(first, _CallEnded)
@@ -357,9 +354,7 @@ class _Call:
             raise
         finally:
             registry.active_calls -= 1
-            if registry.calls.get(self.call_sid) is self:
-                del registry.calls[self.call_sid]
-            registry.unregister_stream(self.call_sid, stop)
+            registry.unregister(self)
             # Quart may cancel this task again while it cleans up (the caller's socket went
             # away); the clean-up runs in its own task so it always completes.
             cleanup = asyncio.create_task(self.finish(end_by, end_reason, started))
