@@ -1,0 +1,306 @@
+"""The Realtime-compatible server core, every event checked against the openai SDK's types."""
+
+from __future__ import annotations
+
+import base64
+import json
+import typing
+from typing import Any
+
+import pytest
+
+from bot.sansio.rtserver import (
+    Cancel,
+    Emit,
+    Generate,
+    RealtimeServerSession,
+    Synthesize,
+    Transcribe,
+)
+from tests.audio_tools import tone
+
+try:
+    from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaEvent
+except ImportError:  # pragma: no cover - depends on the SDK version
+    BetaEvent = None  # type: ignore[assignment,misc]
+from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GaEvent
+
+
+def _by_type(union: Any) -> dict[str, Any]:
+    """The SDK's event models by their `type` literal (the union is not discriminated)."""
+    members = (
+        typing.get_args(typing.get_args(union)[0])
+        if typing.get_origin(union) is typing.Annotated
+        else typing.get_args(union)
+    )
+    models = {}
+    for model in members:
+        literal = typing.get_args(model.model_fields["type"].annotation)
+        models[literal[0]] = model
+    return models
+
+
+MODELS = {"ga": _by_type(GaEvent), "beta": _by_type(BetaEvent) if BetaEvent else {}}
+
+
+def events(outputs: list[Any], dialect: str) -> list[dict[str, Any]]:
+    """The emitted events, each validated by the SDK model of its dialect and type."""
+    found = [o.event for o in outputs if isinstance(o, Emit)]
+    for event in found:
+        model = MODELS[dialect].get(event["type"])
+        assert model is not None, f"{dialect} SDK has no server event {event['type']!r}"
+        model.model_validate(event)
+    return found
+
+
+def types(outputs: list[Any], dialect: str) -> list[str]:
+    return [e["type"] for e in events(outputs, dialect)]
+
+
+def send(session: RealtimeServerSession, event: dict[str, Any]) -> list[Any]:
+    return session.receive(json.dumps(event))
+
+
+def append(session: RealtimeServerSession, pcm: bytes) -> list[Any]:
+    return send(
+        session, {"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm).decode()}
+    )
+
+
+@pytest.fixture(params=["ga", "beta"])
+def session(request: pytest.FixtureRequest) -> RealtimeServerSession:
+    if request.param == "beta" and BetaEvent is None:
+        pytest.skip("this openai SDK has no beta types")
+    return RealtimeServerSession("sess_test0001", "local-pipeline", request.param)
+
+
+def test_session_lifecycle_in_both_dialects(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    assert types(session.open(), d) == ["session.created"]
+    if d == "ga":
+        update = {
+            "type": "realtime",
+            "instructions": "Be brief.",
+            "audio": {
+                "input": {"format": {"type": "audio/pcmu"}},
+                "output": {"voice": "joe", "format": {"type": "audio/pcmu"}},
+            },
+        }
+    else:
+        update = {
+            "instructions": "Be brief.",
+            "voice": "joe",
+            "input_audio_format": "g711_ulaw",
+            "output_audio_format": "g711_ulaw",
+        }
+    [updated] = events(send(session, {"type": "session.update", "session": update}), d)
+    assert updated["type"] == "session.updated"
+    assert session.config.input_format == session.config.output_format == "g711_ulaw"
+    assert (session.config.voice, session.config.instructions) == ("joe", "Be brief.")
+
+
+def test_a_text_turn_and_a_spoken_answer(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    session.open()
+    created = send(
+        session,
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Where is order 4417?"}],
+            },
+        },
+    )
+    assert types(created, d) == (
+        ["conversation.item.added", "conversation.item.done"]
+        if d == "ga"
+        else ["conversation.item.created"]
+    )
+    started = send(session, {"type": "response.create"})
+    assert types(started, d) == [
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    [generate] = [o for o in started if isinstance(o, Generate)]
+    assert generate.messages == [{"role": "user", "content": "Where is order 4417?"}]
+    response_id = generate.response_id
+    assert session.generated_text(response_id, "It shipped yesterday. It arrives") == [
+        Synthesize(response_id, 0, "It shipped yesterday.", session.config.voice)
+    ]
+    assert session.generated_text(response_id, " on Friday.") == []  # not a whole sentence yet
+    spoken = session.synthesized(response_id, 0, "It shipped yesterday.", tone(300, 1.0, 24000))
+    delta = "response.output_audio.delta" if d == "ga" else "response.audio.delta"
+    assert types(spoken, d).count(delta) == 10
+    [last] = session.generation_done(
+        response_id, {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10}
+    )
+    assert last == Synthesize(response_id, 1, "It arrives on Friday.", session.config.voice)
+    finished = types(session.synthesized(response_id, 1, last.text, tone(300, 0.5, 24000)), d)
+    assert finished[-1] == "response.done"
+    done = events(session.synthesized(response_id, 1, "x", b""), d)
+    assert done == []  # a late result of a finished response is ignored
+    [final] = [e for e in events(session.generated_text("resp_none", "x"), d)] or [None]
+    assert final is None
+
+
+def test_server_vad_turns_and_barge_in(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    session.open()
+    outputs = append(session, bytes(24000 * 2 // 2)) + append(
+        session, tone(400, 1.0, 24000, dbfs=-12)
+    )
+    outputs += append(session, bytes(int(0.6 * 24000) * 2))
+    kinds = types(outputs, d)
+    assert kinds[:1] == ["input_audio_buffer.speech_started"]
+    assert "input_audio_buffer.speech_stopped" in kinds and "input_audio_buffer.committed" in kinds
+    started = next(
+        e for e in events(outputs, d) if e["type"] == "input_audio_buffer.speech_started"
+    )
+    stopped = next(
+        e for e in events(outputs, d) if e["type"] == "input_audio_buffer.speech_stopped"
+    )
+    assert started["audio_start_ms"] == pytest.approx(500 - 300, abs=40)  # with prefix padding
+    assert stopped["audio_end_ms"] == pytest.approx(1500, abs=40)
+    [transcribe] = [o for o in outputs if isinstance(o, Transcribe)]
+    assert len(transcribe.pcm16_24k) // 48 == pytest.approx(1300 + 500, abs=60)
+    [generate] = [o for o in outputs if isinstance(o, Generate)]  # create_response
+    assert types(session.transcribed(transcribe.item_id, " Hello? "), d) == [
+        "conversation.item.input_audio_transcription.completed"
+    ]
+    session.generated_text(generate.response_id, "One. ")
+    session.synthesized(generate.response_id, 0, "One.", tone(300, 0.3, 24000))
+    # The caller speaks over the answer.
+    interrupted = append(session, tone(400, 0.2, 24000, dbfs=-12))
+    assert Cancel(generate.response_id) in interrupted
+    done = events(interrupted, d)[-1]
+    assert done["type"] == "response.done"
+    assert done["response"]["status"] == "cancelled"
+    assert done["response"]["status_details"]["reason"] == "turn_detected"
+
+
+def test_truncation_keeps_only_what_was_heard(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    session.open()
+    send(
+        session,
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "message",
+                "role": "user",
+                "content": [{"type": "input_text", "text": "Tell me."}],
+            },
+        },
+    )
+    response_id = next(
+        o for o in send(session, {"type": "response.create"}) if isinstance(o, Generate)
+    ).response_id
+    session.generated_text(response_id, "First part here. Second part has four words. ")
+    session.synthesized(response_id, 0, "First part here.", tone(300, 1.0, 24000))
+    session.synthesized(response_id, 1, "Second part has four words.", tone(300, 1.0, 24000))
+    session.generation_done(response_id, {})
+    item_id = session.items[-1].id
+    [truncated] = events(
+        send(
+            session,
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": 1500,
+            },
+        ),
+        d,
+    )
+    assert truncated["type"] == "conversation.item.truncated"
+    [too_long] = events(
+        send(
+            session,
+            {
+                "type": "conversation.item.truncate",
+                "item_id": item_id,
+                "content_index": 0,
+                "audio_end_ms": 5000,
+            },
+        ),
+        d,
+    )
+    assert too_long["type"] == "error"
+    next_turn = next(
+        o for o in send(session, {"type": "response.create"}) if isinstance(o, Generate)
+    )
+    assert next_turn.messages[-1] == {
+        "role": "assistant",
+        "content": "First part here. Second part",
+    }
+
+
+def test_function_calls_and_their_output(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    session.open()
+    response_id = next(
+        o for o in send(session, {"type": "response.create"}) if isinstance(o, Generate)
+    ).response_id
+    kinds = types(
+        session.function_call(response_id, "call_1", "get_order_status", '{"order_id": "4417"}'), d
+    )
+    assert kinds == [
+        "response.output_item.added",
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+    ]
+    assert types(session.generation_done(response_id, {}), d)[-1] == "response.done"
+    send(
+        session,
+        {
+            "type": "conversation.item.create",
+            "item": {
+                "type": "function_call_output",
+                "call_id": "call_1",
+                "output": '{"status": "shipped"}',
+            },
+        },
+    )
+    generate = next(
+        o for o in send(session, {"type": "response.create"}) if isinstance(o, Generate)
+    )
+    assert generate.messages[-2:] == [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_order_status", "arguments": '{"order_id": "4417"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"status": "shipped"}'},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("not json", "invalid_json"),
+        ('{"no": "type"}', "invalid_event"),
+        ('{"type": "response.teleport"}', "invalid_event"),
+        ('{"type": "input_audio_buffer.append", "audio": "@@@"}', "invalid_value"),
+        ('{"type": "input_audio_buffer.append", "audio": "AAAA"}', "invalid_value"),  # 3 bytes
+        ('{"type": "session.update", "session": {"input_audio_format": "mp3"}}', "invalid_value"),
+        ('{"type": "response.cancel"}', "response_cancel_not_active"),
+        ('{"type": "input_audio_buffer.commit"}', "input_audio_buffer_commit_empty"),
+    ],
+)
+def test_bad_input_gets_an_error_event_and_the_session_goes_on(
+    session: RealtimeServerSession, frame: str, code: str
+) -> None:
+    d = session.dialect
+    session.open()
+    [error] = events(session.receive(frame), d)
+    assert error["type"] == "error" and error["error"]["code"] == code
+    assert types(send(session, {"type": "response.create"}), d)[0] == "response.created"
