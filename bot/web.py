@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import os
 import re
@@ -24,6 +25,8 @@ from werkzeug.datastructures import MultiDict
 from bot.bridge import CallRegistry, ChannelClosed, RealtimeDialer, run_call
 from bot.calllog import CallLog
 from bot.config import Settings, load_local_secret
+from bot.localrt.providers import Providers
+from bot.localrt.server import serve_realtime
 from bot.realtime_client import open_realtime
 from bot.recorder import prune_recordings
 from bot.review import review
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 VOICE_PATH: Final = "/twilio/voice"
 MEDIA_PATH: Final = "/twilio/media"
+LOCAL_REALTIME_PATH: Final = "/v1/realtime"
 AMD_PATH: Final = "/twilio/amd"
 OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
 STATUS_PATH: Final = "/twilio/status"
@@ -87,6 +91,7 @@ def create_app(
     *,
     signing_secret: str | None = None,
     dial: RealtimeDialer = open_realtime,
+    local_providers: Providers | None = None,
 ) -> Quart:
     """Build the app. Tests pass settings directly; production reads them from the environment.
 
@@ -238,6 +243,25 @@ def create_app(
         registry().call_log.call(call_sid, **fields)
         return "", 204
 
+    @app.websocket(LOCAL_REALTIME_PATH)
+    async def local_realtime() -> tuple[str, int] | None:
+        """The Realtime-compatible backend built from separate STT, chat and TTS services."""
+        if local_providers is None:
+            return "no local Realtime backend is configured", 404
+        if not _is_loopback(websocket.remote_addr):
+            return "the local Realtime backend serves this machine only", 403
+        beta = "realtime=v1" in websocket.headers.get("OpenAI-Beta", "")
+        await websocket.accept()
+        ws = websocket._get_current_object()
+        await serve_realtime(
+            ws.receive,
+            ws.send,
+            local_providers,
+            model=websocket.args.get("model", "local"),
+            dialect="beta" if beta else "ga",
+        )
+        return None
+
     @app.websocket(MEDIA_PATH)
     async def media() -> tuple[str, int] | None:
         signature = websocket.headers.get("X-Twilio-Signature")
@@ -252,3 +276,10 @@ def create_app(
         return None
 
     return app
+
+
+def _is_loopback(address: str | None) -> bool:
+    try:
+        return address is not None and ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False

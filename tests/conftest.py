@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,7 +39,7 @@ class RunningApp:
 
 
 @asynccontextmanager
-async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
+async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[RunningApp]:
     """The real app, served by Hypercorn on an ephemeral loopback port."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
@@ -46,7 +47,7 @@ async def run_app(settings: Settings) -> AsyncIterator[RunningApp]:
         settings = dataclasses.replace(settings, public_url=f"http://127.0.0.1:{port}")
     settings = dataclasses.replace(settings, port=port)
     secret = settings.twilio_auth_token.reveal() if settings.twilio_auth_token else LOCAL_SECRET
-    app = create_app(settings, signing_secret=secret)
+    app = create_app(settings, signing_secret=secret, **app_options)
     stop = asyncio.Event()
     server = asyncio.create_task(
         hypercorn_serve(app, hypercorn_config(sock), shutdown_trigger=stop.wait)  # type: ignore[arg-type]

@@ -123,6 +123,9 @@ class _Response:
     usage: dict[str, Any] = field(default_factory=dict)
     calls: list[_Item] = field(default_factory=list)
     audio_ms: int = 0
+    waiting: Generate | None = None  # held until the caller's last words are transcribed
+    speaking: bool = False  # the assistant message item is open (the model said something)
+    outputs: int = 0  # output items so far
 
 
 @dataclass
@@ -158,6 +161,7 @@ class RealtimeServerSession:
         self._frame = bytearray()
         self._user_item_id: str | None = None
         self._upsampler = Upsampler()
+        self._transcribing: set[str] = set()
 
     # ---- ids and event shapes -------------------------------------------------------------
 
@@ -428,6 +432,7 @@ class RealtimeServerSession:
         ]
         outputs += self._append_item(item)
         if self.config.transcription:
+            self._transcribing.add(item.id)
             outputs.append(Transcribe(item.id, audio))
         return outputs
 
@@ -556,16 +561,30 @@ class RealtimeServerSession:
         item = _Item(self._id("item"), "message", role="assistant", audio=True)
         response = _Response(self._id("resp"), item)
         self.response = response
-        messages = self._messages()
-        self.items.append(item)  # its text grows as sentences are spoken
-        part = {"type": "audio", "transcript": ""}  # content-part events say "audio" in both
         outputs: list[Output] = [
             self._emit(
                 {
                     "type": "response.created",
                     "response": self._response_object(response, "in_progress"),
                 }
-            ),
+            )
+        ]
+        # A cascade hears only text: the model waits for the caller's words.
+        response.waiting = Generate(
+            response.id, instructions or self.config.instructions, [], self.config.tools
+        )
+        return outputs + self._release()
+
+    def _open_message(self, response: _Response) -> list[Output]:
+        """The assistant message item, opened when the model first says something."""
+        if response.speaking:
+            return []
+        response.speaking = True
+        response.outputs += 1
+        item = response.item
+        self.items.append(item)  # its text grows as sentences are spoken
+        part = {"type": "audio", "transcript": ""}  # content-part events say "audio" in both
+        return [
             self._emit(
                 {
                     "type": "response.output_item.added",
@@ -584,11 +603,15 @@ class RealtimeServerSession:
                     "part": part,
                 }
             ),
-            Generate(
-                response.id, instructions or self.config.instructions, messages, self.config.tools
-            ),
         ]
-        return outputs
+
+    def _release(self) -> list[Output]:
+        response = self.response
+        if response is None or response.waiting is None or self._transcribing:
+            return []
+        job, response.waiting = response.waiting, None
+        # The new assistant item is empty and so left out: only earlier turns are sent.
+        return [Generate(job.response_id, job.instructions, self._messages(), job.tools)]
 
     def _messages(self) -> list[dict[str, Any]]:
         """The conversation for a chat model: only what the caller heard of each answer."""
@@ -619,21 +642,35 @@ class RealtimeServerSession:
     # ---- results of jobs -------------------------------------------------------------------
 
     def transcribed(self, item_id: str, text: str) -> list[Output]:
+        self._transcribing.discard(item_id)
         item = next((i for i in self.items if i.id == item_id), None)
         if item is None:
-            return []
+            return self._release()
         item.text = text.strip()
-        return [
-            self._emit(
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "transcript": item.text,
-                    "usage": {"type": "duration", "seconds": 0},
-                }
-            )
-        ]
+        completed = {
+            "type": "conversation.item.input_audio_transcription.completed",
+            "item_id": item_id,
+            "content_index": 0,
+            "transcript": item.text,
+            "usage": {"type": "duration", "seconds": 0},
+        }
+        return [self._emit(completed), *self._release()]
+
+    def transcription_failed(self, item_id: str, message: str) -> list[Output]:
+        """The caller's words stay unknown; a waiting response goes ahead without them."""
+        self._transcribing.discard(item_id)
+        failed = {
+            "type": "conversation.item.input_audio_transcription.failed",
+            "item_id": item_id,
+            "content_index": 0,
+            "error": {
+                "type": "transcription_error",
+                "code": "transcription_failed",
+                "message": message,
+                "param": None,
+            },
+        }
+        return [self._emit(failed), *self._release()]
 
     def generated_text(self, response_id: str, delta: str) -> list[Output]:
         response = self._current(response_id)
@@ -658,7 +695,8 @@ class RealtimeServerSession:
             self._id("item"), "function_call", call_id=call_id, name=name, arguments=arguments
         )
         response.calls.append(item)
-        index = len(response.calls)
+        index = response.outputs
+        response.outputs += 1
         self.items.append(item)
         return [
             self._emit(
@@ -713,6 +751,7 @@ class RealtimeServerSession:
         response = self._current(response_id)
         if response is None:
             return []
+        opened = self._open_message(response)
         item = response.item
         duration_ms = len(pcm16_24k) // PCM_BYTES_PER_MS
         item.sentence_ms.append((text, duration_ms))
@@ -729,6 +768,7 @@ class RealtimeServerSession:
             "content_index": 0,
         }
         outputs: list[Output] = [
+            *opened,
             self._emit(
                 {
                     "type": self._name(
@@ -752,6 +792,23 @@ class RealtimeServerSession:
             )
         return outputs + self._maybe_done(response)
 
+    def generation_failed(self, response_id: str, message: str) -> list[Output]:
+        """The chat model failed: an `error` event, then the response ends as failed."""
+        response = self._current(response_id)
+        if response is None:
+            return []
+        failure = {
+            "type": "error",
+            "error": {
+                "type": "server_error",
+                "code": "generation_failed",
+                "message": message,
+                "param": None,
+                "event_id": None,
+            },
+        }
+        return [self._emit(failure), *self._finish_response("failed", None)]
+
     def _maybe_done(self, response: _Response) -> list[Output]:
         if response.generation_done and response.synthesized == response.sentences:
             return self._finish_response("completed", None)
@@ -766,6 +823,20 @@ class RealtimeServerSession:
         response = self.response
         assert response is not None
         self.response = None
+        outputs: list[Output] = [Cancel(response.id)] if status != "completed" else []
+        if response.speaking:
+            outputs += self._close_message(response, status)
+        outputs.append(
+            self._emit(
+                {
+                    "type": "response.done",
+                    "response": self._response_object(response, status, reason),
+                }
+            )
+        )
+        return outputs
+
+    def _close_message(self, response: _Response, status: str) -> list[Output]:
         item = response.item
         common = {
             "response_id": response.id,
@@ -774,10 +845,7 @@ class RealtimeServerSession:
             "content_index": 0,
         }
         part = {"type": "audio", "transcript": item.text}
-        outputs: list[Output] = []
-        if status != "completed":
-            outputs.append(Cancel(response.id))
-        outputs += [
+        return [
             self._emit(
                 {"type": self._name("response.output_audio.done", "response.audio.done"), **common}
             ),
@@ -801,14 +869,7 @@ class RealtimeServerSession:
                     ),
                 }
             ),
-            self._emit(
-                {
-                    "type": "response.done",
-                    "response": self._response_object(response, status, reason),
-                }
-            ),
         ]
-        return outputs
 
 
 _HANDLERS: Final = {

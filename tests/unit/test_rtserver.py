@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import typing
 from typing import Any
 
 import pytest
@@ -18,29 +17,7 @@ from bot.sansio.rtserver import (
     Transcribe,
 )
 from tests.audio_tools import tone
-
-try:
-    from openai.types.beta.realtime.realtime_server_event import RealtimeServerEvent as BetaEvent
-except ImportError:  # pragma: no cover - depends on the SDK version
-    BetaEvent = None  # type: ignore[assignment,misc]
-from openai.types.realtime.realtime_server_event import RealtimeServerEvent as GaEvent
-
-
-def _by_type(union: Any) -> dict[str, Any]:
-    """The SDK's event models by their `type` literal (the union is not discriminated)."""
-    members = (
-        typing.get_args(typing.get_args(union)[0])
-        if typing.get_origin(union) is typing.Annotated
-        else typing.get_args(union)
-    )
-    models = {}
-    for model in members:
-        literal = typing.get_args(model.model_fields["type"].annotation)
-        models[literal[0]] = model
-    return models
-
-
-MODELS = {"ga": _by_type(GaEvent), "beta": _by_type(BetaEvent) if BetaEvent else {}}
+from tests.realtime_types import MODELS, BetaEvent
 
 
 def events(outputs: list[Any], dialect: str) -> list[dict[str, Any]]:
@@ -119,11 +96,7 @@ def test_a_text_turn_and_a_spoken_answer(session: RealtimeServerSession) -> None
         else ["conversation.item.created"]
     )
     started = send(session, {"type": "response.create"})
-    assert types(started, d) == [
-        "response.created",
-        "response.output_item.added",
-        "response.content_part.added",
-    ]
+    assert types(started, d) == ["response.created"]
     [generate] = [o for o in started if isinstance(o, Generate)]
     assert generate.messages == [{"role": "user", "content": "Where is order 4417?"}]
     response_id = generate.response_id
@@ -133,6 +106,7 @@ def test_a_text_turn_and_a_spoken_answer(session: RealtimeServerSession) -> None
     assert session.generated_text(response_id, " on Friday.") == []  # not a whole sentence yet
     spoken = session.synthesized(response_id, 0, "It shipped yesterday.", tone(300, 1.0, 24000))
     delta = "response.output_audio.delta" if d == "ga" else "response.audio.delta"
+    assert types(spoken, d)[:2] == ["response.output_item.added", "response.content_part.added"]
     assert types(spoken, d).count(delta) == 10
     [last] = session.generation_done(
         response_id, {"total_tokens": 30, "input_tokens": 20, "output_tokens": 10}
@@ -166,10 +140,12 @@ def test_server_vad_turns_and_barge_in(session: RealtimeServerSession) -> None:
     assert stopped["audio_end_ms"] == pytest.approx(1500, abs=40)
     [transcribe] = [o for o in outputs if isinstance(o, Transcribe)]
     assert len(transcribe.pcm16_24k) // 48 == pytest.approx(1300 + 500, abs=60)
-    [generate] = [o for o in outputs if isinstance(o, Generate)]  # create_response
-    assert types(session.transcribed(transcribe.item_id, " Hello? "), d) == [
-        "conversation.item.input_audio_transcription.completed"
-    ]
+    assert "response.created" in kinds  # create_response...
+    assert not [o for o in outputs if isinstance(o, Generate)]  # ...but the model waits
+    heard = session.transcribed(transcribe.item_id, " Hello? ")
+    [generate] = [o for o in heard if isinstance(o, Generate)]
+    assert generate.messages == [{"role": "user", "content": "Hello?"}]
+    assert types(heard, d) == ["conversation.item.input_audio_transcription.completed"]
     session.generated_text(generate.response_id, "One. ")
     session.synthesized(generate.response_id, 0, "One.", tone(300, 0.3, 24000))
     # The caller speaks over the answer.
@@ -304,3 +280,28 @@ def test_bad_input_gets_an_error_event_and_the_session_goes_on(
     [error] = events(session.receive(frame), d)
     assert error["type"] == "error" and error["error"]["code"] == code
     assert types(send(session, {"type": "response.create"}), d)[0] == "response.created"
+
+
+def test_a_failed_transcription_lets_the_waiting_response_go_ahead(
+    session: RealtimeServerSession,
+) -> None:
+    d = session.dialect
+    session.open()
+    outputs = append(session, tone(400, 0.5, 24000, dbfs=-12)) + append(
+        session, bytes(int(0.6 * 24000) * 2)
+    )
+    [transcribe] = [o for o in outputs if isinstance(o, Transcribe)]
+    failed = session.transcription_failed(transcribe.item_id, "model crashed")
+    assert types(failed, d) == ["conversation.item.input_audio_transcription.failed"]
+    assert [o for o in failed if isinstance(o, Generate)]
+
+
+def test_a_tool_call_only_response_has_no_message_item(session: RealtimeServerSession) -> None:
+    d = session.dialect
+    session.open()
+    response_id = next(
+        o for o in send(session, {"type": "response.create"}) if isinstance(o, Generate)
+    ).response_id
+    session.function_call(response_id, "call_1", "end_call", "{}")
+    [done] = events(session.generation_done(response_id, {}), d)
+    assert [item["type"] for item in done["response"]["output"]] == ["function_call"]
