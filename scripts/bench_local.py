@@ -67,7 +67,8 @@ class Timed:
 
 async def main(calls: int, question_text: str) -> None:
     voice = PiperVoice()
-    question = audioop.lin2ulaw(Downsampler().process(await voice.synthesize(question_text, "joe")), 2)
+    spoken = await voice.synthesize(question_text, "joe")
+    question = audioop.lin2ulaw(Downsampler().process(spoken), 2)
     samples = np.frombuffer(audioop.ulaw2lin(question, 2), "<i2").astype(np.int32)
     loud = np.flatnonzero(np.abs(samples) > 500)
     speech_s = (int(loud[-1]) + 1) / 8000  # Piper ends with some silence: measure from the voice
@@ -75,7 +76,9 @@ async def main(calls: int, question_text: str) -> None:
     providers = Providers(timed, timed, timed)  # type: ignore[arg-type]
     latencies = []
     with tempfile.TemporaryDirectory() as data:
-        settings = dataclasses.replace(Settings.from_env({}), data_dir=Path(data), bot_greeting=None)
+        settings = dataclasses.replace(
+            Settings.from_env({}), data_dir=Path(data), bot_greeting=None
+        )
         async with run_app(settings, local_providers=providers) as app:
             for _ in range(calls):
                 result = await simulate(
@@ -84,14 +87,21 @@ async def main(calls: int, question_text: str) -> None:
                 if result.first_audio_s is not None:
                     latencies.append(result.first_audio_s - speech_s)
     vad = settings.vad_silence_ms / 1000
-    print(f"question: {question_text!r} ({speech_s:.2f} s of speech), {calls} calls, offline defaults")
+    print(f"question: {question_text!r} ({speech_s:.2f} s of speech), {calls} calls")
     print("| stage | median ms |")
     print("|---|---|")
     print(f"| VAD: silence before the turn ends (VAD_SILENCE_MS) | {vad * 1000:.0f} |")
-    for name, label in (("stt", "speech-to-text (Whisper tiny.en, int8, 2 threads)"), ("chat_first", "chat model, first text (demo agent)"), ("tts_first", "first sentence of speech (Piper joe-medium)")):
+    stages = (
+        ("stt", "speech-to-text (Whisper tiny.en, int8, 2 threads)"),
+        ("chat_first", "chat model, first text (demo agent)"),
+        ("tts_first", "first sentence of speech (Piper joe-medium)"),
+    )
+    for name, label in stages:
         values = timed.marks[name]
-        print(f"| {label} | {statistics.median(values) * 1000:.0f} |" if values else f"| {label} | - |")
-    print(f"| **end of speech to first audio at the phone** | **{statistics.median(latencies) * 1000:.0f}** |")
+        median = f"{statistics.median(values) * 1000:.0f}" if values else "-"
+        print(f"| {label} | {median} |")
+    total = statistics.median(latencies) * 1000
+    print(f"| **end of speech to first audio at the phone** | **{total:.0f}** |")
 
 
 if __name__ == "__main__":
