@@ -40,10 +40,11 @@ async def serve_realtime(
     *,
     model: str,
     dialect: Dialect,
+    provider_timeout_s: float = PROVIDER_TIMEOUT_S,
 ) -> None:
     """Run until `receive` raises (the client went away); provider failures never end it."""
     session = RealtimeServerSession("sess_" + secrets.token_hex(8), model, dialect)
-    runner = _Runner(session, providers, send)
+    runner = _Runner(session, providers, send, provider_timeout_s)
     try:
         await runner.run(session.open())
         while True:
@@ -58,10 +59,12 @@ class _Runner:
         session: RealtimeServerSession,
         providers: Providers,
         send: Callable[[str], Awaitable[None]],
+        timeout_s: float,
     ) -> None:
         self.session = session
         self.providers = providers
         self.send = send
+        self.timeout_s = timeout_s
         self.tasks: dict[str, set[asyncio.Task[None]]] = {}
         self.speech: dict[str, asyncio.Queue[Synthesize]] = {}
 
@@ -101,7 +104,7 @@ class _Runner:
     async def _transcribe(self, job: Transcribe) -> None:
         try:
             text = await asyncio.wait_for(
-                self.providers.stt.transcribe(job.pcm16_24k), PROVIDER_TIMEOUT_S
+                self.providers.stt.transcribe(job.pcm16_24k), self.timeout_s
             )
         except Exception as exc:  # a provider's failure is reported, never fatal
             logger.warning("speech-to-text failed: %s", exc)
@@ -111,7 +114,7 @@ class _Runner:
 
     async def _generate(self, job: Generate) -> None:
         try:
-            async with asyncio.timeout(PROVIDER_TIMEOUT_S):
+            async with asyncio.timeout(self.timeout_s):
                 async for event in self.providers.chat.stream(
                     job.instructions, job.messages, job.tools
                 ):
@@ -139,7 +142,7 @@ class _Runner:
             job = await queue.get()
             try:
                 pcm = await asyncio.wait_for(
-                    self.providers.tts.synthesize(job.text, job.voice), PROVIDER_TIMEOUT_S
+                    self.providers.tts.synthesize(job.text, job.voice), self.timeout_s
                 )
             except asyncio.CancelledError:
                 raise

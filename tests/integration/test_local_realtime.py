@@ -158,3 +158,71 @@ async def test_a_phone_call_through_the_bridge_into_the_local_backend(
         tool["data"]["name"] == "get_order_status"
         and '"status": "shipped"' in tool["data"]["result"]
     )
+
+
+class Broken:
+    """Every service fails: one raises, one hangs, one raises."""
+
+    async def transcribe(self, pcm16_24k: bytes) -> str:
+        raise RuntimeError("speech model crashed")
+
+    async def stream(self, instructions: str, messages: list, tools: list):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(10)  # hangs past the timeout
+        yield None
+
+    async def synthesize(self, text: str, voice: str) -> bytes:
+        raise RuntimeError("voice crashed")
+
+
+async def test_failing_providers_give_error_events_and_the_session_goes_on() -> None:
+    from bot.localrt.server import serve_realtime
+
+    broken = Broken()
+    incoming: asyncio.Queue[str] = asyncio.Queue()
+    sent: list[dict] = []
+
+    async def send(text: str) -> None:
+        event = json.loads(text)
+        validate(event, "ga")
+        sent.append(event)
+
+    server = asyncio.create_task(
+        serve_realtime(
+            incoming.get,
+            send,
+            Providers(broken, broken, broken),  # type: ignore[arg-type]
+            model="local",
+            dialect="ga",
+            provider_timeout_s=0.2,
+        )
+    )
+    await incoming.put(json.dumps({"type": "response.create"}))
+    await asyncio.sleep(0.5)
+    kinds = [e["type"] for e in sent]
+    assert "error" in kinds and kinds[-1] == "response.done"
+    assert sent[-1]["response"]["status"] == "failed"
+    # Speech the model could not transcribe: a failed transcription, and the call goes on.
+    loud = tone(300, 0.5, 24000, dbfs=-12) + bytes(int(0.6 * 24000) * 2)
+    await incoming.put(
+        json.dumps(
+            {
+                "type": "input_audio_buffer.append",
+                "audio": __import__("base64").b64encode(loud).decode(),
+            }
+        )
+    )
+    await asyncio.sleep(0.6)
+    assert "conversation.item.input_audio_transcription.failed" in [e["type"] for e in sent]
+    await incoming.put(
+        json.dumps(
+            {
+                "type": "session.update",
+                "session": {"type": "realtime", "instructions": "Still here?"},
+            }
+        )
+    )
+    await asyncio.sleep(0.1)
+    assert sent[-1]["type"] == "session.updated"
+    server.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await server

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import warnings
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from bot.config import Settings
+from bot.localrt.demo_agent import DemoAgent
 from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
+from bot.localrt.providers import ChatEvent, Providers
 from bot.sansio.codec import Downsampler
 from bot.simulator import simulate
 from tests.conftest import LOCAL_SECRET, run_app, stored_call
@@ -17,6 +21,21 @@ from tests.conftest import LOCAL_SECRET, run_app, stored_call
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
+
+
+class RecordingChat:
+    """The demo agent, remembering the conversation it was given each time."""
+
+    def __init__(self, inner: DemoAgent) -> None:
+        self.inner = inner
+        self.calls: list[list[dict[str, Any]]] = []
+
+    def stream(
+        self, instructions: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+    ) -> AsyncIterator[ChatEvent]:
+        self.calls.append([dict(m) for m in messages])
+        return self.inner.stream(instructions, messages, tools)
+
 
 pytestmark = pytest.mark.skipif(
     offline_available() is not None, reason="the offline extra is not installed"
@@ -36,7 +55,9 @@ async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(
         realtime_connect_timeout_s=5,
     )
     assert settings.local_backend
-    async with run_app(settings) as app:
+    chat = RecordingChat(DemoAgent())
+    providers = Providers(WhisperTranscriber(), chat, voice)
+    async with run_app(settings, local_providers=providers) as app:
         # The caller talks over the greeting, 1.2 s in, and asks about an order.
         result = await simulate(
             app.url,
@@ -63,3 +84,8 @@ async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(
     assert [e["data"]["name"] for e in call["events"] if e["kind"] == "tool"] == [
         "get_order_status"
     ]
+    # The backend's own copy of the greeting was cut too: the model never sees unheard words.
+    after_barge_in = chat.calls[1]
+    [said] = [m["content"] for m in after_barge_in if m["role"] == "assistant" and m["content"]]
+    assert len(said) < len(greeting["text"])
+    assert not said.endswith("order 4417.")  # the end of the greeting was never heard
