@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
     from bot.campaign_cli import add_campaign_parser
 
     add_campaign_parser(commands)
+    local = commands.add_parser(
+        "realtime-server", help="run only the local Realtime backend (offline STT, demo agent, TTS)"
+    )
+    local.add_argument("--port", type=int, default=8765, help="default 8765; 0 picks a free one")
     return parser
 
 
@@ -73,11 +77,40 @@ def main(argv: list[str] | None = None) -> int:
         return _calls(args)
     if args.command == "call":
         return _call(args)
+    if args.command == "realtime-server":
+        return _realtime_server(args.port)
     if args.command == "campaign":
         from bot.campaign_cli import run_campaign_command
 
         return run_campaign_command(args)
     return _simulate(args)
+
+
+def _realtime_server(port: int) -> int:
+    """The local backend alone, on loopback: any Realtime client can use it."""
+    import logging
+
+    from hypercorn.asyncio import serve as hypercorn_serve
+
+    from bot.localrt.app import LOCAL_REALTIME_PATH, create_realtime_app
+    from bot.log import configure_logging
+    from bot.server import bind_socket, hypercorn_config
+    from bot.web import offline_providers
+
+    configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    try:
+        app = create_realtime_app(offline_providers())
+    except ConfigError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
+    sock = bind_socket("127.0.0.1", port)
+    logging.getLogger("bot.realtime_server").info(
+        "listening on ws://127.0.0.1:%d%s (loopback only)",
+        sock.getsockname()[1],
+        LOCAL_REALTIME_PATH,
+    )
+    asyncio.run(hypercorn_serve(app, hypercorn_config(sock)))
+    return 0
 
 
 def _call(args: argparse.Namespace) -> int:

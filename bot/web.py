@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import re
@@ -27,10 +26,10 @@ from bot.bridge import CallRegistry, ChannelClosed, RealtimeDialer, run_call
 from bot.calllog import CallLog
 from bot.config import Settings, load_local_secret
 from bot.errors import ConfigError
+from bot.localrt.app import LOCAL_REALTIME_PATH, realtime_blueprint
 from bot.localrt.demo_agent import DemoAgent
 from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
 from bot.localrt.providers import Providers
-from bot.localrt.server import serve_realtime
 from bot.realtime_client import open_realtime
 from bot.recorder import prune_recordings
 from bot.review import review
@@ -46,7 +45,6 @@ logger = logging.getLogger(__name__)
 
 VOICE_PATH: Final = "/twilio/voice"
 MEDIA_PATH: Final = "/twilio/media"
-LOCAL_REALTIME_PATH: Final = "/v1/realtime"
 AMD_PATH: Final = "/twilio/amd"
 OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
 STATUS_PATH: Final = "/twilio/status"
@@ -122,7 +120,7 @@ def create_app(
     app.register_blueprint(review)
     tools = load_tools(settings.bot_tools)  # a broken tool module stops the start, clearly
     if settings.local_backend:
-        local_providers = local_providers or _offline_providers()
+        local_providers = local_providers or offline_providers()
         settings = dataclasses.replace(
             settings,
             realtime_url=f"ws://127.0.0.1:{settings.port}{LOCAL_REALTIME_PATH}",
@@ -130,6 +128,8 @@ def create_app(
             transcription_model="local",
         )
         app.config["BOT_SETTINGS"] = settings
+    if local_providers is not None:
+        app.register_blueprint(realtime_blueprint(local_providers))
     validator = RequestValidator(signing_secret)
     template = (twiml_dir() / "connect_stream.xml").read_text()
     background: set[asyncio.Task[None]] = set()
@@ -256,25 +256,6 @@ def create_app(
         registry().call_log.call(call_sid, **fields)
         return "", 204
 
-    @app.websocket(LOCAL_REALTIME_PATH)
-    async def local_realtime() -> tuple[str, int] | None:
-        """The Realtime-compatible backend built from separate STT, chat and TTS services."""
-        if local_providers is None:
-            return "no local Realtime backend is configured", 404
-        if not _is_loopback(websocket.remote_addr):
-            return "the local Realtime backend serves this machine only", 403
-        beta = "realtime=v1" in websocket.headers.get("OpenAI-Beta", "")
-        await websocket.accept()
-        ws = websocket._get_current_object()
-        await serve_realtime(
-            ws.receive,
-            ws.send,
-            local_providers,
-            model=websocket.args.get("model", "local"),
-            dialect="beta" if beta else "ga",
-        )
-        return None
-
     @app.websocket(MEDIA_PATH)
     async def media() -> tuple[str, int] | None:
         signature = websocket.headers.get("X-Twilio-Signature")
@@ -291,14 +272,7 @@ def create_app(
     return app
 
 
-def _is_loopback(address: str | None) -> bool:
-    try:
-        return address is not None and ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def _offline_providers() -> Providers:
+def offline_providers() -> Providers:
     """The embedded default: offline speech both ways, and the rules-based demo agent."""
     missing = offline_available()
     if missing is not None:

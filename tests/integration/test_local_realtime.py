@@ -226,3 +226,52 @@ async def test_failing_providers_give_error_events_and_the_session_goes_on() -> 
     server.cancel()
     with pytest.raises(asyncio.CancelledError):
         await server
+
+
+@pytest.mark.timeout(120)
+async def test_bot_realtime_server_runs_the_backend_alone(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+    import sys
+
+    from bot.localrt.offline import offline_available
+
+    if offline_available() is not None:
+        pytest.skip("the offline extra is not installed")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "realtime-server",
+        "--port",
+        "0",
+        cwd=tmp_path,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    try:
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+            assert line, "realtime-server exited"
+            if found := re.search(r"listening on (ws://127\.0\.0\.1:\d+)/v1/realtime", line):
+                url = found.group(1)
+        client = AsyncOpenAI(api_key="unused", websocket_base_url=url + "/v1")
+        async with client.realtime.connect(model="local") as conn:
+            await collect(conn, "ga", "session.created")
+            await conn.conversation.item.create(
+                item={
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": "Hello there"}],
+                }
+            )
+            await conn.response.create()
+            answer = await collect(conn, "ga")
+        transcript = [e for e in answer if e["type"] == "response.output_audio_transcript.done"][0]
+        assert "demo agent" in transcript["transcript"]
+        assert (
+            sum(1 for e in answer if e["type"] == "response.output_audio.delta") > 5
+        )  # Piper spoke
+    finally:
+        process.terminate()
+        await process.wait()
