@@ -92,6 +92,7 @@ def _realtime_server(port: int) -> int:
 
     from hypercorn.asyncio import serve as hypercorn_serve
 
+    from bot.config import Settings
     from bot.localrt.app import LOCAL_REALTIME_PATH, create_realtime_app
     from bot.log import configure_logging
     from bot.server import bind_socket, hypercorn_config
@@ -99,7 +100,7 @@ def _realtime_server(port: int) -> int:
 
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     try:
-        app = create_realtime_app(offline_providers())
+        app = create_realtime_app(offline_providers(Settings.from_env(os.environ)))
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2

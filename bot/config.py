@@ -100,6 +100,15 @@ class Settings:
     forward_dtmf: bool = True
     log_level: str = "INFO"
     local_backend: bool = False  # no model key or URL: the built-in offline pipeline
+    # The local backend's services: an OpenAI-compatible API each, or the offline default.
+    local_stt_url: str | None = None
+    local_stt_model: str = "whisper-1"
+    local_llm_url: str | None = None
+    local_llm_model: str = "gpt-4o-mini"
+    local_tts_url: str | None = None
+    local_tts_model: str = "gpt-4o-mini-tts"
+    local_tts_voice: str | None = None
+    local_api_key: Secret | None = None
     warnings: tuple[str, ...] = ()
 
     @property
@@ -300,6 +309,14 @@ class Settings:
             forward_dtmf=flag("FORWARD_DTMF", default=True),
             log_level=level,
             local_backend=local_backend,
+            local_stt_url=text("LOCAL_STT_URL"),
+            local_stt_model=text("LOCAL_STT_MODEL") or "whisper-1",
+            local_llm_url=text("LOCAL_LLM_URL"),
+            local_llm_model=text("LOCAL_LLM_MODEL") or "gpt-4o-mini",
+            local_tts_url=text("LOCAL_TTS_URL"),
+            local_tts_model=text("LOCAL_TTS_MODEL") or "gpt-4o-mini-tts",
+            local_tts_voice=text("LOCAL_TTS_VOICE"),
+            local_api_key=Secret(raw_key) if (raw_key := text("LOCAL_API_KEY")) else None,
             warnings=tuple(notes),
         )
         if problems:

@@ -29,7 +29,8 @@ from bot.errors import ConfigError
 from bot.localrt.app import LOCAL_REALTIME_PATH, realtime_blueprint
 from bot.localrt.demo_agent import DemoAgent
 from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
-from bot.localrt.providers import Providers
+from bot.localrt.openai_compat import CompatibleChat, CompatibleSpeech, CompatibleTranscriber
+from bot.localrt.providers import ChatModel, Providers, SpeechToText, TextToSpeech
 from bot.realtime_client import open_realtime
 from bot.recorder import prune_recordings
 from bot.review import review
@@ -120,7 +121,7 @@ def create_app(
     app.register_blueprint(review)
     tools = load_tools(settings.bot_tools)  # a broken tool module stops the start, clearly
     if settings.local_backend:
-        local_providers = local_providers or offline_providers()
+        local_providers = local_providers or offline_providers(settings)
         settings = dataclasses.replace(
             settings,
             realtime_url=f"ws://127.0.0.1:{settings.port}{LOCAL_REALTIME_PATH}",
@@ -272,14 +273,34 @@ def create_app(
     return app
 
 
-def offline_providers() -> Providers:
-    """The embedded default: offline speech both ways, and the rules-based demo agent."""
-    missing = offline_available()
+def offline_providers(settings: Settings) -> Providers:
+    """The local backend's services: OpenAI-compatible APIs where configured, else offline
+    Whisper, the rules-based demo agent and Piper."""
+    key = settings.local_api_key.reveal() if settings.local_api_key else None
+    needs_offline = settings.local_stt_url is None or settings.local_tts_url is None
+    missing = offline_available() if needs_offline else None
     if missing is not None:
         raise ConfigError(
             [
-                "no Realtime key or URL is set, and the local backend's offline extra is "
-                f"missing ({missing}): run scripts/serve, or pip install -e '.[offline]'"
+                "the local backend's offline extra is missing "
+                f"({missing}): run scripts/serve, or pip install -e '.[offline]'"
             ]
         )
-    return Providers(WhisperTranscriber(), DemoAgent(), PiperVoice())
+    stt: SpeechToText = (
+        CompatibleTranscriber(settings.local_stt_url, settings.local_stt_model, key)
+        if settings.local_stt_url
+        else WhisperTranscriber()
+    )
+    chat: ChatModel = (
+        CompatibleChat(settings.local_llm_url, settings.local_llm_model, key)
+        if settings.local_llm_url
+        else DemoAgent()
+    )
+    tts: TextToSpeech = (
+        CompatibleSpeech(
+            settings.local_tts_url, settings.local_tts_model, key, settings.local_tts_voice
+        )
+        if settings.local_tts_url
+        else PiperVoice()
+    )
+    return Providers(stt, chat, tts)

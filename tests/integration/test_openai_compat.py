@@ -1,0 +1,131 @@
+"""The OpenAI-compatible providers against a fake OpenAI-compatible API on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+
+import pytest
+from openai import AsyncOpenAI
+
+from bot.config import Secret, Settings
+from bot.localrt.openai_compat import (
+    CompatibleChat,
+    CompatibleSpeech,
+    CompatibleTranscriber,
+    ProviderError,
+)
+from bot.localrt.providers import ChatDone, TextDelta, ToolCall
+from bot.web import offline_providers
+from tests.conftest import run_app
+from tests.fake_openai import FakeOpenAI
+from tests.realtime_types import validate
+
+TOOL = {
+    "type": "function",
+    "name": "get_order_status",
+    "description": "Look up an order.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"],
+    },
+}
+
+
+async def test_streaming_chat_with_tools_transcription_and_speech() -> None:
+    async with FakeOpenAI() as api:
+        chat = CompatibleChat(api.url, "llama3.2", "key-123")
+        events = [
+            e
+            async for e in chat.stream(
+                "Be brief.", [{"role": "user", "content": "Where is 4417?"}], [TOOL]
+            )
+        ]
+        assert events == [
+            ToolCall("call_7", "get_order_status", '{"order_id": "4417"}'),
+            ChatDone({"input_tokens": 12, "output_tokens": 7, "total_tokens": 19}),
+        ]
+        kind, body = api.requests[0]
+        assert body["model"] == "llama3.2" and body["stream"] is True
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+        assert body["tools"] == [
+            {"type": "function", "function": {k: v for k, v in TOOL.items() if k != "type"}}
+        ]
+        assert body["authorization"] == "Bearer key-123"
+        text = [
+            e
+            async for e in chat.stream(
+                "Be brief.", [{"role": "tool", "tool_call_id": "call_7", "content": "{}"}], []
+            )
+        ]
+        assert (
+            "".join(e.text for e in text if isinstance(e, TextDelta))
+            == "Your order shipped. It arrives Friday."
+        )
+
+        stt = CompatibleTranscriber(api.url, "whisper-1", None)
+        assert await stt.transcribe(b"\x00\x00" * 24000) == "Where is my order 4417?"
+        assert api.requests[-1] == (
+            "transcribe",
+            {"model": "whisper-1", "bytes": 44 + 48000, "riff": b"RIFF"},
+        )
+
+        tts = CompatibleSpeech(api.url, "gpt-4o-mini-tts", None, "coral")
+        assert len(await tts.synthesize("Your order shipped.", "alloy")) == 3 * 4800
+        assert api.requests[-1] == (
+            "speech",
+            {
+                "model": "gpt-4o-mini-tts",
+                "input": "Your order shipped.",
+                "voice": "coral",
+                "response_format": "pcm",
+            },
+        )
+
+
+async def test_a_failing_service_raises_a_clear_error() -> None:
+    async with FakeOpenAI(chat_status=503) as api:
+        chat = CompatibleChat(api.url, "m", None)
+        with pytest.raises(ProviderError, match="HTTP 503: .*model overloaded"):
+            [e async for e in chat.stream("x", [{"role": "user", "content": "hi"}], [])]
+
+
+async def test_the_local_backend_on_compatible_services(base_settings: Settings) -> None:
+    async with FakeOpenAI() as api:
+        settings = dataclasses.replace(
+            base_settings,
+            local_stt_url=api.url,
+            local_llm_url=api.url,
+            local_llm_model="qwen2.5",
+            local_tts_url=api.url,
+            local_api_key=Secret("local-key"),
+        )
+        providers = offline_providers(settings)
+        assert isinstance(providers.chat, CompatibleChat)
+        async with run_app(settings, local_providers=providers) as app:
+            client = AsyncOpenAI(
+                api_key="x", websocket_base_url=app.url.replace("http", "ws") + "/v1"
+            )
+            async with client.realtime.connect(model="local") as conn:
+                await conn.conversation.item.create(
+                    item={
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": "Hi"}],
+                    }
+                )
+                await conn.response.create()
+                events = []
+                while not events or events[-1]["type"] != "response.done":
+                    event = json.loads(await asyncio.wait_for(conn.recv_bytes(), 5))
+                    validate(event, "ga")
+                    events.append(event)
+    transcript = [e for e in events if e["type"] == "response.output_audio_transcript.done"][0][
+        "transcript"
+    ]
+    assert transcript == "Your order shipped. It arrives Friday."
+    assert events[-1]["response"]["usage"]["total_tokens"] == 19
+    spoken = [body["input"] for kind, body in api.requests if kind == "speech"]
+    assert spoken == ["Your order shipped.", "It arrives Friday."]  # sentence by sentence
