@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import importlib.util
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ from bot.config import Settings, load_local_secret
 from bot.errors import ConfigError
 from bot.localrt.app import LOCAL_REALTIME_PATH, realtime_blueprint
 from bot.localrt.demo_agent import DemoAgent
-from bot.localrt.offline import PiperVoice, WhisperTranscriber, offline_available
+from bot.localrt.offline import PiperVoice, WebRtcVad, WhisperTranscriber, offline_available
 from bot.localrt.openai_compat import CompatibleChat, CompatibleSpeech, CompatibleTranscriber
 from bot.localrt.providers import ChatModel, Providers, SpeechToText, TextToSpeech
 from bot.realtime_client import open_realtime
@@ -303,4 +304,5 @@ def offline_providers(settings: Settings) -> Providers:
         if settings.local_tts_url
         else PiperVoice()
     )
-    return Providers(stt, chat, tts)
+    has_webrtcvad = importlib.util.find_spec("webrtcvad") is not None
+    return Providers(stt, chat, tts, WebRtcVad if has_webrtcvad else None)

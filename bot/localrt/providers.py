@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from bot.sansio.rtserver import SpeechDetector
 
 __all__ = [
     "ChatDone",
@@ -59,3 +61,5 @@ class Providers:
     stt: SpeechToText
     chat: ChatModel
     tts: TextToSpeech
+    # Makes one speech detector per session (detectors keep state); None: energy-based.
+    vad: Callable[[], SpeechDetector] | None = None

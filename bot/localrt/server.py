@@ -43,7 +43,8 @@ async def serve_realtime(
     provider_timeout_s: float = PROVIDER_TIMEOUT_S,
 ) -> None:
     """Run until `receive` raises (the client went away); provider failures never end it."""
-    session = RealtimeServerSession("sess_" + secrets.token_hex(8), model, dialect)
+    detector = providers.vad() if providers.vad is not None else None
+    session = RealtimeServerSession("sess_" + secrets.token_hex(8), model, dialect, detector)
     runner = _Runner(session, providers, send, provider_timeout_s)
     try:
         await runner.run(session.open())

@@ -31,6 +31,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -46,8 +47,10 @@ __all__ = [
     "Generate",
     "Output",
     "RealtimeServerSession",
+    "SpeechDetector",
     "Synthesize",
     "Transcribe",
+    "energy_speech",
 ]
 
 PCM_BYTES_PER_MS: Final = 48
@@ -56,6 +59,13 @@ FRAME_BYTES: Final = FRAME_MS * PCM_BYTES_PER_MS
 _SPEECH_START_FRAMES: Final = 3  # 60 ms of speech before we call it speech
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 Dialect = Literal["ga", "beta"]
+# 20 ms of 24 kHz PCM16 and the session's VAD threshold (0-1) -> is it speech?
+SpeechDetector = Callable[[bytes, float], bool]
+
+
+def energy_speech(frame: bytes, threshold: float) -> bool:
+    """The simplest detector: loudness above -60 + 40 x threshold dBFS (0.5 -> -40 dBFS)."""
+    return _dbfs(frame) > -60 + 40 * threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +155,14 @@ class _Config:
 
 
 class RealtimeServerSession:
-    def __init__(self, session_id: str, model: str, dialect: Dialect) -> None:
+    def __init__(
+        self,
+        session_id: str,
+        model: str,
+        dialect: Dialect,
+        speech_detector: SpeechDetector | None = None,
+    ) -> None:
+        self._is_speech = speech_detector or energy_speech
         self.session_id = session_id
         self.model = model
         self.dialect = dialect
@@ -369,7 +386,7 @@ class RealtimeServerSession:
         return outputs
 
     def _vad(self, frame: bytes) -> list[Output]:
-        loud = _dbfs(frame) > -60 + 40 * self.config.threshold  # 0.5 -> -40 dBFS
+        loud = self._is_speech(frame, self.config.threshold)
         if self._speech_start_ms is None:
             self._loud_frames = self._loud_frames + 1 if loud else 0
             if self._loud_frames < _SPEECH_START_FRAMES:
