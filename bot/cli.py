@@ -192,6 +192,10 @@ def _serve() -> int:
     except ConfigError as exc:  # e.g. a BOT_TOOLS module that does not import
         print(f"bot: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the port is taken, or the address is not ours
+        where = f"{settings.host}:{settings.port}"
+        print(f"bot: cannot listen on {where}: {exc.strerror} (set PORT or HOST)", file=sys.stderr)
+        return 1
     return 0
 
 

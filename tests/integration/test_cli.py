@@ -135,3 +135,17 @@ async def test_calls_still_running_after_the_grace_period_are_ended_politely(
             assert result.close_code == 1000 and result.duration_s < 3
             assert await asyncio.wait_for(process.wait(), 10) == 0
         assert "server shutting down" in "".join(lines)
+
+
+async def test_a_busy_port_is_a_clear_message(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = clean_env(tmp_path, PORT=str(port), REALTIME_URL="ws://127.0.0.1:9/v1/realtime")
+        code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
+    assert code == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
+    assert "Traceback" not in err
