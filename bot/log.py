@@ -16,6 +16,7 @@ def configure_logging(level: str) -> None:
     )
     # The websockets library logs every frame at DEBUG: far too much on an audio path.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations say enough when they fail
 
 
 class CallLogger(logging.LoggerAdapter[logging.Logger]):

@@ -59,13 +59,23 @@ def serve(settings: Settings) -> None:
         base.replace("http", "ws", 1),
         MEDIA_PATH,
     )
-    logger.info(
-        "Realtime: %s (%s dialect, %s audio, %s auth)",
-        redact_url(realtime_url(settings)),
-        settings.realtime_dialect.value,
-        settings.realtime_audio.value,
-        settings.realtime_auth,
-    )
+    if settings.local_backend:
+        logger.info(
+            "Realtime: the local backend at ws://127.0.0.1:%d/v1/realtime (speech-to-text %s, "
+            "chat %s, text-to-speech %s)",
+            settings.port,
+            settings.local_stt_url or "Whisper tiny.en offline",
+            settings.local_llm_url or "the rules-based demo agent",
+            settings.local_tts_url or "Piper offline",
+        )
+    else:
+        logger.info(
+            "Realtime: %s (%s dialect, %s audio, %s auth)",
+            redact_url(realtime_url(settings)),
+            settings.realtime_dialect.value,
+            settings.realtime_audio.value,
+            settings.realtime_auth,
+        )
 
     asyncio.run(_serve(app, hypercorn_config(sock), settings.shutdown_grace_s))
 
