@@ -108,6 +108,7 @@ class Settings:
     local_tts_url: str | None = None
     local_tts_model: str = "gpt-4o-mini-tts"
     local_tts_voice: str | None = None
+    local_tts: str = "piper"  # offline voice: piper | espeak
     local_api_key: Secret | None = None
     warnings: tuple[str, ...] = ()
 
@@ -316,6 +317,7 @@ class Settings:
             local_tts_url=text("LOCAL_TTS_URL"),
             local_tts_model=text("LOCAL_TTS_MODEL") or "gpt-4o-mini-tts",
             local_tts_voice=text("LOCAL_TTS_VOICE"),
+            local_tts=choice("LOCAL_TTS", ("piper", "espeak"), "piper"),
             local_api_key=Secret(raw_key) if (raw_key := text("LOCAL_API_KEY")) else None,
             warnings=tuple(notes),
         )

