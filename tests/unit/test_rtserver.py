@@ -305,3 +305,46 @@ def test_a_tool_call_only_response_has_no_message_item(session: RealtimeServerSe
     session.function_call(response_id, "call_1", "end_call", "{}")
     [done] = events(session.generation_done(response_id, {}), d)
     assert [item["type"] for item in done["response"]["output"]] == ["function_call"]
+
+
+def test_g711_ulaw_audio_in_and_out(session: RealtimeServerSession) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+    d = session.dialect
+    session.open()
+    update = (
+        {
+            "type": "realtime",
+            "audio": {
+                "input": {"format": {"type": "audio/pcmu"}},
+                "output": {"format": {"type": "audio/pcmu"}},
+            },
+        }
+        if d == "ga"
+        else {"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}
+    )
+    send(session, {"type": "session.update", "session": update})
+    spoken = audioop.lin2ulaw(tone(400, 0.5, 8000, dbfs=-12), 2) + b"\xff" * 4800
+    outputs = append(session, spoken)
+    assert types(outputs, d)[0] == "input_audio_buffer.speech_started"
+    [transcribe] = [o for o in outputs if isinstance(o, Transcribe)]
+    assert len(transcribe.pcm16_24k) // 48 == pytest.approx(
+        500 + 500, abs=60
+    )  # kept as 24 kHz PCM16
+    [generate] = [
+        o for o in session.transcribed(transcribe.item_id, "hi") if isinstance(o, Generate)
+    ]
+    session.generated_text(generate.response_id, "Hello. ")
+    audio_events = [
+        e
+        for e in events(
+            session.synthesized(generate.response_id, 0, "Hello.", tone(300, 0.3, 24000)), d
+        )
+        if e["type"].endswith("audio.delta")
+    ]
+    ulaw = b"".join(base64.b64decode(e["delta"]) for e in audio_events)
+    assert len(ulaw) == 2400  # 300 ms of 8 kHz μ-law
