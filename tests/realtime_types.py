@@ -35,3 +35,26 @@ def validate(event: dict[str, Any], dialect: str) -> None:
     model = MODELS[dialect].get(event["type"])
     assert model is not None, f"the {dialect} SDK has no server event {event['type']!r}"
     model.model_validate(event)
+
+
+async def collect(conn: Any, dialect: str, until: str = "response.done") -> list[dict[str, Any]]:
+    """Server events from an SDK connection, each validated, up to one of type `until`."""
+    import asyncio
+    import json
+
+    events = []
+    while True:
+        raw = json.loads(await asyncio.wait_for(conn.recv_bytes(), 5))
+        validate(raw, dialect)
+        events.append(raw)
+        if raw["type"] == until:
+            return events
+
+
+async def ask(conn: Any, text: str, dialect: str = "ga") -> list[dict[str, Any]]:
+    """Say `text` as the user and return the events of the response, validated."""
+    await conn.conversation.item.create(
+        item={"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}
+    )
+    await conn.response.create()
+    return await collect(conn, dialect)

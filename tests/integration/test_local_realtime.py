@@ -18,7 +18,7 @@ from bot.localrt.providers import Providers
 from bot.simulator import simulate
 from tests.audio_tools import tone
 from tests.conftest import LOCAL_SECRET, run_app, stored_call
-from tests.realtime_types import BetaEvent, validate
+from tests.realtime_types import BetaEvent, ask, collect, validate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -56,16 +56,6 @@ ORDER_TOOL = {
 }
 
 
-async def collect(conn: object, dialect: str, until: str = "response.done") -> list[dict]:
-    events = []
-    while True:
-        raw = json.loads(await asyncio.wait_for(conn.recv_bytes(), 5))  # type: ignore[attr-defined]
-        validate(raw, dialect)
-        events.append(raw)
-        if raw["type"] == until:
-            return events
-
-
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_the_openai_sdk_drives_the_local_backend(
     base_settings: Settings, dialect: str
@@ -85,15 +75,7 @@ async def test_the_openai_sdk_drives_the_local_backend(
                 session={"type": "realtime", **tools} if dialect == "ga" else tools
             )
             await collect(conn, dialect, "session.updated")
-            await conn.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Where is my order 4417?"}],
-                }
-            )
-            await conn.response.create()
-            first = await collect(conn, dialect)
+            first = await ask(conn, "Where is my order 4417?", dialect)
             [call] = [e for e in first if e["type"] == "response.function_call_arguments.done"]
             assert (call["name"], json.loads(call["arguments"])) == (
                 "get_order_status",
@@ -258,15 +240,7 @@ async def test_bot_realtime_server_runs_the_backend_alone(tmp_path) -> None:  # 
         client = AsyncOpenAI(api_key="unused", websocket_base_url=url + "/v1")
         async with client.realtime.connect(model="local") as conn:
             await collect(conn, "ga", "session.created")
-            await conn.conversation.item.create(
-                item={
-                    "type": "message",
-                    "role": "user",
-                    "content": [{"type": "input_text", "text": "Hello there"}],
-                }
-            )
-            await conn.response.create()
-            answer = await collect(conn, "ga")
+            answer = await ask(conn, "Hello there")
         transcript = [e for e in answer if e["type"] == "response.output_audio_transcript.done"][0]
         assert "demo agent" in transcript["transcript"]
         assert (

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import json
 
 import pytest
 from openai import AsyncOpenAI
@@ -20,7 +18,7 @@ from bot.localrt.providers import ChatDone, TextDelta, ToolCall
 from bot.web import offline_providers
 from tests.conftest import run_app
 from tests.fake_openai import FakeOpenAI
-from tests.realtime_types import validate
+from tests.realtime_types import ask
 
 TOOL = {
     "type": "function",
@@ -109,19 +107,7 @@ async def test_the_local_backend_on_compatible_services(base_settings: Settings)
                 api_key="x", websocket_base_url=app.url.replace("http", "ws") + "/v1"
             )
             async with client.realtime.connect(model="local") as conn:
-                await conn.conversation.item.create(
-                    item={
-                        "type": "message",
-                        "role": "user",
-                        "content": [{"type": "input_text", "text": "Hi"}],
-                    }
-                )
-                await conn.response.create()
-                events = []
-                while not events or events[-1]["type"] != "response.done":
-                    event = json.loads(await asyncio.wait_for(conn.recv_bytes(), 5))
-                    validate(event, "ga")
-                    events.append(event)
+                events = await ask(conn, "Hi")
     transcript = [e for e in events if e["type"] == "response.output_audio_transcript.done"][0][
         "transcript"
     ]
