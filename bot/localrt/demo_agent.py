@@ -45,7 +45,7 @@ class DemoAgent:
         if last["role"] == "tool":
             return [_about_order(str(last.get("content") or "{}"))]
         # Speech-to-text writes 4,417 for "four thousand four hundred seventeen".
-        text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", str(last.get("content") or ""))
+        text = re.sub(r"(?<=\d),(?=\d{3}\b)|[$€£]", "", str(last.get("content") or ""))
         if _BYE.search(text) and "end_call" in tools:
             return [
                 "Thanks for calling. Goodbye!",

@@ -51,13 +51,22 @@ class WhisperTranscriber:
             cpu_threads=threads,
         )
         self._lock = threading.Lock()  # one transcription at a time per model
+        # Primes Whisper for a phone call: short turns, numbers written as digits.
+        self.prompt = "A customer calls a shop about an order. Order numbers are digits, like 2093."
 
     def _run(self, pcm16_24k: bytes) -> str:
         pcm16_16k, _ = audioop.ratecv(pcm16_24k, 2, 1, 24000, 16000, None)
         samples = np.frombuffer(pcm16_16k, "<i2").astype(np.float32) / 32768
         with self._lock:
+            # Greedy and deterministic: the temperature fallback samples at random.
             segments, _ = self._model.transcribe(
-                samples, language="en", beam_size=1, without_timestamps=True, vad_filter=False
+                samples,
+                language="en",
+                beam_size=1,
+                temperature=0.0,
+                initial_prompt=self.prompt,
+                without_timestamps=True,
+                vad_filter=False,
             )
             return " ".join(segment.text.strip() for segment in segments).strip()
 
