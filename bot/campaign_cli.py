@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import re
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ from tqdm import tqdm
 
 from bot.campaign import CampaignOptions, CampaignRunner
 from bot.config import Settings
-from bot.errors import ConfigError
 from bot.outbound import outbound_problems
 from bot.sansio.campaign import Contact, Policy, Window, parse_contacts, parse_dnc, plan
 from bot.storage import CallStore
@@ -71,12 +69,7 @@ def add_campaign_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     status.add_argument("name")
 
 
-def run_campaign_command(args: argparse.Namespace) -> int:
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"bot: {exc}", file=sys.stderr)
-        return 2
+def run_campaign_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.campaign_command == "status":
         return asyncio.run(_status(settings, args.name))
     try:

@@ -1,4 +1,4 @@
-"""Command line: `bot serve` and `bot simulate` (also `python -m bot`)."""
+"""Command line: `bot serve | simulate | calls | call | campaign | realtime-server`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import os
 import sys
 from pathlib import Path
 
+from bot.config import Settings
 from bot.errors import BotError, ConfigError
+from bot.log import configure_logging
 
 __all__ = ["main"]
 
@@ -71,28 +73,34 @@ def main(argv: list[str] | None = None) -> int:
 
     # `.env` in the working directory; real environment variables win over it.
     load_dotenv(find_dotenv(usecwd=True), override=False)
+    if args.command == "simulate":
+        return _simulate(args)
+    try:
+        settings = Settings.from_env(os.environ)
+    except ConfigError as exc:
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
-        return _serve()
+        return _serve(settings)
     if args.command == "calls":
-        return _calls(args)
+        from bot.calls_cli import run_calls
+
+        return run_calls(args, settings)
     if args.command == "call":
-        return _call(args)
+        return _call(args, settings)
     if args.command == "realtime-server":
-        return _realtime_server(args.port)
-    if args.command == "campaign":
-        from bot.campaign_cli import run_campaign_command
+        return _realtime_server(args.port, settings)
+    from bot.campaign_cli import run_campaign_command
 
-        return run_campaign_command(args)
-    return _simulate(args)
+    return run_campaign_command(args, settings)
 
 
-def _realtime_server(port: int) -> int:
+def _realtime_server(port: int, settings: Settings) -> int:
     """The local backend alone, on loopback: any Realtime client can use it."""
     import logging
 
     from hypercorn.asyncio import serve as hypercorn_serve
 
-    from bot.config import Settings
     from bot.localrt.app import LOCAL_REALTIME_PATH, create_realtime_app
     from bot.log import configure_logging
     from bot.server import bind_socket, hypercorn_config
@@ -100,7 +108,7 @@ def _realtime_server(port: int) -> int:
 
     configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
     try:
-        app = create_realtime_app(offline_providers(Settings.from_env(os.environ)))
+        app = create_realtime_app(offline_providers(settings))
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
@@ -114,17 +122,11 @@ def _realtime_server(port: int) -> int:
     return 0
 
 
-def _call(args: argparse.Namespace) -> int:
-    from bot.config import Settings
+def _call(args: argparse.Namespace, settings: Settings) -> int:
     from bot.outbound import OutboundCall, outbound_problems, place_call
     from bot.storage import CallStore
     from bot.twilio_rest import TwilioRest
 
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"bot: {exc}", file=sys.stderr)
-        return 2
     problems = outbound_problems(settings)
     variables = {}
     for spec in args.var:
@@ -164,28 +166,9 @@ def _call(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calls(args: argparse.Namespace) -> int:
-    from bot.calls_cli import run_calls
-    from bot.config import Settings
-
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"bot: {exc}", file=sys.stderr)
-        return 2
-    return run_calls(args, settings)
-
-
-def _serve() -> int:
-    from bot.config import Settings
-    from bot.log import configure_logging
+def _serve(settings: Settings) -> int:
     from bot.server import serve
 
-    try:
-        settings = Settings.from_env(os.environ)
-    except ConfigError as exc:
-        print(f"bot: {exc}", file=sys.stderr)
-        return 2
     configure_logging(settings.log_level)
     try:
         serve(settings)
