@@ -61,8 +61,9 @@ class RealtimeUnavailable(UpstreamError):
 
 
 class TwilioApiError(UpstreamError):
-    """A Twilio REST request failed. `code` is Twilio's error code when it sent one."""
+    """A Twilio REST request failed. `code` and `status` are Twilio's, when it answered."""
 
-    def __init__(self, message: str, code: int | None) -> None:
+    def __init__(self, message: str, code: int | None, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.status = status

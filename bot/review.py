@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import math
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from quart import (
     Blueprint,
@@ -145,13 +145,19 @@ def _page() -> int:
         return 1
 
 
-@review.get("/calls")
-async def calls_page() -> ResponseReturnValue:
+async def _listing() -> tuple[list[dict[str, Any]], int, int, dict[str, str]]:
+    """The calls the request's filters and page ask for: rows, total, page, the filters."""
     query_filter, args = _filter_from_args()
     page = _page()
     rows, total = await _store().list_calls(
         query_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
     )
+    return rows, total, page, args
+
+
+@review.get("/calls")
+async def calls_page() -> ResponseReturnValue:
+    rows, total, page, args = await _listing()
     return await render_template(
         "calls.html",
         calls=rows,
@@ -192,11 +198,7 @@ def _inside(path: Path, root: Path) -> Path | None:
 
 @review.get("/api/calls")
 async def api_calls() -> ResponseReturnValue:
-    query_filter, _ = _filter_from_args()
-    page = _page()
-    rows, total = await _store().list_calls(
-        query_filter, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE
-    )
+    rows, total, page, _ = await _listing()
     body: dict[str, object] = {
         "calls": [jsonable(row) for row in rows],
         "total": total,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 from twilio.base.exceptions import TwilioRestException
@@ -51,22 +53,14 @@ class TwilioRest:
 
     async def create_call(self, **params: Any) -> str:
         """Place a call (twilio-python `calls.create` keyword arguments); returns its CallSid."""
-        try:
+        with _mapped_errors():
             call = await self._client.calls.create_async(**params)
-        except TwilioRestException as exc:
-            raise TwilioApiError(_describe(exc), exc.code) from exc
-        except OSError as exc:
-            raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc
         return str(call.sid)
 
     async def call_status(self, call_sid: str) -> str:
         """The call's status now: queued, ringing, in-progress, completed, busy, …"""
-        try:
+        with _mapped_errors():
             call = await self._client.calls(call_sid).fetch_async()
-        except TwilioRestException as exc:
-            raise TwilioApiError(_describe(exc), exc.code) from exc
-        except OSError as exc:
-            raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc
         return str(call.status)
 
     async def hang_up(self, call_sid: str) -> bool:
@@ -79,15 +73,22 @@ class TwilioRest:
 
     async def _update(self, call_sid: str, **params: Any) -> bool:
         try:
-            await self._client.calls(call_sid).update_async(**params)
-        except TwilioRestException as exc:
+            with _mapped_errors():
+                await self._client.calls(call_sid).update_async(**params)
+        except TwilioApiError as exc:
             if exc.code in _CALL_OVER or exc.status == 404:
                 return False
-            raise TwilioApiError(_describe(exc), exc.code) from exc
-        except OSError as exc:
-            raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc
+            raise
         return True
 
 
-def _describe(exc: TwilioRestException) -> str:
-    return f"Twilio API error {exc.code} (HTTP {exc.status}): {exc.msg}"
+@contextmanager
+def _mapped_errors() -> Iterator[None]:
+    """Twilio's and the network's exceptions become `TwilioApiError`, here and only here."""
+    try:
+        yield
+    except TwilioRestException as exc:
+        message = f"Twilio API error {exc.code} (HTTP {exc.status}): {exc.msg}"
+        raise TwilioApiError(message, exc.code, exc.status) from exc
+    except OSError as exc:
+        raise TwilioApiError(f"cannot reach Twilio: {type(exc).__name__}", None) from exc

@@ -15,6 +15,18 @@ except ImportError:  # pragma: no cover - depends on the SDK version
     BetaEvent = None
 
 
+ORDER_TOOL = {
+    "type": "function",
+    "name": "get_order_status",
+    "description": "Look up an order.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order_id": {"type": "string"}},
+        "required": ["order_id"],
+    },
+}
+
+
 def _by_type(union: Any) -> dict[str, Any]:
     """The union is not discriminated: index its members by their `type` literal."""
     if typing.get_origin(union) is typing.Annotated:

@@ -28,6 +28,16 @@ with warnings.catch_warnings():
 SILENCE_8K = b"\0\0" * 8
 
 
+def two_turn_backend() -> FakeRealtime:
+    """A Realtime server that answers each of the caller's two questions in turn."""
+    return FakeRealtime(
+        answer=pcm16_tone(1000, 1.0),
+        answer_text="Here is my answer.",
+        caller_texts=("First question?", "Second question?"),
+        auto_respond=True,
+    )
+
+
 def two_questions() -> bytes:
     """Speech 0–1.0 s and 2.6–3.4 s; the fake VAD closes each turn after 300 ms of quiet."""
     pcm = (
@@ -41,12 +51,7 @@ def two_questions() -> bytes:
 async def test_sigkill_mid_call_keeps_the_transcript_up_to_a_second_before(
     tmp_path: Path,
 ) -> None:
-    async with FakeRealtime(
-        answer=pcm16_tone(1000, 1.0),
-        answer_text="Here is my answer.",
-        caller_texts=("First question?", "Second question?"),
-        auto_respond=True,
-    ) as fake:
+    async with two_turn_backend() as fake:
         env = clean_env(tmp_path, PORT="0", REALTIME_URL=fake.url, REALTIME_API_KEY=TEST_KEY)
         async with bot_server(env, tmp_path) as (process, url, lines):
             token = default_auth_token(tmp_path / "data")
@@ -136,12 +141,7 @@ async def test_a_database_outage_mid_call_loses_nothing(
     pg_port = int(postgres_url.split("@127.0.0.1:", 1)[1].split("/", 1)[0])
     async with FlakyProxy(pg_port).running() as proxy:
         url = postgres_url.replace(f"127.0.0.1:{pg_port}", f"127.0.0.1:{proxy.port}")
-        async with FakeRealtime(
-            answer=pcm16_tone(1000, 1.0),
-            answer_text="Here is my answer.",
-            caller_texts=("First question?", "Second question?"),
-            auto_respond=True,
-        ) as fake:
+        async with two_turn_backend() as fake:
             settings = dataclasses.replace(base_settings, realtime_url=fake.url, database_url=url)
             async with run_app(settings) as app:
                 call = asyncio.create_task(

@@ -18,7 +18,7 @@ from bot.localrt.providers import Providers
 from bot.simulator import simulate
 from tests.audio_tools import tone
 from tests.conftest import LOCAL_SECRET, run_app, stored_call
-from tests.realtime_types import BetaEvent, ask, collect, validate
+from tests.realtime_types import ORDER_TOOL, BetaEvent, ask, collect, validate
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -42,18 +42,6 @@ class ToneVoice:
         words = max(1, len(text.split()))
         t = np.arange(int(0.08 * words * 24000)) / 24000
         return (8000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
-
-
-ORDER_TOOL = {
-    "type": "function",
-    "name": "get_order_status",
-    "description": "Look up an order.",
-    "parameters": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-}
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])

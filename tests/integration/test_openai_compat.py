@@ -18,18 +18,7 @@ from bot.localrt.providers import ChatDone, TextDelta, ToolCall
 from bot.web import offline_providers
 from tests.conftest import run_app
 from tests.fake_openai import FakeOpenAI
-from tests.realtime_types import ask
-
-TOOL = {
-    "type": "function",
-    "name": "get_order_status",
-    "description": "Look up an order.",
-    "parameters": {
-        "type": "object",
-        "properties": {"order_id": {"type": "string"}},
-        "required": ["order_id"],
-    },
-}
+from tests.realtime_types import ORDER_TOOL, ask
 
 
 async def test_streaming_chat_with_tools_transcription_and_speech() -> None:
@@ -38,7 +27,7 @@ async def test_streaming_chat_with_tools_transcription_and_speech() -> None:
         events = [
             e
             async for e in chat.stream(
-                "Be brief.", [{"role": "user", "content": "Where is 4417?"}], [TOOL]
+                "Be brief.", [{"role": "user", "content": "Where is 4417?"}], [ORDER_TOOL]
             )
         ]
         assert events == [
@@ -49,7 +38,7 @@ async def test_streaming_chat_with_tools_transcription_and_speech() -> None:
         assert body["model"] == "llama3.2" and body["stream"] is True
         assert body["messages"][0] == {"role": "system", "content": "Be brief."}
         assert body["tools"] == [
-            {"type": "function", "function": {k: v for k, v in TOOL.items() if k != "type"}}
+            {"type": "function", "function": {k: v for k, v in ORDER_TOOL.items() if k != "type"}}
         ]
         assert body["authorization"] == "Bearer key-123"
         text = [
