@@ -1,16 +1,23 @@
-"""Command line: `bot serve | simulate | calls | call | campaign | realtime-server`."""
+"""Command line: `bot serve | simulate | calls | call | campaign | realtime-server`; each
+command reads its settings once and hands over to its feature."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
 
-from bot.config import Settings
-from bot.errors import BotError, ConfigError
+from bot.calllog.cli import add_calls_parser, run_calls
+from bot.config import Settings, environment, simulator_defaults
+from bot.errors import ConfigError
 from bot.log import configure_logging
+from bot.outbound.cli import (
+    add_call_parser,
+    add_campaign_parser,
+    run_call_command,
+    run_campaign_command,
+)
 
 __all__ = ["main"]
 
@@ -42,23 +49,8 @@ def _parser() -> argparse.ArgumentParser:
         help="sign webhooks with this token (default: TWILIO_AUTH_TOKEN or the local secret)",
     )
     sim.add_argument("--stream-url", help="open this stream URL instead of the one in the TwiML")
-    from bot.calls_cli import add_calls_parser
-
     add_calls_parser(commands)
-    call = commands.add_parser("call", help="place one outbound call")
-    call.add_argument("to", help="the number to call, E.164 (+15551234567)")
-    call.add_argument(
-        "--var",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a variable for the bot's instructions",
-    )
-    call.add_argument("--instructions", help="instructions for this call; {name} takes a --var")
-    call.add_argument("--greeting", help="what the bot says first")
-
-    from bot.campaign_cli import add_campaign_parser
-
+    add_call_parser(commands)
     add_campaign_parser(commands)
     local = commands.add_parser(
         "realtime-server", help="run only the local Realtime backend (offline STT, demo agent, TTS)"
@@ -69,30 +61,39 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from dotenv import find_dotenv, load_dotenv
-
-    # `.env` in the working directory; real environment variables win over it.
-    load_dotenv(find_dotenv(usecwd=True), override=False)
+    env = environment()
     if args.command == "simulate":
-        return _simulate(args)
+        return _simulate(args, env)
     try:
-        settings = Settings.from_env(os.environ)
+        settings = Settings.from_env(env)
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
         return _serve(settings)
     if args.command == "calls":
-        from bot.calls_cli import run_calls
-
-        return run_calls(args, settings)
+        return run_calls(args, settings.calllog)
     if args.command == "call":
-        return _call(args, settings)
+        return run_call_command(args, settings)
     if args.command == "realtime-server":
         return _realtime_server(args.port, settings)
-    from bot.campaign_cli import run_campaign_command
-
     return run_campaign_command(args, settings)
+
+
+def _serve(settings: Settings) -> int:
+    from bot.server import serve
+
+    configure_logging(settings.server.log_level)
+    try:
+        serve(settings)
+    except ConfigError as exc:  # e.g. a BOT_TOOLS module that does not import
+        print(f"bot: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, or the address is not ours
+        where = f"{settings.server.host}:{settings.server.port}"
+        print(f"bot: cannot listen on {where}: {exc.strerror} (set PORT or HOST)", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _realtime_server(port: int, settings: Settings) -> int:
@@ -101,14 +102,13 @@ def _realtime_server(port: int, settings: Settings) -> int:
 
     from hypercorn.asyncio import serve as hypercorn_serve
 
-    from bot.localrt.app import LOCAL_REALTIME_PATH, create_realtime_app
-    from bot.log import configure_logging
+    from bot.localrt.services import local_providers
+    from bot.localrt.web import LOCAL_REALTIME_PATH, create_realtime_app
     from bot.server import bind_socket, hypercorn_config
-    from bot.web import offline_providers
 
-    configure_logging(os.environ.get("LOG_LEVEL", "INFO").upper())
+    configure_logging(settings.server.log_level)
     try:
-        app = create_realtime_app(offline_providers(settings))
+        app = create_realtime_app(local_providers(settings.local))
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
@@ -122,74 +122,10 @@ def _realtime_server(port: int, settings: Settings) -> int:
     return 0
 
 
-def _call(args: argparse.Namespace, settings: Settings) -> int:
-    from bot.outbound import OutboundCall, outbound_problems, place_call
-    from bot.storage import CallStore
-    from bot.twilio_rest import TwilioRest
+def _simulate(args: argparse.Namespace, env: dict[str, str]) -> int:
+    from bot.simulator import load_wav_as_ulaw, simulate, write_wav
 
-    problems = outbound_problems(settings)
-    variables = {}
-    for spec in args.var:
-        name, sep, value = spec.partition("=")
-        if not sep or not name:
-            problems.append(f"--var wants NAME=VALUE, got {spec!r}")
-        variables[name] = value
-    if problems:
-        print("bot call: " + "; ".join(problems), file=sys.stderr)
-        return 2
-
-    async def place() -> str:
-        assert settings.twilio_account_sid and settings.twilio_auth_token
-        rest = TwilioRest(
-            settings.twilio_account_sid,
-            settings.twilio_auth_token.reveal(),
-            settings.twilio_api_url,
-        )
-        store = await CallStore.open(settings.database)
-        try:
-            return await place_call(
-                settings,
-                rest,
-                store,
-                OutboundCall(args.to, variables, args.instructions, args.greeting),
-            )
-        finally:
-            await rest.close()
-            await store.close()
-
-    try:
-        call_sid = asyncio.run(place())
-    except (ValueError, BotError) as exc:
-        print(f"bot call: {exc}", file=sys.stderr)
-        return 1
-    print(call_sid)
-    return 0
-
-
-def _serve(settings: Settings) -> int:
-    from bot.server import serve
-
-    configure_logging(settings.log_level)
-    try:
-        serve(settings)
-    except ConfigError as exc:  # e.g. a BOT_TOOLS module that does not import
-        print(f"bot: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:  # the port is taken, or the address is not ours
-        where = f"{settings.host}:{settings.port}"
-        print(f"bot: cannot listen on {where}: {exc.strerror} (set PORT or HOST)", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _simulate(args: argparse.Namespace) -> int:
-    from bot.simulator import default_auth_token, load_wav_as_ulaw, simulate, write_wav
-
-    url = (
-        args.url
-        or os.environ.get("PUBLIC_URL")
-        or f"http://127.0.0.1:{os.environ.get('PORT', '5050')}"
-    )
+    default_url, default_token, account_sid = simulator_defaults(env)
     dtmf = []
     for spec in args.dtmf:
         digit, _, at = spec.partition("@")
@@ -204,12 +140,13 @@ def _simulate(args: argparse.Namespace) -> int:
     except (OSError, EOFError, ValueError) as exc:
         print(f"bot simulate: cannot read WAV: {exc}", file=sys.stderr)
         return 2
-    token = args.auth_token or default_auth_token()
+    url = args.url or default_url
     try:
         result = asyncio.run(
             simulate(
                 url,
-                auth_token=token,
+                auth_token=args.auth_token or default_token,
+                account_sid=account_sid,
                 say=say,
                 barge_in_at_s=args.barge_in_at if args.barge_in else None,
                 barge_in=barge,

@@ -1,27 +1,48 @@
-"""Settings read once at start-up from the environment (and `.env`, loaded by the CLI).
+"""Settings: one declarative table of every environment variable, read once, in sections.
 
-`Settings.from_env(mapping)` validates everything and raises one `ConfigError` listing
-every problem, so a misconfigured deployment is fixed in one round trip.
+Each setting is a field of a section (`ServerSettings`, `TwilioSettings`, …) declared with
+`setting(NAME, default, doc, parse=…)`; that row is the whole truth about it. The loader,
+the README's tables (`settings_tables`) and the checks across settings all read the rows.
+Each component gets only its section. `Settings.from_env(mapping)` reports every problem at
+once in one `ConfigError`; secrets are `Secret`s, which never show themselves. Nothing
+else in the package reads the environment.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import dataclasses
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from bot.core.ids import is_account_sid, is_e164, is_loopback
+from bot.core.realtime.dialects import Dialect
+from bot.core.realtime.events import AudioFormat
 from bot.errors import ConfigError
-from bot.sansio.realtime import AudioFormat, Dialect
 
-__all__ = ["DEFAULT_REALTIME_URL", "Secret", "Settings", "load_local_secret"]
+__all__ = [
+    "DEFAULT_REALTIME_URL",
+    "CallLogSettings",
+    "CallSettings",
+    "LocalBackendSettings",
+    "OutboundSettings",
+    "RealtimeSettings",
+    "Secret",
+    "ServerSettings",
+    "Settings",
+    "TwilioSettings",
+    "environment",
+    "load_local_secret",
+    "settings_tables",
+    "simulator_defaults",
+]
 
 DEFAULT_REALTIME_URL: Final = "wss://api.openai.com/v1/realtime"
-DEFAULT_MODEL: Final = "gpt-realtime"
+DEFAULT_TRANSCRIPTION_MODEL: Final = "gpt-4o-mini-transcribe"
 DEFAULT_INSTRUCTIONS: Final = (
     "You are a friendly, concise phone assistant. Speak naturally and keep answers short: "
     "the caller is listening on a telephone."
@@ -31,7 +52,7 @@ DEFAULT_FALLBACK: Final = (
 )
 LOCAL_SECRET_FILE: Final = "local-secret"
 LOCAL_GREETING: Final = "Hello! I am the demo assistant. Ask me about an order, like order 4417."
-_AUTH_MODES: Final = ("bearer", "api-key")
+LOCAL_TOOLS: Final = "bot.example_tools"
 
 
 class Secret:
@@ -57,60 +78,381 @@ class Secret:
         return hash(self._value)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the bridge can be told. Defaults make a local server that needs no keys."""
+# ---- how a row of the table is read --------------------------------------------------------
 
-    public_url: str | None = None  # None: local mode, derived from the bound port
-    host: str = "127.0.0.1"
-    port: int = 5050
-    twilio_account_sid: str | None = None
-    twilio_auth_token: Secret | None = None
-    realtime_url: str = DEFAULT_REALTIME_URL
-    realtime_model: str = DEFAULT_MODEL
-    realtime_api_key: Secret | None = None
-    realtime_auth: str = "bearer"
-    realtime_dialect: Dialect = Dialect.GA
-    realtime_audio: AudioFormat = AudioFormat.PCM16
-    realtime_connect_timeout_s: float = 5.0
-    transcription_model: str | None = "gpt-4o-mini-transcribe"
-    bot_instructions: str = DEFAULT_INSTRUCTIONS
-    bot_voice: str = "marin"
-    bot_greeting: str | None = None
-    fallback_message: str = DEFAULT_FALLBACK
-    vad_threshold: float = 0.5
-    vad_silence_ms: int = 500
-    vad_prefix_ms: int = 300
-    stream_token_ttl_s: int = 300
-    shutdown_grace_s: float = 25.0
-    data_dir: Path = field(default_factory=lambda: Path("data"))
-    database_url: str | None = None  # None: SQLite in data_dir
-    record_audio: bool = False
-    recordings_dir: Path | None = None  # None: data_dir / "recordings"
-    recording_retention_days: int = 30
-    review_password: Secret | None = None
-    twilio_api_url: str = "https://api.twilio.com"
-    twilio_from_number: str | None = None
-    bot_tools: str | None = None  # module with custom tools
-    tool_timeout_s: float = 10.0
-    transfer_to: str | None = None  # E.164 number or sip: URI
-    transfer_announcement: str = "Please hold while I connect you."
-    voicemail_message: str | None = None
-    machine_detection: bool = True
-    forward_dtmf: bool = True
-    log_level: str = "INFO"
-    local_backend: bool = False  # no model key or URL: the built-in offline pipeline
-    # The local backend's services: an OpenAI-compatible API each, or the offline default.
-    local_stt_url: str | None = None
-    local_stt_model: str = "whisper-1"
-    local_llm_url: str | None = None
-    local_llm_model: str = "gpt-4o-mini"
-    local_tts_url: str | None = None
-    local_tts_model: str = "gpt-4o-mini-tts"
-    local_tts_voice: str | None = None
-    local_tts: str = "piper"  # offline voice: piper | espeak
-    local_api_key: Secret | None = None
-    warnings: tuple[str, ...] = ()
+Parser = Callable[[str], Any]  # raw text -> value; ValueError says what is wrong
+
+
+@dataclass(frozen=True)
+class Row:
+    """One environment variable: how it is read and what it means."""
+
+    env: str
+    doc: str
+    parse: Parser
+    shown_default: str  # for the README
+    blank_means_off: bool = False  # an empty value turns the feature off (None)
+    also_read: str | None = None  # a second variable, read when the first is unset
+
+
+def setting(
+    env: str,
+    default: Any,
+    doc: str,
+    *,
+    parse: Parser = str,
+    shown: str | None = None,
+    blank_means_off: bool = False,
+    also_read: str | None = None,
+) -> Any:
+    """A field of a settings section, with its row of the table."""
+    if shown is None:
+        shown = "—" if default is None else f"`{default}`"
+    row = Row(env, doc, parse, shown, blank_means_off, also_read)
+    return field(default=default, metadata={"row": row})
+
+
+def number(low: float, high: float) -> Parser:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"must be a number, got {raw!r}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}, got {raw}")
+        return value
+
+    return parse
+
+
+def whole(low: int, high: int) -> Parser:
+    check = number(low, high)
+
+    def parse(raw: str) -> int:
+        value = check(raw)
+        if value != int(value):
+            raise ValueError(f"must be a whole number, got {raw}")
+        return int(value)
+
+    return parse
+
+
+def flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"must be true or false, got {raw!r}")
+
+
+def choice(*options: str, upper: bool = False) -> Parser:
+    def parse(raw: str) -> str:
+        value = raw.upper() if upper else raw.lower()
+        if value not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+        return value
+
+    return parse
+
+
+def secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
+def url(*schemes: str) -> Parser:
+    def parse(raw: str) -> str:
+        parts = urlsplit(raw)
+        if parts.scheme not in schemes or not parts.netloc:
+            names = " or ".join(f"{scheme}://" for scheme in schemes)
+            raise ValueError(f"must be a {names} URL")
+        return raw
+
+    return parse
+
+
+def e164(raw: str) -> str:
+    if not is_e164(raw):
+        raise ValueError(f"must be an E.164 number like +15551234567, got {raw!r}")
+    return raw
+
+
+def dialect(raw: str) -> Dialect:
+    return Dialect(choice("ga", "beta")(raw))
+
+
+def audio_format(raw: str) -> AudioFormat:
+    return AudioFormat(choice("pcm16", "g711_ulaw")(raw))
+
+
+# ---- the table -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where the bridge listens and how it presents itself to Twilio."""
+
+    public_url: str | None = setting(
+        "PUBLIC_URL",
+        None,
+        "The https origin Twilio reaches. Required with `TWILIO_AUTH_TOKEN`. Webhook "
+        "signatures are checked against it.",
+        shown="local mode: `http://127.0.0.1:$PORT`",
+    )
+    host: str = setting(
+        "HOST",
+        "",
+        "Interface to bind. Without `TWILIO_AUTH_TOKEN`, only loopback is allowed: a public "
+        "`HOST` is ignored with a warning.",
+        shown="`0.0.0.0` with a Twilio token, else `127.0.0.1`",
+    )
+    port: int = setting("PORT", 5050, "Port to bind (`0` picks a free one).", parse=whole(0, 65535))
+    shutdown_grace_s: float = setting(
+        "SHUTDOWN_GRACE_SECONDS",
+        25.0,
+        "After SIGTERM, how long active calls may continue.",
+        parse=number(0, 3600),
+        shown="`25`",
+    )
+    data_dir: Path = setting(
+        "BOT_DATA_DIR",
+        Path("data"),
+        "Local state: the generated local-mode secret, the SQLite call log, recordings.",
+        parse=Path,
+    )
+    log_level: str = setting(
+        "LOG_LEVEL",
+        "INFO",
+        "`DEBUG`, `INFO`, `WARNING` or `ERROR`.",
+        parse=choice("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+    )
+
+    @property
+    def base_url(self) -> str:
+        """The origin Twilio uses: PUBLIC_URL, or loopback in local mode."""
+        return self.public_url or f"http://127.0.0.1:{self.port}"
+
+
+@dataclass(frozen=True)
+class TwilioSettings:
+    """The Twilio account: signatures, stream tokens and the REST API."""
+
+    account_sid: str | None = setting(
+        "TWILIO_ACCOUNT_SID", None, "If set, a stream's `start` must come from this account."
+    )
+    auth_token: Secret | None = setting(
+        "TWILIO_AUTH_TOKEN",
+        None,
+        "Verifies `X-Twilio-Signature` and keys the per-call stream tokens.",
+        parse=secret,
+        shown="— (local mode)",
+    )
+    from_number: str | None = setting(
+        "TWILIO_FROM_NUMBER", None, "Caller ID for outbound calls (E.164).", parse=e164
+    )
+    api_url: str = setting(
+        "TWILIO_API_URL",
+        "https://api.twilio.com",
+        "Base of Twilio's REST API (tests point it at a fake).",
+        parse=url("https", "http"),
+    )
+    stream_token_ttl_s: int = setting(
+        "STREAM_TOKEN_TTL",
+        300,
+        "Seconds a per-call stream token stays valid.",
+        parse=whole(10, 86400),
+    )
+
+
+@dataclass(frozen=True)
+class RealtimeSettings:
+    """The speech-to-speech model: where it is, how to reach it, how its session is set."""
+
+    url: str = setting(
+        "REALTIME_URL",
+        DEFAULT_REALTIME_URL,
+        "Realtime WebSocket endpoint (see *Providers*).",
+        parse=url("wss", "ws"),
+    )
+    model: str = setting(
+        "REALTIME_MODEL",
+        "gpt-realtime",
+        "Added as `?model=` unless the URL already names a `model` or `deployment`.",
+    )
+    api_key: Secret | None = setting(
+        "REALTIME_API_KEY",
+        None,
+        "Key for the Realtime endpoint.",
+        parse=secret,
+        shown="`OPENAI_API_KEY`",
+        also_read="OPENAI_API_KEY",
+    )
+    auth: str = setting(
+        "REALTIME_AUTH",
+        "bearer",
+        "`bearer` (`Authorization: Bearer …`) or `api-key` (`api-key: …`, Azure).",
+        parse=choice("bearer", "api-key"),
+    )
+    dialect: Dialect = setting(
+        "REALTIME_DIALECT",
+        Dialect.GA,
+        "`ga` or `beta` (`OpenAI-Beta: realtime=v1`, flat `session.update`).",
+        parse=dialect,
+        shown="`ga`",
+    )
+    audio: AudioFormat = setting(
+        "REALTIME_AUDIO",
+        AudioFormat.PCM16,
+        "`pcm16`: the bridge transcodes to 24 kHz PCM16. `g711_ulaw`: μ-law passes through "
+        "untouched.",
+        parse=audio_format,
+        shown="`pcm16`",
+    )
+    transcription_model: str | None = setting(
+        "REALTIME_TRANSCRIPTION_MODEL",
+        DEFAULT_TRANSCRIPTION_MODEL,
+        "Input transcription model; empty disables it. On Azure it is a deployment name.",
+        blank_means_off=True,
+    )
+    connect_timeout_s: float = setting(
+        "REALTIME_CONNECT_TIMEOUT",
+        5.0,
+        "Seconds to open the Realtime socket.",
+        parse=number(0.1, 60),
+        shown="`5`",
+    )
+    voice: str = setting("BOT_VOICE", "", "Voice.", shown="`marin` (GA), `alloy` (beta)")
+    vad_threshold: float = setting(
+        "VAD_THRESHOLD", 0.5, "Server VAD threshold, 0–1.", parse=number(0, 1)
+    )
+    vad_silence_ms: int = setting(
+        "VAD_SILENCE_MS", 500, "Silence that ends the caller's turn.", parse=whole(100, 10000)
+    )
+    vad_prefix_ms: int = setting(
+        "VAD_PREFIX_MS", 300, "Audio kept before detected speech.", parse=whole(0, 5000)
+    )
+    # Not a variable: no key and no URL means the built-in local backend answers.
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class CallSettings:
+    """What the bot says and does in a call."""
+
+    instructions: str = setting(
+        "BOT_INSTRUCTIONS",
+        DEFAULT_INSTRUCTIONS,
+        "System instructions.",
+        shown="a short phone-assistant prompt",
+    )
+    greeting: str | None = setting(
+        "BOT_GREETING",
+        None,
+        "When set, the bot speaks first, with these words.",
+        shown="— (local backend: a demo greeting)",
+    )
+    fallback_message: str = setting(
+        "BOT_FALLBACK_MESSAGE",
+        DEFAULT_FALLBACK,
+        "Spoken by Twilio when the bridge has to end the stream.",
+        shown='"Sorry, the assistant is not available right now…"',
+    )
+    forward_dtmf: bool = setting(
+        "FORWARD_DTMF",
+        True,
+        'Keypad digits reach the model as text ("[The caller pressed 5 on the phone keypad]").',
+        parse=flag,
+        shown="`true`",
+    )
+    tools_module: str | None = setting(
+        "BOT_TOOLS",
+        None,
+        "Python module whose public `async def` functions become tools, e.g. `bot.example_tools`.",
+        shown="— (local backend: `bot.example_tools`)",
+    )
+    tool_timeout_s: float = setting(
+        "TOOL_TIMEOUT_SECONDS",
+        10.0,
+        "A tool slower than this answers the model with an error.",
+        parse=number(0.1, 300),
+        shown="`10`",
+    )
+    transfer_to: str | None = setting(
+        "TRANSFER_TO",
+        None,
+        "Where `transfer_call` sends the caller: E.164 number or `sip:` address.",
+        shown="— (no `transfer_call` tool)",
+    )
+    transfer_announcement: str = setting(
+        "TRANSFER_ANNOUNCEMENT",
+        "Please hold while I connect you.",
+        "Said by Twilio before dialling.",
+        shown='"Please hold while I connect you."',
+    )
+    voicemail_message: str | None = setting(
+        "VOICEMAIL_MESSAGE",
+        None,
+        "Spoken (by Twilio) after the beep when a machine answers; without it the bot just "
+        "hangs up.",
+    )
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """Calls the bridge places."""
+
+    machine_detection: bool = setting(
+        "MACHINE_DETECTION",
+        True,
+        "Outbound calls use Twilio's asynchronous answering-machine detection; the greeting "
+        "waits for a person.",
+        parse=flag,
+        shown="`true`",
+    )
+
+
+@dataclass(frozen=True)
+class CallLogSettings:
+    """The call log, recordings and who may read them."""
+
+    database_url: str | None = setting(
+        "DATABASE_URL",
+        None,
+        "The call log. `postgresql://user:pass@host/db` for production and for several "
+        "instances sharing one log. Migrations run at start.",
+        shown="`sqlite:///$BOT_DATA_DIR/calls.db`",
+    )
+    record_audio: bool = setting(
+        "RECORD_AUDIO",
+        False,
+        "Record calls as stereo WAV: caller left, what the caller heard of the bot right.",
+        parse=flag,
+        shown="`false`",
+    )
+    recordings_dir: Path | None = setting(
+        "RECORDINGS_DIR",
+        None,
+        "Where recordings are written.",
+        parse=Path,
+        shown="`$BOT_DATA_DIR/recordings`",
+    )
+    retention_days: int = setting(
+        "RECORDING_RETENTION_DAYS",
+        30,
+        "Recordings of older calls are deleted (checked at start and every 6 hours); `0` "
+        "keeps them.",
+        parse=whole(0, 36500),
+    )
+    review_password: Secret | None = setting(
+        "REVIEW_PASSWORD",
+        None,
+        "Password for `/calls` and `/api/calls` (at least 8 characters). Without it, every "
+        "call-data URL answers 403.",
+        parse=secret,
+        shown="— (review off)",
+    )
+    # Not variables: derived from BOT_DATA_DIR when unset.
+    data_dir: Path = Path("data")
 
     @property
     def database(self) -> str:
@@ -129,210 +471,231 @@ class Settings:
     def recordings_path(self) -> Path:
         return self.recordings_dir or self.data_dir / "recordings"
 
+
+@dataclass(frozen=True)
+class LocalBackendSettings:
+    """The built-in Realtime backend: each service an OpenAI-compatible API, or offline."""
+
+    stt_url: str | None = setting(
+        "LOCAL_STT_URL",
+        None,
+        "Base URL (`…/v1`) of an `/audio/transcriptions` service.",
+        shown="offline Whisper",
+    )
+    stt_model: str = setting("LOCAL_STT_MODEL", "whisper-1", "Its model.")
+    stt_prompt: str | None = setting(
+        "LOCAL_STT_PROMPT",
+        None,
+        "Words that prime speech-to-text (names, how numbers are written).",
+        shown="the demo agent's, with the demo agent",
+    )
+    llm_url: str | None = setting(
+        "LOCAL_LLM_URL",
+        None,
+        "Base URL of a `/chat/completions` service (streaming, tools), e.g. "
+        "`http://localhost:11434/v1` for Ollama.",
+        shown="the demo agent",
+    )
+    llm_model: str = setting("LOCAL_LLM_MODEL", "gpt-4o-mini", "Its model.")
+    tts_url: str | None = setting(
+        "LOCAL_TTS_URL",
+        None,
+        "Base URL of an `/audio/speech` service (asked for 24 kHz `pcm`).",
+        shown="offline Piper",
+    )
+    tts_model: str = setting("LOCAL_TTS_MODEL", "gpt-4o-mini-tts", "Its model.")
+    tts_voice: str | None = setting(
+        "LOCAL_TTS_VOICE", None, "Its voice.", shown="the session's voice"
+    )
+    tts_engine: str = setting(
+        "LOCAL_TTS",
+        "piper",
+        "The offline voice: `piper`, or `espeak` (eSpeak NG from `espeakng-loader`: tiny and "
+        "robotic, the light fallback).",
+        parse=choice("piper", "espeak"),
+    )
+    api_key: Secret | None = setting(
+        "LOCAL_API_KEY", None, "Bearer key for those services, if they need one.", parse=secret
+    )
+
+
+_SECTIONS: Final = {
+    "server": ServerSettings,
+    "twilio": TwilioSettings,
+    "realtime": RealtimeSettings,
+    "call": CallSettings,
+    "outbound": OutboundSettings,
+    "calllog": CallLogSettings,
+    "local": LocalBackendSettings,
+}
+
+
+def _rows(section: type) -> Iterator[tuple[str, Row]]:
+    for f in dataclasses.fields(section):
+        row = f.metadata.get("row")
+        if row is not None:
+            yield f.name, row
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every section; defaults make a local server that needs no keys."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    twilio: TwilioSettings = field(default_factory=TwilioSettings)
+    realtime: RealtimeSettings = field(default_factory=RealtimeSettings)
+    call: CallSettings = field(default_factory=CallSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    calllog: CallLogSettings = field(default_factory=CallLogSettings)
+    local: LocalBackendSettings = field(default_factory=LocalBackendSettings)
+    warnings: tuple[str, ...] = ()
+
     @property
     def local_mode(self) -> bool:
         """No Twilio auth token: loopback only, webhooks signed with a generated local secret."""
-        return self.twilio_auth_token is None
+        return self.twilio.auth_token is None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Build settings from environment variables.
+        """Read and check every setting.
 
         Raises:
             ConfigError: with every problem found, not just the first.
         """
         problems: list[str] = []
         notes: list[str] = []
+        values: dict[str, dict[str, Any]] = {}
+        for name, section in _SECTIONS.items():
+            values[name] = {}
+            for attr, row in _rows(section):
+                raw = env.get(row.env)
+                if (raw is None or not raw.strip()) and row.also_read is not None:
+                    raw = env.get(row.also_read)
+                if raw is None:
+                    continue
+                raw = raw.strip()
+                if not raw:
+                    if row.blank_means_off:
+                        values[name][attr] = None
+                    continue
+                try:
+                    values[name][attr] = row.parse(raw)
+                except ValueError as exc:
+                    problems.append(f"{row.env} {exc}")
+        server, twilio, realtime = values["server"], values["twilio"], values["realtime"]
+        call, calllog = values["call"], values["calllog"]
+        local_mode = twilio.get("auth_token") is None
 
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        def number(name: str, default: float, low: float, high: float) -> float:
-            raw = text(name)
-            if raw is None:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                problems.append(f"{name} must be a number, got {raw!r}")
-                return default
-            if not low <= value <= high:
-                problems.append(f"{name} must be between {low:g} and {high:g}, got {raw}")
-                return default
-            return value
-
-        def choice(name: str, allowed: tuple[str, ...], default: str) -> str:
-            raw = (text(name) or default).lower()
-            if raw not in allowed:
-                problems.append(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
-                return default
-            return raw
-
-        token_raw = text("TWILIO_AUTH_TOKEN")
-        token = Secret(token_raw) if token_raw else None
-        port = int(number("PORT", 5050, 0, 65535))
-        host = text("HOST")
-        if token is None:
-            if host and not _is_loopback(host):
+        host = server.get("host")
+        if local_mode:
+            if host and not is_loopback(host):
                 notes.append(
                     f"HOST={host} ignored: without TWILIO_AUTH_TOKEN the server binds to "
                     "127.0.0.1 only, so unverified webhooks are never served publicly"
                 )
-            host = "127.0.0.1"
+            server["host"] = "127.0.0.1"
         else:
-            host = host or "0.0.0.0"
+            server["host"] = host or "0.0.0.0"
+        problems += _check_public_url(server, local_mode)
 
-        public_url = text("PUBLIC_URL")
-        if public_url is not None:
-            public_url = public_url.rstrip("/")
-            parts = urlsplit(public_url)
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                problems.append(f"PUBLIC_URL must be an https:// URL, got {public_url!r}")
-            elif parts.path or parts.query:
-                problems.append(
-                    f"PUBLIC_URL must be a bare origin such as https://bot.example.com, "
-                    f"without a path; got {public_url!r}"
-                )
-            elif parts.scheme == "http" and not _is_loopback(parts.hostname):
-                problems.append(
-                    f"PUBLIC_URL must use https:// (Twilio streams need wss://); got {public_url!r}"
-                )
-        elif token is not None:
-            problems.append(
-                "PUBLIC_URL is required with TWILIO_AUTH_TOKEN: it is the https URL Twilio "
-                "reaches and the URL webhook signatures are checked against"
-            )
-
-        account_sid = text("TWILIO_ACCOUNT_SID")
-        if account_sid is not None and not (
-            account_sid.startswith("AC") and len(account_sid) == 34 and account_sid.isalnum()
-        ):
+        account_sid = twilio.get("account_sid")
+        if account_sid is not None and not is_account_sid(account_sid):
             problems.append("TWILIO_ACCOUNT_SID must look like AC followed by 32 characters")
+        transfer_to = call.get("transfer_to")
+        if transfer_to is not None and not (is_e164(transfer_to) or transfer_to.startswith("sip:")):
+            problems.append("TRANSFER_TO must be an E.164 number or a sip: address")
+        database_url = calllog.get("database_url")
+        if database_url is not None and not database_url.startswith(("sqlite", "postgres")):
+            problems.append("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        password = calllog.get("review_password")
+        if password is not None and len(password.reveal()) < 8:
+            problems.append("REVIEW_PASSWORD must be at least 8 characters")
 
-        realtime_url_raw = text("REALTIME_URL")
-        realtime_url = realtime_url_raw or DEFAULT_REALTIME_URL
-        if urlsplit(realtime_url).scheme not in ("ws", "wss") or not urlsplit(realtime_url).netloc:
-            problems.append("REALTIME_URL must be a ws:// or wss:// URL")
-        key_raw = text("REALTIME_API_KEY") or text("OPENAI_API_KEY")
-        local_backend = key_raw is None and realtime_url_raw is None
-        if local_backend:
+        local = realtime.get("api_key") is None and "url" not in realtime
+        realtime["local"] = local
+        if local:
             notes.append(
                 "no REALTIME_API_KEY, OPENAI_API_KEY or REALTIME_URL: calls use the local offline "
                 "backend (Whisper tiny.en, a rules-based demo agent, Piper)"
             )
-        dialect = Dialect(choice("REALTIME_DIALECT", ("ga", "beta"), "ga"))
-        audio = AudioFormat(choice("REALTIME_AUDIO", ("pcm16", "g711_ulaw"), "pcm16"))
-        auth = choice("REALTIME_AUTH", _AUTH_MODES, "bearer")
-        if dialect is Dialect.GA and "api-version=" in realtime_url:
+            call.setdefault("greeting", LOCAL_GREETING)
+            call.setdefault("tools_module", LOCAL_TOOLS)
+        realtime_dialect = realtime.get("dialect", Dialect.GA)
+        if "voice" not in realtime:
+            realtime["voice"] = "marin" if realtime_dialect is Dialect.GA else "alloy"
+        if realtime_dialect is Dialect.GA and "api-version=" in realtime.get("url", ""):
             notes.append(
                 "REALTIME_URL carries api-version (Azure preview shape) but REALTIME_DIALECT "
                 "is ga; Azure preview deployments speak the beta dialect"
             )
-        transcription = env.get("REALTIME_TRANSCRIPTION_MODEL")
-        default_voice = "marin" if dialect is Dialect.GA else "alloy"
-
-        def flag(name: str, default: bool = False) -> bool:
-            raw = (text(name) or str(default)).lower()
-            if raw not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-                problems.append(f"{name} must be true or false, got {raw!r}")
-                return False
-            return raw in ("true", "1", "yes", "on")
-
-        database_url = text("DATABASE_URL")
-        if database_url is not None and not database_url.startswith(
-            ("sqlite", "postgres", "postgresql")
-        ):
-            problems.append("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
-        from bot.sansio.numbers import is_e164
-
-        from_number = text("TWILIO_FROM_NUMBER")
-        if from_number is not None and not is_e164(from_number):
-            problems.append(
-                f"TWILIO_FROM_NUMBER must be an E.164 number like +15551234567, got {from_number!r}"
-            )
-        transfer_to = text("TRANSFER_TO")
-        if transfer_to is not None and not (is_e164(transfer_to) or transfer_to.startswith("sip:")):
-            problems.append("TRANSFER_TO must be an E.164 number or a sip: address")
-        api_url = text("TWILIO_API_URL") or "https://api.twilio.com"
-        if urlsplit(api_url).scheme not in ("http", "https"):
-            problems.append("TWILIO_API_URL must be an http(s) URL")
-        review_raw = text("REVIEW_PASSWORD")
-        if review_raw is not None and len(review_raw) < 8:
-            problems.append("REVIEW_PASSWORD must be at least 8 characters")
-
-        level = (text("LOG_LEVEL") or "INFO").upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            problems.append(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR; got {level!r}")
-            level = "INFO"
-
-        settings = cls(
-            public_url=public_url,
-            host=host,
-            port=port,
-            twilio_account_sid=account_sid,
-            twilio_auth_token=token,
-            realtime_url=realtime_url,
-            realtime_model=text("REALTIME_MODEL") or DEFAULT_MODEL,
-            realtime_api_key=Secret(key_raw) if key_raw else None,
-            realtime_auth=auth,
-            realtime_dialect=dialect,
-            realtime_audio=audio,
-            realtime_connect_timeout_s=number("REALTIME_CONNECT_TIMEOUT", 5.0, 0.1, 60),
-            transcription_model=(
-                "gpt-4o-mini-transcribe" if transcription is None else transcription.strip()
-            )
-            or None,
-            bot_instructions=text("BOT_INSTRUCTIONS") or DEFAULT_INSTRUCTIONS,
-            bot_voice=text("BOT_VOICE") or default_voice,
-            bot_greeting=text("BOT_GREETING") or (LOCAL_GREETING if local_backend else None),
-            fallback_message=text("BOT_FALLBACK_MESSAGE") or DEFAULT_FALLBACK,
-            vad_threshold=number("VAD_THRESHOLD", 0.5, 0.0, 1.0),
-            vad_silence_ms=int(number("VAD_SILENCE_MS", 500, 100, 10000)),
-            vad_prefix_ms=int(number("VAD_PREFIX_MS", 300, 0, 5000)),
-            stream_token_ttl_s=int(number("STREAM_TOKEN_TTL", 300, 10, 86400)),
-            shutdown_grace_s=number("SHUTDOWN_GRACE_SECONDS", 25.0, 0, 3600),
-            data_dir=Path(text("BOT_DATA_DIR") or "data"),
-            database_url=database_url,
-            record_audio=flag("RECORD_AUDIO"),
-            recordings_dir=Path(raw_dir) if (raw_dir := text("RECORDINGS_DIR")) else None,
-            recording_retention_days=int(number("RECORDING_RETENTION_DAYS", 30, 0, 36500)),
-            review_password=Secret(review_raw) if review_raw else None,
-            twilio_api_url=api_url,
-            twilio_from_number=from_number,
-            bot_tools=text("BOT_TOOLS") or ("bot.example_tools" if local_backend else None),
-            tool_timeout_s=number("TOOL_TIMEOUT_SECONDS", 10.0, 0.1, 300),
-            transfer_to=transfer_to,
-            transfer_announcement=text("TRANSFER_ANNOUNCEMENT")
-            or "Please hold while I connect you.",
-            voicemail_message=text("VOICEMAIL_MESSAGE"),
-            machine_detection=flag("MACHINE_DETECTION", default=True),
-            forward_dtmf=flag("FORWARD_DTMF", default=True),
-            log_level=level,
-            local_backend=local_backend,
-            local_stt_url=text("LOCAL_STT_URL"),
-            local_stt_model=text("LOCAL_STT_MODEL") or "whisper-1",
-            local_llm_url=text("LOCAL_LLM_URL"),
-            local_llm_model=text("LOCAL_LLM_MODEL") or "gpt-4o-mini",
-            local_tts_url=text("LOCAL_TTS_URL"),
-            local_tts_model=text("LOCAL_TTS_MODEL") or "gpt-4o-mini-tts",
-            local_tts_voice=text("LOCAL_TTS_VOICE"),
-            local_tts=choice("LOCAL_TTS", ("piper", "espeak"), "piper"),
-            local_api_key=Secret(raw_key) if (raw_key := text("LOCAL_API_KEY")) else None,
-            warnings=tuple(notes),
-        )
+        calllog["data_dir"] = server.get("data_dir", Path("data"))
         if problems:
             raise ConfigError(problems)
-        return settings
+        sections = {name: _SECTIONS[name](**values[name]) for name in _SECTIONS}
+        return cls(**sections, warnings=tuple(notes))
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+def _check_public_url(server: dict[str, Any], local_mode: bool) -> list[str]:
+    public_url = server.get("public_url")
+    if public_url is None:
+        if local_mode:
+            return []
+        return [
+            "PUBLIC_URL is required with TWILIO_AUTH_TOKEN: it is the https URL Twilio "
+            "reaches and the URL webhook signatures are checked against"
+        ]
+    public_url = server["public_url"] = public_url.rstrip("/")
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return [f"PUBLIC_URL must be an https:// URL, got {public_url!r}"]
+    if parts.path or parts.query:
+        return [
+            "PUBLIC_URL must be a bare origin such as https://bot.example.com, without a path; "
+            f"got {public_url!r}"
+        ]
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return [f"PUBLIC_URL must use https:// (Twilio streams need wss://); got {public_url!r}"]
+    return []
+
+
+def settings_tables() -> dict[Literal["bridge", "local"], str]:
+    """The README's settings tables in Markdown, from the rows above."""
+    tables: dict[Literal["bridge", "local"], list[str]] = {"bridge": [], "local": []}
+    for name, section in _SECTIONS.items():
+        lines = tables["local" if name == "local" else "bridge"]
+        for _, row in _rows(section):
+            lines.append(f"| `{row.env}` | {row.shown_default} | {row.doc} |")
+    header = "| Setting | Default | Meaning |\n|---|---|---|\n"
+    return {key: header + "\n".join(lines) for key, lines in tables.items()}
+
+
+# ---- reading the environment (only here) ---------------------------------------------------
+
+
+def environment(dotenv: bool = True) -> dict[str, str]:
+    """The process environment, with `.env` from the working directory beneath it (real
+    environment variables win)."""
+    values: dict[str, str] = {}
+    if dotenv:
+        from dotenv import dotenv_values, find_dotenv
+
+        found = find_dotenv(usecwd=True)
+        if found:
+            values.update({k: v for k, v in dotenv_values(found).items() if v is not None})
+    values.update(os.environ)
+    return values
+
+
+def simulator_defaults(env: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """What `bot simulate` needs to reach a bridge, read leniently (the bridge's other
+    settings are its own business): base URL, auth token (or the local secret), account."""
+    port = env.get("PORT", "").strip() or "5050"
+    base = env.get("PUBLIC_URL", "").strip() or f"http://127.0.0.1:{port}"
+    token = env.get("TWILIO_AUTH_TOKEN", "").strip() or None
+    if token is None:
+        data_dir = Path(env.get("BOT_DATA_DIR", "").strip() or "data")
+        token = load_local_secret(data_dir, create=False)
+    return base, token, env.get("TWILIO_ACCOUNT_SID", "").strip() or None
 
 
 def load_local_secret(data_dir: Path, *, create: bool = True) -> str | None:

@@ -1,4 +1,4 @@
-"""Logging set-up (once, by the CLI) and the per-call logger that carries the call's sids."""
+"""Logging: set-up (once, by the CLI), and per call, lines that carry the call's sids."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 from collections.abc import MutableMapping
 from typing import Any
 
-__all__ = ["CallLogger", "configure_logging"]
+__all__ = ["CallLogger", "FrameErrors", "configure_logging"]
 
 
 def configure_logging(level: str) -> None:
@@ -27,3 +27,22 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
     ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = self.extra or {}
         return f"[{extra.get('call_sid', '-')} {extra.get('stream_sid', '-')}] {msg}", kwargs
+
+
+class FrameErrors:
+    """Malformed frames from a peer: each kind is logged once per call, then only counted."""
+
+    def __init__(self, log: CallLogger) -> None:
+        self.log = log
+        self.counts: dict[str, int] = {}
+
+    def report(self, side: str, problem: Exception) -> None:
+        key = f"{side}: {problem}"
+        seen = self.counts.get(key, 0)
+        self.counts[key] = seen + 1
+        if not seen:
+            self.log.warning("skipped malformed %s frame: %s", side, problem)
+
+    def summary(self) -> str:
+        """The kinds seen more than once, for the call's last log line."""
+        return "".join(f"; {n} x {key}" for key, n in self.counts.items() if n > 1)

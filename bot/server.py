@@ -12,10 +12,10 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 from quart import Quart
 
-from bot.bridge import CallRegistry
+from bot.app import call_services, create_app
+from bot.call.realtime_socket import realtime_url, redact_url
+from bot.call.web import MEDIA_PATH, VOICE_PATH
 from bot.config import Settings
-from bot.realtime_client import realtime_url, redact_url
-from bot.web import MEDIA_PATH, VOICE_PATH, create_app, public_base
 
 __all__ = ["bind_socket", "hypercorn_config", "serve"]
 
@@ -37,47 +37,50 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 def serve(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; then refuse new calls and give active ones the grace period."""
-    sock = bind_socket(settings.host, settings.port)
-    settings = dataclasses.replace(settings, port=sock.getsockname()[1])
+    server = settings.server
+    sock = bind_socket(server.host, server.port)
+    server = dataclasses.replace(server, port=sock.getsockname()[1])  # PORT=0 picks one
+    settings = dataclasses.replace(settings, server=server)
     app = create_app(settings)
 
-    base = public_base(settings)
+    base = server.base_url
     for warning in settings.warnings:
         logger.warning("%s", warning)
     if settings.local_mode:
         logger.warning(
             "local mode: TWILIO_AUTH_TOKEN is not set, so the server listens on loopback only "
             "and signs with a generated secret in %s (bot simulate reads it)",
-            settings.data_dir / "local-secret",
+            server.data_dir / "local-secret",
         )
     logger.info(
         "listening on http://%s:%d; Twilio voice webhook: %s%s (stream %s%s)",
-        settings.host,
-        settings.port,
+        server.host,
+        server.port,
         base,
         VOICE_PATH,
         base.replace("http", "ws", 1),
         MEDIA_PATH,
     )
-    if settings.local_backend:
+    realtime, local = settings.realtime, settings.local
+    if realtime.local:
         logger.info(
-            "Realtime: the local backend at ws://127.0.0.1:%d/v1/realtime (speech-to-text %s, "
-            "chat %s, text-to-speech %s)",
-            settings.port,
-            settings.local_stt_url or "Whisper tiny.en offline",
-            settings.local_llm_url or "the rules-based demo agent",
-            settings.local_tts_url or "Piper offline",
+            "Realtime: the local backend, in process (speech-to-text %s, chat %s, "
+            "text-to-speech %s); other clients reach it at ws://127.0.0.1:%d/v1/realtime",
+            local.stt_url or "Whisper tiny.en offline",
+            local.llm_url or "the rules-based demo agent",
+            local.tts_url or f"{local.tts_engine} offline",
+            server.port,
         )
     else:
         logger.info(
             "Realtime: %s (%s dialect, %s audio, %s auth)",
-            redact_url(realtime_url(settings)),
-            settings.realtime_dialect.value,
-            settings.realtime_audio.value,
-            settings.realtime_auth,
+            redact_url(realtime_url(realtime)),
+            realtime.dialect.value,
+            realtime.audio.value,
+            realtime.auth,
         )
 
-    asyncio.run(_serve(app, hypercorn_config(sock), settings.shutdown_grace_s))
+    asyncio.run(_serve(app, hypercorn_config(sock), server.shutdown_grace_s))
 
 
 def hypercorn_config(sock: socket.socket) -> HypercornConfig:
@@ -99,10 +102,10 @@ async def _serve(app: Quart, config: HypercornConfig, grace_s: float) -> None:
 
     async def shutdown_trigger() -> None:
         await stop.wait()
-        registry: CallRegistry = app.extensions["bot.registry"]
+        registry = call_services(app).registry
         logger.info(
             "shutting down: no new connections; %d active call(s) get up to %.0f s to finish",
-            registry.active_calls,
+            len(registry.calls),
             grace_s,
         )
         # Calls still running at the deadline are ended politely: the caller hears the
@@ -113,4 +116,4 @@ async def _serve(app: Quart, config: HypercornConfig, grace_s: float) -> None:
             loop.add_signal_handler(signum, registry.end_all_calls, "server shutting down")
 
     await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
-    logger.info("stopped after %d call(s)", app.extensions["bot.registry"].calls_started)
+    logger.info("stopped after %d call(s)", call_services(app).registry.calls_started)

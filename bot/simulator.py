@@ -10,12 +10,8 @@ dropping its buffer on `clear` (sending back the marks that will now never play)
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
-import os
 import secrets
 import time
-import warnings
 import wave
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -28,45 +24,46 @@ import aiohttp
 import websockets
 from twilio.request_validator import RequestValidator
 
-from bot.config import load_local_secret
-from bot.sansio.codec import Downsampler
+from bot.core import twilio
+from bot.core.codec import (
+    TWILIO_RATE_HZ,
+    ULAW_SILENCE,
+    pcm16_to_ulaw,
+    resample,
+    to_pcm16_mono,
+    ulaw_to_pcm16,
+)
+from bot.errors import TwilioProtocolError
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-__all__ = ["ClearEvent", "SimulationResult", "load_wav_as_ulaw", "simulate"]
+__all__ = ["ClearEvent", "SimulationResult", "load_wav_as_ulaw", "simulate", "write_wav"]
 
 FRAME_MS: Final = 20
 FRAME_BYTES: Final = 160
-SILENCE: Final = b"\xff" * FRAME_BYTES  # μ-law zero
+SILENCE: Final = bytes([ULAW_SILENCE]) * FRAME_BYTES
 
 
 def load_wav_as_ulaw(path: Path) -> bytes:
-    """Any PCM WAV (rate, width, channels) → 8 kHz mono μ-law."""
+    """Any PCM WAV (rate, width, mono or stereo) → 8 kHz mono μ-law.
+
+    Raises:
+        ValueError: more than two channels.
+    """
     with wave.open(str(path), "rb") as wav:
         width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
         frames = wav.readframes(wav.getnframes())
-    if width == 1:
-        frames = audioop.bias(frames, 1, -128)  # WAV stores 8-bit samples unsigned
-    pcm = audioop.lin2lin(frames, width, 2) if width != 2 else frames
-    if channels == 2:
-        pcm = audioop.tomono(pcm, 2, 0.5, 0.5)
-    elif channels != 1:
-        raise ValueError(f"{path}: {channels} channels are not supported")
-    if rate != 8000:
-        if rate != 24000:
-            pcm, _ = audioop.ratecv(pcm, 2, 1, rate, 24000, None)
-        pcm = Downsampler().process(pcm)
-    return audioop.lin2ulaw(pcm, 2)
+    try:
+        pcm = to_pcm16_mono(frames, width, channels)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return pcm16_to_ulaw(resample(pcm, rate, TWILIO_RATE_HZ))
 
 
 def write_wav(path: Path, ulaw: bytes) -> None:
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
-        wav.setframerate(8000)
-        wav.writeframes(audioop.ulaw2lin(ulaw, 2))
+        wav.setframerate(TWILIO_RATE_HZ)
+        wav.writeframes(ulaw_to_pcm16(ulaw))
 
 
 @dataclass
@@ -171,11 +168,7 @@ async def simulate(
     """Place one simulated call. Audio arguments are 8 kHz μ-law bytes."""
     result = SimulationResult()
     call_sid = "CA" + secrets.token_hex(16)
-    account_sid = (
-        account_sid
-        or os.environ.get("TWILIO_ACCOUNT_SID", "").strip()
-        or "AC" + secrets.token_hex(16)
-    )
+    account_sid = account_sid or "AC" + secrets.token_hex(16)
     result.call_sid = call_sid
     voice_url = url.rstrip("/") + "/twilio/voice"
     if webhook_query:
@@ -255,38 +248,22 @@ async def _run_stream(
     sid = result.stream_sid
     seq = 0
 
-    def next_seq() -> str:
+    def next_seq() -> int:
         nonlocal seq
         seq += 1
-        return str(seq)
+        return seq
 
-    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-    await ws.send(
-        json.dumps(
-            {
-                "event": "start",
-                "sequenceNumber": next_seq(),
-                "start": {
-                    "accountSid": account_sid,
-                    "streamSid": sid,
-                    "callSid": result.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": custom,
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                },
-                "streamSid": sid,
-            }
-        )
-    )
+    await ws.send(twilio.phone_connected())
+    await ws.send(twilio.phone_start(sid, result.call_sid, account_sid, custom, next_seq()))
     started = time.monotonic()
     playback = _Playback()
     output = bytearray()
     closed = asyncio.Event()
     pending_dtmf = sorted(dtmf)
 
-    async def send_json(message: dict[str, object]) -> None:
+    async def send(frame: str) -> None:
         try:
-            await ws.send(json.dumps(message))
+            await ws.send(frame)
         except websockets.ConnectionClosed:
             closed.set()
 
@@ -294,39 +271,31 @@ async def _run_stream(
         for name in names:
             result.marks_acked += 1
             result.mark_acked_at.append(time.monotonic())
-            await send_json(
-                {
-                    "event": "mark",
-                    "sequenceNumber": next_seq(),
-                    "streamSid": sid,
-                    "mark": {"name": name},
-                }
-            )
+            await send(twilio.phone_mark(sid, name, next_seq()))
 
     async def receiver() -> None:
         try:
             async for raw in ws:
-                message = json.loads(raw)
-                event = message.get("event")
-                if event == "media":
-                    audio = base64.b64decode(message["media"]["payload"])
-                    if result.first_audio_s is None:
-                        result.first_audio_s = time.monotonic() - started
-                    result.media_received += 1
-                    result.bytes_received += len(audio)
-                    result.bytes_after_last_clear += len(audio)
-                    playback.queue.append(audio)
-                    if fast:
-                        await play_all()
-                elif event == "mark":
-                    result.marks_received += 1
-                    playback.queue.append(str(message["mark"]["name"]))
-                    if fast:
-                        await play_all()
-                elif event == "clear":
-                    await clear()
-                else:
+                try:
+                    message = twilio.decode_outbound(raw)
+                except TwilioProtocolError:
                     result.unexpected.append(str(raw)[:200])
+                    continue
+                match message:
+                    case twilio.OutboundMedia(_, audio):
+                        if result.first_audio_s is None:
+                            result.first_audio_s = time.monotonic() - started
+                        result.media_received += 1
+                        result.bytes_received += len(audio)
+                        result.bytes_after_last_clear += len(audio)
+                        playback.queue.append(audio)
+                    case twilio.OutboundMark(_, name):
+                        result.marks_received += 1
+                        playback.queue.append(name)
+                    case twilio.OutboundClear():
+                        await clear()
+                if fast:
+                    await play_all()
         except websockets.ConnectionClosed:
             pass
         closed.set()
@@ -395,14 +364,7 @@ async def _run_stream(
             at_s = index * FRAME_MS / 1000
             while pending_dtmf and pending_dtmf[0][0] <= at_s:
                 _, digit = pending_dtmf.pop(0)
-                await send_json(
-                    {
-                        "event": "dtmf",
-                        "streamSid": sid,
-                        "sequenceNumber": next_seq(),
-                        "dtmf": {"track": "inbound_track", "digit": digit},
-                    }
-                )
+                await send(twilio.phone_dtmf(sid, digit, next_seq()))
             if barge_frame is not None and index >= barge_frame:
                 offset = (index - barge_frame) * FRAME_BYTES
                 source = barge_in
@@ -413,27 +375,8 @@ async def _run_stream(
             frame += SILENCE[len(frame) :]
             result.frames_sent += 1
             result.bytes_sent += len(frame)
-            await send_json(
-                {
-                    "event": "media",
-                    "sequenceNumber": next_seq(),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(index + 1),
-                        "timestamp": str(index * FRAME_MS),
-                        "payload": base64.b64encode(frame).decode("ascii"),
-                    },
-                    "streamSid": sid,
-                }
-            )
-        await send_json(
-            {
-                "event": "stop",
-                "sequenceNumber": next_seq(),
-                "stop": {"accountSid": account_sid, "callSid": result.call_sid},
-                "streamSid": sid,
-            }
-        )
+            await send(twilio.phone_media(sid, frame, index, next_seq()))
+        await send(twilio.phone_stop(sid, result.call_sid, account_sid, next_seq()))
         await ws.close()
 
     tasks = [asyncio.create_task(receiver()), asyncio.create_task(sender())]
@@ -447,12 +390,3 @@ async def _run_stream(
         await asyncio.gather(*tasks, return_exceptions=True)
     result.duration_s = time.monotonic() - started
     result.output_ulaw = bytes(output)
-
-
-def default_auth_token(data_dir: Path | None = None) -> str | None:
-    """TWILIO_AUTH_TOKEN, else the local-mode secret `bot serve` wrote."""
-    token = os.environ.get("TWILIO_AUTH_TOKEN", "").strip()
-    if token:
-        return token
-    directory = data_dir or Path(os.environ.get("BOT_DATA_DIR", "").strip() or "data")
-    return load_local_secret(directory, create=False)

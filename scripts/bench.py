@@ -1,10 +1,12 @@
 """Per-frame CPU cost and quality of the audio path: our FIR codec vs audioop.ratecv vs μ-law
 pass-through, all driven through the real `CallSession` in the same run.
 
-Inbound, per 20 ms Twilio frame: parse the `media` message (JSON + base64), transcode,
-build `input_audio_buffer.append`. Outbound, per 20 ms of model audio: parse the delta
-event, transcode, cut into 20 ms `media` + `mark` messages, and parse and apply Twilio's
-mark echo. Costs are thread CPU time; each figure is the median over interleaved rounds.
+Inbound, per 20 ms Twilio frame: decode the `media` message (JSON + base64), transcode,
+encode `input_audio_buffer.append`. Outbound, per 20 ms of model audio: decode the delta
+event (JSON + base64), transcode, cut into 20 ms chunks, encode the `media` + `mark`
+messages, and decode and apply Twilio's mark echo: the steps of the channels and the
+session on a live call. Costs are thread CPU time; each figure is the median over
+interleaved rounds.
 """
 
 from __future__ import annotations
@@ -24,44 +26,51 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.sansio import realtime as rt  # noqa: E402
-from bot.sansio import twilio as tw  # noqa: E402
-from bot.sansio.codec import Downsampler, Pcm16ToUlaw, UlawToPcm16, Upsampler  # noqa: E402
-from bot.sansio.session import CallSession, SendToTwilio  # noqa: E402
+from bot.call.core.messages import SendToRealtime, SendToTwilio  # noqa: E402
+from bot.call.core.session import CallSession  # noqa: E402
+from bot.core import twilio as tw  # noqa: E402
+from bot.core.codec import (  # noqa: E402
+    Downsampler,
+    Pcm16Transcoder,
+    Upsampler,
+    pcm16_to_ulaw,
+    ulaw_to_pcm16,
+)
+from bot.core.realtime import events as rt  # noqa: E402
+from bot.core.realtime.client import decode_server_event, encode_client_event  # noqa: E402
+from bot.core.realtime.dialects import Dialect  # noqa: E402
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+    import audioop  # the baseline: ratecv
 
 SID = "MZ" + "0" * 32
 CALL = "CA" + "0" * 32
 
 
-class RatecvInbound:
+class RatecvTranscoder:
+    """The same transcoder interface over `audioop.ratecv` (no anti-alias filter)."""
+
     def __init__(self) -> None:
-        self._state: object = None
-
-    def process(self, ulaw: bytes) -> bytes:
-        pcm, self._state = audioop.ratecv(audioop.ulaw2lin(ulaw, 2), 2, 1, 8000, 24000, self._state)
-        return pcm
-
-
-class RatecvOutbound:
-    def __init__(self) -> None:
-        self._state: object = None
+        self._in: object = None
+        self._out: object = None
         self._carry = b""
 
-    def process(self, audio: bytes) -> bytes:
+    def to_model(self, ulaw: bytes) -> bytes:
+        pcm, self._in = audioop.ratecv(ulaw_to_pcm16(ulaw), 2, 1, 8000, 24000, self._in)
+        return bytes(pcm)
+
+    def to_caller(self, audio: bytes) -> bytes:
         audio = self._carry + audio
         if len(audio) & 1:
             audio, self._carry = audio[:-1], audio[-1:]
         else:
             self._carry = b""
-        pcm, self._state = audioop.ratecv(audio, 2, 1, 24000, 8000, self._state)
-        return audioop.lin2ulaw(pcm, 2)
+        pcm, self._out = audioop.ratecv(audio, 2, 1, 24000, 8000, self._out)
+        return pcm16_to_ulaw(pcm)
 
-    def reset(self) -> None:
-        self._state, self._carry = None, b""
+    def forget_answer(self) -> None:
+        self._out, self._carry = None, b""
 
 
 def speechlike(seconds: float, rate: int) -> bytes:
@@ -80,35 +89,20 @@ def sessions() -> dict[str, Callable[[], CallSession]]:
     return {
         "ours (FIR)": lambda: CallSession(SID, CALL, rt.AudioFormat.PCM16),
         "audioop.ratecv": lambda: CallSession(
-            SID, CALL, rt.AudioFormat.PCM16, transcoders=(RatecvInbound(), RatecvOutbound())
+            SID, CALL, rt.AudioFormat.PCM16, transcoder=RatecvTranscoder()
         ),
         "pass-through": lambda: CallSession(SID, CALL, rt.AudioFormat.G711_ULAW),
     }
 
 
 def inbound_frames(seconds: float) -> list[str]:
-    ulaw = audioop.lin2ulaw(speechlike(seconds, 8000), 2)
-    return [
-        json.dumps(
-            {
-                "event": "media",
-                "sequenceNumber": str(i + 2),
-                "media": {
-                    "track": "inbound",
-                    "chunk": str(i + 1),
-                    "timestamp": str(i * 20),
-                    "payload": base64.b64encode(ulaw[i * 160 : (i + 1) * 160]).decode(),
-                },
-                "streamSid": SID,
-            }
-        )
-        for i in range(len(ulaw) // 160)
-    ]
+    ulaw = pcm16_to_ulaw(speechlike(seconds, 8000))
+    return [tw.phone_media(SID, ulaw[i * 160 : (i + 1) * 160], i) for i in range(len(ulaw) // 160)]
 
 
 def delta_events(seconds: float, delta_ms: int, passthrough: bool) -> list[str]:
     if passthrough:
-        audio, per_ms = audioop.lin2ulaw(Downsampler().process(speechlike(seconds, 24000)), 2), 8
+        audio, per_ms = pcm16_to_ulaw(Downsampler().process(speechlike(seconds, 24000))), 8
     else:
         audio, per_ms = speechlike(seconds, 24000), 48
     step = delta_ms * per_ms
@@ -130,19 +124,24 @@ def delta_events(seconds: float, delta_ms: int, passthrough: bool) -> list[str]:
 
 def run_inbound(session: CallSession, frames: list[str]) -> None:
     for frame in frames:
-        event = tw.parse(frame)
+        event = tw.decode(frame)
         assert event is not None
-        session.handle_twilio(event)
+        for command in session.handle_twilio(event):
+            assert isinstance(command, SendToRealtime)
+            encode_client_event(command.event, Dialect.GA)
 
 
 def run_outbound(session: CallSession, deltas: list[str]) -> None:
     for text in deltas:
-        event = rt.parse(text)
+        event = decode_server_event(text)
         assert event is not None
         for command in session.handle_realtime(event):
-            if isinstance(command, SendToTwilio) and command.text.startswith('{"event":"mark"'):
+            if not isinstance(command, SendToTwilio):
+                continue
+            sent = tw.encode(command.message)
+            if isinstance(command.message, tw.OutboundMark):
                 # Twilio's echo has the shape of the mark we sent.
-                echo = tw.parse(command.text)
+                echo = tw.decode(sent)
                 assert echo is not None
                 session.handle_twilio(echo)
 
@@ -166,7 +165,9 @@ def measure(rounds: int, seconds: float) -> dict[str, dict[str, float]]:
             }
             for case, run in cases.items():
                 session = make()
-                session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+                session.handle_realtime(
+                    rt.ResponseCreated(rt.ResponseInfo("resp_1", "in_progress"))
+                )
                 start = time.thread_time_ns()
                 run(session)
                 elapsed_us = (time.thread_time_ns() - start) / 1000
@@ -231,19 +232,17 @@ def quality() -> dict[str, dict[str, str]]:
 
 def chunking_invariant() -> bool:
     pcm = speechlike(1.0, 24000)
-    whole = Pcm16ToUlaw().process(pcm)
-    codec = Pcm16ToUlaw()
+    whole = Pcm16Transcoder().to_caller(pcm)
+    codec = Pcm16Transcoder()
     rng = np.random.default_rng(3)
     parts, i = [], 0
     while i < len(pcm):
         n = int(rng.integers(1, 3000))
-        parts.append(codec.process(pcm[i : i + n]))
+        parts.append(codec.to_caller(pcm[i : i + n]))
         i += n
-    up_whole = UlawToPcm16().process(audioop.lin2ulaw(pcm[:16000], 2))
-    up = UlawToPcm16()
-    up_parts = b"".join(
-        up.process(audioop.lin2ulaw(pcm[j : j + 320], 2)) for j in range(0, 16000, 320)
-    )
+    up_whole = Pcm16Transcoder().to_model(pcm16_to_ulaw(pcm[:16000]))
+    up = Pcm16Transcoder()
+    up_parts = b"".join(up.to_model(pcm16_to_ulaw(pcm[j : j + 320])) for j in range(0, 16000, 320))
     return b"".join(parts) == whole and up_parts == up_whole
 
 

@@ -14,7 +14,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,25 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.config import Settings  # noqa: E402
+from bot.core.codec import pcm16_to_ulaw, resample, ulaw_to_pcm16  # noqa: E402
 from bot.localrt.demo_agent import DemoAgent  # noqa: E402
 from bot.localrt.offline import PiperVoice, WhisperTranscriber  # noqa: E402
-from bot.localrt.providers import Providers  # noqa: E402
-from bot.sansio.codec import Downsampler  # noqa: E402
+from bot.localrt.providers import Providers, Speech  # noqa: E402
 from bot.simulator import simulate  # noqa: E402
 from tests.conftest import LOCAL_SECRET, run_app  # noqa: E402
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
 
 class Timed:
+    """The offline services, timing each stage."""
+
     def __init__(self, stt: Any, chat: Any, tts: Any) -> None:
         self.stt, self.chat, self.tts = stt, chat, tts
         self.marks: dict[str, list[float]] = {"stt": [], "chat_first": [], "tts_first": []}
         self._first_tts = True
 
-    async def transcribe(self, pcm: bytes) -> str:
+    async def transcribe(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
         started = time.perf_counter()
-        text = await self.stt.transcribe(pcm)
+        text = await self.stt.transcribe(pcm16, rate_hz, prompt)
         self.marks["stt"].append(time.perf_counter() - started)
         self._first_tts = True
         return str(text)
@@ -56,29 +53,29 @@ class Timed:
                 first = False
             yield event
 
-    async def synthesize(self, text: str, voice: str) -> bytes:
+    async def synthesize(self, text: str, voice: str) -> Speech:
         started = time.perf_counter()
-        audio = await self.tts.synthesize(text, voice)
+        speech: Speech = await self.tts.synthesize(text, voice)
         if self._first_tts:
             self.marks["tts_first"].append(time.perf_counter() - started)
             self._first_tts = False
-        return bytes(audio)
+        return speech
 
 
 async def main(calls: int, question_text: str) -> None:
     voice = PiperVoice()
     spoken = await voice.synthesize(question_text, "joe")
-    question = audioop.lin2ulaw(Downsampler().process(spoken), 2)
-    samples = np.frombuffer(audioop.ulaw2lin(question, 2), "<i2").astype(np.int32)
+    question = pcm16_to_ulaw(resample(spoken.pcm16, spoken.rate_hz, 8000))
+    samples = np.frombuffer(ulaw_to_pcm16(question), "<i2").astype(np.int32)
     loud = np.flatnonzero(np.abs(samples) > 500)
     speech_s = (int(loud[-1]) + 1) / 8000  # Piper ends with some silence: measure from the voice
     timed = Timed(WhisperTranscriber(), DemoAgent(), voice)
-    providers = Providers(timed, timed, timed)  # type: ignore[arg-type]
+    providers = Providers(timed, timed, timed, transcription_prompt=DemoAgent.TRANSCRIPTION_PROMPT)
     latencies = []
     with tempfile.TemporaryDirectory() as data:
-        settings = dataclasses.replace(
-            Settings.from_env({}), data_dir=Path(data), bot_greeting=None
-        )
+        settings = Settings.from_env({"BOT_DATA_DIR": data})  # no keys: the embedded default
+        quiet = dataclasses.replace(settings.call, greeting=None)
+        settings = dataclasses.replace(settings, call=quiet)
         async with run_app(settings, local_providers=providers) as app:
             for _ in range(calls):
                 result = await simulate(
@@ -86,7 +83,7 @@ async def main(calls: int, question_text: str) -> None:
                 )
                 if result.first_audio_s is not None:
                     latencies.append(result.first_audio_s - speech_s)
-    vad = settings.vad_silence_ms / 1000
+    vad = settings.realtime.vad_silence_ms / 1000
     print(f"question: {question_text!r} ({speech_s:.2f} s of speech), {calls} calls")
     print("| stage | median ms |")
     print("|---|---|")

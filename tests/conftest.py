@@ -8,7 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +20,10 @@ import pytest
 from hypercorn.asyncio import serve as hypercorn_serve
 from quart import Quart
 
-from bot.bridge import CallRegistry
-from bot.config import Secret, Settings
+from bot.app import call_services, create_app
+from bot.call.registry import CallRegistry
+from bot.config import Settings
 from bot.server import bind_socket, hypercorn_config
-from bot.web import create_app
 
 TEST_KEY = "sk-test-SECRET-KEY-0123456789"
 LOCAL_SECRET = "local-test-secret-abcdef"
@@ -37,31 +37,33 @@ class RunningApp:
     settings: Settings
     secret: str
 
+    async def calls_done(self, timeout_s: float = 5.0) -> None:
+        """Until every call has ended and been written up."""
+        registry = self.registry
+        await eventually(
+            lambda: not registry.calls and not registry.cleanups, timeout_s, "every call ending"
+        )
+
 
 @asynccontextmanager
 async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[RunningApp]:
     """The real app, served by Hypercorn on an ephemeral loopback port."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
-    if settings.public_url is not None:
-        settings = dataclasses.replace(settings, public_url=f"http://127.0.0.1:{port}")
-    settings = dataclasses.replace(settings, port=port)
-    secret = settings.twilio_auth_token.reveal() if settings.twilio_auth_token else LOCAL_SECRET
+    where = dataclasses.replace(settings.server, port=port)
+    if where.public_url is not None:
+        where = dataclasses.replace(where, public_url=f"http://127.0.0.1:{port}")
+    settings = dataclasses.replace(settings, server=where)
+    token = settings.twilio.auth_token
+    secret = token.reveal() if token else LOCAL_SECRET
     app = create_app(settings, signing_secret=secret, **app_options)
     stop = asyncio.Event()
     server = asyncio.create_task(
         hypercorn_serve(app, hypercorn_config(sock), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     )
     url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(200):
-            try:
-                async with http.get(url + "/healthz") as response:
-                    if response.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.01)
-    registry: CallRegistry = app.extensions["bot.registry"]
+    await wait_for_http(url + "/healthz", server)
+    registry = call_services(app).registry
     try:
         yield RunningApp(url, app, registry, settings, secret)
     finally:
@@ -70,14 +72,55 @@ async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[Runni
         await asyncio.wait_for(server, 10)
 
 
+async def wait_for_http(url: str, server: asyncio.Task[Any] | None = None) -> None:
+    """Until `url` answers 200; fails at once if the server task ends, or after 10 s."""
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as http:
+        while True:
+            if server is not None and server.done():
+                server.result()  # raises what stopped it
+                raise AssertionError(f"the server stopped before {url} answered")
+            try:
+                async with http.get(url) as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{url} did not answer within 10 s")
+            await asyncio.sleep(0.01)
+
+
+async def eventually(
+    condition: Callable[[], object], timeout_s: float = 5.0, what: str = "the condition"
+) -> None:
+    """Wait until `condition()` is true: a fixed sleep either wastes time or flakes."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout_s} s")
+        await asyncio.sleep(0.01)
+
+
 @pytest.fixture
-def base_settings(tmp_path: Path) -> Settings:
-    return Settings(
-        realtime_api_key=Secret(TEST_KEY),
-        data_dir=tmp_path,
-        realtime_connect_timeout_s=2.0,
-        transcription_model="gpt-4o-mini-transcribe",
-    )
+def base_env(tmp_path: Path) -> dict[str, str]:
+    """The variables of a bridge that talks to a (fake) hosted model."""
+    return {
+        "REALTIME_API_KEY": TEST_KEY,
+        "BOT_DATA_DIR": str(tmp_path),
+        "REALTIME_CONNECT_TIMEOUT": "2",
+        "REALTIME_TRANSCRIPTION_MODEL": "gpt-4o-mini-transcribe",
+    }
+
+
+@pytest.fixture
+def base_settings(base_env: dict[str, str]) -> Settings:
+    return Settings.from_env(base_env)
+
+
+def settings_from(env: dict[str, str], **more: str) -> Settings:
+    """Settings from a test's variables plus a few more."""
+    return Settings.from_env({**env, **more})
 
 
 # ---- databases ---------------------------------------------------------------------------------
@@ -135,20 +178,26 @@ async def postgres_url(postgres_server: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database_settings(request: pytest.FixtureRequest, base_settings: Settings) -> Settings:
+def database_env(request: pytest.FixtureRequest, base_env: dict[str, str]) -> dict[str, str]:
+    """The base variables, with the call log on SQLite or on a fresh PostgreSQL database."""
     if request.param == "sqlite":
-        return base_settings
+        return base_env
     url: str = request.getfixturevalue("postgres_url")
-    return dataclasses.replace(base_settings, database_url=url)
+    return {**base_env, "DATABASE_URL": url}
 
 
-async def stored_call(settings: Settings, call_sid: str) -> dict[str, object]:
+@pytest.fixture
+def database_settings(database_env: dict[str, str]) -> Settings:
+    return Settings.from_env(database_env)
+
+
+async def stored_call(settings: Settings, call_sid: str) -> dict[str, Any]:
     """A call as the call log holds it, read through a store of its own."""
-    from bot.storage import CallStore
+    from bot.store.store import Store
 
-    store = await CallStore.open(settings.database)
+    store = await Store.open(settings.calllog.database)
     try:
-        call = await store.get_call(call_sid)
+        call = await store.calls.get_call(call_sid)
     finally:
         await store.close()
     assert call is not None, f"{call_sid} is not in the call log"

@@ -81,7 +81,15 @@ class FakeOpenAI:
         upload = form["file"]
         audio = upload.file.read()  # type: ignore[union-attr]
         self.requests.append(
-            ("transcribe", {"model": form["model"], "bytes": len(audio), "riff": audio[:4]})
+            (
+                "transcribe",
+                {
+                    "model": form["model"],
+                    "bytes": len(audio),
+                    "riff": audio[:4],
+                    "prompt": form.get("prompt"),
+                },
+            )
         )
         return web.json_response({"text": " Where is my order 4417? "})
 

@@ -15,7 +15,6 @@ import itertools
 import json
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from http import HTTPStatus
 
@@ -24,9 +23,7 @@ import websockets
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from bot.core.codec import rms, ulaw_to_pcm16
 
 _ids = itertools.count(1)
 _quiet = logging.getLogger("tests.fake_realtime")
@@ -48,6 +45,7 @@ class FakeConnection:
     closed_at: float | None = None
     speech_started_at: float | None = None
     late_deltas_sent: int = 0
+    sent: list[str] = field(default_factory=list)  # the types of the events sent, in order
     socket: ServerConnection | None = None
 
     def of_type(self, kind: str) -> list[dict[str, object]]:
@@ -60,7 +58,7 @@ class FakeConnection:
     def input_pcm16(self) -> bytes:
         """Input audio as PCM16 at the session's rate (24 kHz, or 8 kHz for μ-law)."""
         if self.audio_format == "g711_ulaw":
-            return audioop.ulaw2lin(bytes(self.input_audio), 2)
+            return ulaw_to_pcm16(bytes(self.input_audio))
         return bytes(self.input_audio)
 
 
@@ -211,16 +209,19 @@ class FakeRealtime:
 
     async def _send(self, ws: ServerConnection, event: dict[str, object]) -> None:
         event.setdefault("event_id", _id("event"))
+        for conn in self.connections:
+            if conn.socket is ws:
+                conn.sent.append(str(event["type"]))
         await ws.send(json.dumps(event))
 
     async def _on_audio(
         self, ws: ServerConnection, conn: FakeConnection, state: _State, audio: bytes
     ) -> None:
         conn.input_audio += audio
-        pcm = audioop.ulaw2lin(audio, 2) if conn.audio_format == "g711_ulaw" else audio
+        pcm = ulaw_to_pcm16(audio) if conn.audio_format == "g711_ulaw" else audio
         rate = 8000 if conn.audio_format == "g711_ulaw" else 24000
         position_ms = len(conn.input_audio) * 1000 // (rate * (1 if rate == 8000 else 2))
-        loud = audioop.rms(pcm, 2) > self.vad_threshold_rms if pcm else False
+        loud = rms(pcm) > self.vad_threshold_rms if pcm else False
         state.loud_run = state.loud_run + 1 if loud else 0
         state.quiet_run = 0 if loud else state.quiet_run + 1
         if state.speaking and state.quiet_run >= 15:  # 300 ms of silence ends the turn

@@ -6,7 +6,7 @@ import datetime as dt
 import wave
 from pathlib import Path
 
-from bot.storage import CallStore, LogBatch
+from bot.store.calls import CallRecords, LogBatch
 
 T0 = dt.datetime(2026, 11, 20, 9, 30, tzinfo=dt.UTC)
 ORDER_CALL = "CA" + "1" * 32
@@ -40,7 +40,7 @@ def write_recording(recordings: Path) -> Path:
     return recording
 
 
-async def seed(store: CallStore, recordings: Path, fillers: int = 0) -> None:
+async def seed(store: CallRecords, recordings: Path, fillers: int = 0) -> None:
     recording = write_recording(recordings)
     batch = LogBatch()
     batch.calls.append(

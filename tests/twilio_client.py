@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import secrets
 import xml.etree.ElementTree as ET
 
 import aiohttp
 from twilio.request_validator import RequestValidator
+
+from bot.core import twilio
 
 
 def new_call_sid() -> str:
@@ -44,34 +44,10 @@ def start_frame(
     stream_sid: str | None = None,
     account_sid: str | None = None,
 ) -> str:
-    stream_sid = stream_sid or "MZ" + secrets.token_hex(16)
-    return json.dumps(
-        {
-            "event": "start",
-            "sequenceNumber": "1",
-            "start": {
-                "accountSid": account_sid or "AC" + "0" * 32,
-                "streamSid": stream_sid,
-                "callSid": call_sid,
-                "tracks": ["inbound"],
-                "customParameters": params,
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            },
-            "streamSid": stream_sid,
-        }
+    return twilio.phone_start(
+        stream_sid or "MZ" + secrets.token_hex(16), call_sid, account_sid or "AC" + "0" * 32, params
     )
 
 
 def media_frame(ulaw: bytes, index: int = 0) -> str:
-    return json.dumps(
-        {
-            "event": "media",
-            "sequenceNumber": str(index + 2),
-            "media": {
-                "track": "inbound",
-                "chunk": str(index + 1),
-                "timestamp": str(index * 20),
-                "payload": base64.b64encode(ulaw).decode(),
-            },
-        }
-    )
+    return twilio.phone_media("MZ" + "0" * 32, ulaw, index)

@@ -1,2 +1,2 @@
-"""A Realtime-compatible backend assembled from separate speech-to-text, chat and
-text-to-speech services. The protocol logic is `bot.sansio.rtserver`; this package runs it."""
+"""A Realtime-compatible backend built from separate speech-to-text, chat and text-to-speech
+services: in process for the bridge, or at `/v1/realtime` for any client."""

@@ -12,17 +12,23 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+from bot.call.core.actions import END_CALL
+from bot.call.core.prompt import requested_greeting
 from bot.localrt.providers import ChatDone, ChatEvent, TextDelta, ToolCall
 
 __all__ = ["DemoAgent"]
 
 _ORDER = re.compile(r"\b(\d{3,8})\b")
 _BYE = re.compile(r"\b(bye|goodbye|that's all|that is all)\b", re.I)
-_GREETING = re.compile(r"saying exactly this, then wait for them: (.+)$", re.S)
 
 
 class DemoAgent:
     """Answers from rules; streams its reply word by word like a model would."""
+
+    # Primes speech-to-text for this demo: a shop's callers say order numbers.
+    TRANSCRIPTION_PROMPT = (
+        "A customer calls a shop about an order. Order numbers are digits, like 2093."
+    )
 
     async def stream(
         self, instructions: str, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
@@ -40,16 +46,15 @@ class DemoAgent:
     ) -> list[str | ToolCall]:
         last = messages[-1] if messages else None
         if last is None:
-            greeting = _GREETING.search(instructions)
-            return [greeting.group(1) if greeting else "Hello! How can I help you today?"]
+            return [requested_greeting(instructions) or "Hello! How can I help you today?"]
         if last["role"] == "tool":
             return [_about_order(str(last.get("content") or "{}"))]
         # Speech-to-text writes 4,417 for "four thousand four hundred seventeen".
         text = re.sub(r"(?<=\d),(?=\d{3}\b)|[$€£]", "", str(last.get("content") or ""))
-        if _BYE.search(text) and "end_call" in tools:
+        if _BYE.search(text) and END_CALL in tools:
             return [
                 "Thanks for calling. Goodbye!",
-                _call("end_call", {"reason": "the caller said goodbye"}),
+                _call(END_CALL, {"reason": "the caller said goodbye"}),
             ]
         order = _ORDER.search(text)
         if order and "order" in text.lower() and "get_order_status" in tools:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import warnings
 from typing import Any
 
 import numpy as np
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from bot.core.codec import Downsampler, resample, rms
+from bot.localrt.providers import Speech
 
 __all__ = ["EspeakVoice", "PiperVoice", "WebRtcVad", "WhisperTranscriber", "offline_available"]
 
@@ -51,11 +49,9 @@ class WhisperTranscriber:
             cpu_threads=threads,
         )
         self._lock = threading.Lock()  # one transcription at a time per model
-        # Primes Whisper for a phone call: short turns, numbers written as digits.
-        self.prompt = "A customer calls a shop about an order. Order numbers are digits, like 2093."
 
-    def _run(self, pcm16_24k: bytes) -> str:
-        pcm16_16k, _ = audioop.ratecv(pcm16_24k, 2, 1, 24000, 16000, None)
+    def _run(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
+        pcm16_16k = resample(pcm16, rate_hz, 16000)
         samples = np.frombuffer(pcm16_16k, "<i2").astype(np.float32) / 32768
         with self._lock:
             # Greedy and deterministic: the temperature fallback samples at random.
@@ -64,14 +60,14 @@ class WhisperTranscriber:
                 language="en",
                 beam_size=1,
                 temperature=0.0,
-                initial_prompt=self.prompt,
+                initial_prompt=prompt,
                 without_timestamps=True,
                 vad_filter=False,
             )
             return " ".join(segment.text.strip() for segment in segments).strip()
 
-    async def transcribe(self, pcm16_24k: bytes) -> str:
-        return await asyncio.to_thread(self._run, pcm16_24k)
+    async def transcribe(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
+        return await asyncio.to_thread(self._run, pcm16, rate_hz, prompt)
 
 
 class PiperVoice:
@@ -85,46 +81,51 @@ class PiperVoice:
         self._rate = int(self._voice.config.sample_rate)
         self._lock = threading.Lock()
 
-    def _run(self, text: str) -> bytes:
+    def _run(self, text: str) -> Speech:
         with self._lock:
             audio = b"".join(chunk.audio_int16_bytes for chunk in self._voice.synthesize(text))
-        if self._rate != 24000:
-            audio, _ = audioop.ratecv(audio, 2, 1, self._rate, 24000, None)
-        return audio
+        return Speech(audio, self._rate)
 
-    async def synthesize(self, text: str, voice: str) -> bytes:
+    async def synthesize(self, text: str, voice: str) -> Speech:
         return await asyncio.to_thread(self._run, text)
 
 
 class WebRtcVad:
-    """WebRTC's voice activity detector on 20 ms frames, resampled to 16 kHz for it.
+    """WebRTC's voice activity detector on 20 ms frames.
 
-    The session's threshold (0-1) picks its aggressiveness (0-3); frames quieter than
-    -55 dBFS are never speech, whatever it thinks of line noise.
+    It takes 8, 16, 32 and 48 kHz as they are; 24 kHz goes down to 8 kHz first (exactly a
+    third). The session's threshold (0-1) picks its aggressiveness (0-3); frames quieter
+    than -55 dBFS are never speech, whatever it thinks of line noise.
     """
 
-    _FRAME_16K = 640  # 20 ms of PCM16 at 16 kHz
+    _NATIVE_RATES = (8000, 16000, 32000, 48000)
+    _FRAME_8K = 320  # 20 ms of PCM16 at 8 kHz
 
     def __init__(self) -> None:
         import webrtcvad
 
         self._vad = webrtcvad.Vad()
-        self._state: Any = None
+        self._down = Downsampler()
         self._carry = b""
         self._last = False
+        self._mode = -1
 
-    def __call__(self, frame: bytes, threshold: float) -> bool:
-        pcm16k, self._state = audioop.ratecv(frame, 2, 1, 24000, 16000, self._state)
-        pcm16k = self._carry + pcm16k
-        if len(pcm16k) < self._FRAME_16K:
-            self._carry = pcm16k
-            return self._last
-        chunk, self._carry = pcm16k[: self._FRAME_16K], pcm16k[self._FRAME_16K :]
-        if audioop.rms(chunk, 2) < 58:  # -55 dBFS
+    def __call__(self, frame: bytes, rate_hz: int, threshold: float) -> bool:
+        if rate_hz not in self._NATIVE_RATES:
+            pcm8k = self._carry + self._down.process(frame)
+            if len(pcm8k) < self._FRAME_8K:  # the filter's history is still filling
+                self._carry = pcm8k
+                return self._last
+            frame, self._carry = pcm8k[: self._FRAME_8K], pcm8k[self._FRAME_8K :]
+            rate_hz = 8000
+        if rms(frame) < 58:  # -55 dBFS
             self._last = False
-        else:
-            self._vad.set_mode(min(3, max(0, round(threshold * 3))))
-            self._last = bool(self._vad.is_speech(chunk, 16000))
+            return False
+        mode = min(3, max(0, round(threshold * 3)))
+        if mode != self._mode:
+            self._vad.set_mode(mode)
+            self._mode = mode
+        self._last = bool(self._vad.is_speech(frame, rate_hz))
         return self._last
 
 
@@ -146,7 +147,6 @@ class EspeakVoice:
 
         import espeakng_loader
 
-        self._ctypes = ctypes
         lib = ctypes.CDLL(espeakng_loader.get_library_path())
         data_parent = str(Path(espeakng_loader.get_data_path()).parent).encode()
         lib.espeak_Initialize.restype = ctypes.c_int
@@ -168,7 +168,7 @@ class EspeakVoice:
         lib.espeak_SetSynthCallback(self._callback)
         self._lib = lib
 
-    def _run(self, text: str) -> bytes:
+    def _run(self, text: str) -> Speech:
         data = text.encode("utf-8") + b"\0"
         with self._lock:
             self._samples = []
@@ -177,9 +177,7 @@ class EspeakVoice:
             )
             self._lib.espeak_Synchronize()
             audio = b"".join(self._samples)
-        if self._rate != 24000:
-            audio, _ = audioop.ratecv(audio, 2, 1, self._rate, 24000, None)
-        return audio
+        return Speech(audio, self._rate)
 
-    async def synthesize(self, text: str, voice: str) -> bytes:
+    async def synthesize(self, text: str, voice: str) -> Speech:
         return await asyncio.to_thread(self._run, text)

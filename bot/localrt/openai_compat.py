@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from bot.errors import UpstreamError
-from bot.localrt.providers import ChatDone, ChatEvent, TextDelta, ToolCall
+from bot.localrt.providers import ChatDone, ChatEvent, Speech, TextDelta, ToolCall
 
 __all__ = ["CompatibleChat", "CompatibleSpeech", "CompatibleTranscriber", "ProviderError"]
 
@@ -92,15 +92,17 @@ class CompatibleChat(_Client):
 
 
 class CompatibleTranscriber(_Client):
-    async def transcribe(self, pcm16_24k: bytes) -> str:
+    async def transcribe(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
         wav = io.BytesIO()
         with wave.open(wav, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
-            out.setframerate(24000)
-            out.writeframes(pcm16_24k)
+            out.setframerate(rate_hz)
+            out.writeframes(pcm16)
         form = aiohttp.FormData()
         form.add_field("model", self.model)
+        if prompt:
+            form.add_field("prompt", prompt)
         form.add_field("file", wav.getvalue(), filename="speech.wav", content_type="audio/wav")
         async with aiohttp.ClientSession(headers=self.headers) as http:
             async with http.post(f"{self.base_url}/audio/transcriptions", data=form) as response:
@@ -113,7 +115,7 @@ class CompatibleSpeech(_Client):
         super().__init__(base_url, model, api_key)
         self.voice = voice
 
-    async def synthesize(self, text: str, voice: str) -> bytes:
+    async def synthesize(self, text: str, voice: str) -> Speech:
         body = {
             "model": self.model,
             "input": text,
@@ -123,4 +125,4 @@ class CompatibleSpeech(_Client):
         async with aiohttp.ClientSession(headers=self.headers) as http:
             async with http.post(f"{self.base_url}/audio/speech", json=body) as response:
                 await self._check(response)
-                return await response.read()
+                return Speech(await response.read(), 24000)

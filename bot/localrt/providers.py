@@ -1,4 +1,4 @@
-"""The three services behind the local Realtime backend, each behind a small interface."""
+"""The services behind the local Realtime backend, each behind a small interface."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bot.sansio.rtserver import SpeechDetector
+from bot.localrt.core.vad import SpeechDetector
 
 __all__ = [
     "ChatDone",
     "ChatEvent",
     "ChatModel",
     "Providers",
+    "Speech",
     "SpeechToText",
     "TextDelta",
     "TextToSpeech",
@@ -21,13 +22,19 @@ __all__ = [
 
 
 class SpeechToText(Protocol):
-    async def transcribe(self, pcm16_24k: bytes) -> str: ...
+    async def transcribe(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
+        """The words in mono PCM16 audio; `prompt` primes the model (names, numbers)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Speech:
+    pcm16: bytes  # mono
+    rate_hz: int
 
 
 class TextToSpeech(Protocol):
-    async def synthesize(self, text: str, voice: str) -> bytes:
-        """Speech as PCM16 mono at 24 kHz."""
-        ...
+    async def synthesize(self, text: str, voice: str) -> Speech: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +70,5 @@ class Providers:
     tts: TextToSpeech
     # Makes one speech detector per session (detectors keep state); None: energy-based.
     vad: Callable[[], SpeechDetector] | None = None
+    # Primes speech-to-text when the session's transcription sets no prompt of its own.
+    transcription_prompt: str | None = None

@@ -2,36 +2,29 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import warnings
 
 import pytest
 
-from bot.config import Settings
-from bot.sansio.realtime import AudioFormat
+from bot.core.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from bot.simulator import simulate
 from tests.audio_tools import active_region, dominant_hz, level_dbfs_at, tone
-from tests.conftest import run_app
+from tests.conftest import run_app, settings_from
 from tests.fake_realtime import FakeRealtime, pcm16_tone
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 
 async def test_tone_round_trip_both_directions(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """Caller tone reaches the model as 24 kHz PCM16; the model's tone reaches the caller."""
     caplog.set_level(logging.INFO)
     # The caller's tone must not count as barging in here.
     async with FakeRealtime(answer=pcm16_tone(1000, 1.0, dbfs=-10), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(
-            base_settings, realtime_url=fake.url, bot_greeting="Hi there", forward_dtmf=False
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi there", FORWARD_DTMF="false"
         )
         async with run_app(settings) as app:
-            caller = audioop.lin2ulaw(tone(600, 1.0, 8000, dbfs=-10), 2)
+            caller = pcm16_to_ulaw(tone(600, 1.0, 8000, dbfs=-10))
             result = await simulate(
                 app.url, auth_token=app.secret, say=caller, duration_s=2.0, dtmf=[(0.5, "7")]
             )
@@ -40,7 +33,7 @@ async def test_tone_round_trip_both_directions(
     heard_by_model = conn.input_pcm16()
     assert dominant_hz(heard_by_model[: 24000 * 2], 24000) == pytest.approx(600, abs=5)
     assert level_dbfs_at(heard_by_model[: 24000 * 2], 600, 24000) == pytest.approx(-10, abs=1)
-    heard_by_caller = active_region(audioop.ulaw2lin(result.output_ulaw, 2))
+    heard_by_caller = active_region(ulaw_to_pcm16(result.output_ulaw))
     assert len(heard_by_caller) == pytest.approx(16000, abs=160)  # 1 s, within a frame
     assert dominant_hz(heard_by_caller, 8000) == pytest.approx(1000, abs=5)
     assert level_dbfs_at(heard_by_caller, 1000, 8000, skip_s=0.01) == pytest.approx(-10, abs=1)
@@ -50,15 +43,15 @@ async def test_tone_round_trip_both_directions(
 
 
 async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(
-    base_settings: Settings,
+    base_env: dict[str, str],
 ) -> None:
     """The caller speaks 1 s into a 3 s answer: Twilio is cleared, the item is truncated
     within one 20 ms frame of what the phone actually played, and nothing of the
     interrupted answer reaches the phone afterwards, late deltas included."""
     async with FakeRealtime(answer=pcm16_tone(440, 3.0, dbfs=-12), late_deltas=3) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
         async with run_app(settings) as app:
-            interruption = audioop.lin2ulaw(tone(2000, 1.0, 8000, dbfs=-6), 2)
+            interruption = pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6))
             result = await simulate(
                 app.url,
                 auth_token=app.secret,
@@ -80,14 +73,11 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(
     assert result.bytes_played == pytest.approx(clear.played_ms * 8, abs=160)
 
 
-async def test_g711_mode_passes_payloads_through_untouched(base_settings: Settings) -> None:
+async def test_g711_mode_passes_payloads_through_untouched(base_env: dict[str, str]) -> None:
     answer = bytes(range(256)) * 40  # 1.28 s of arbitrary μ-law
     async with FakeRealtime(answer=answer, vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(
-            base_settings,
-            realtime_url=fake.url,
-            realtime_audio=AudioFormat.G711_ULAW,
-            bot_greeting="Hi",
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, REALTIME_AUDIO="g711_ulaw", BOT_GREETING="Hi"
         )
         async with run_app(settings) as app:
             caller = bytes(reversed(range(256))) * 25  # 0.8 s, not 160-aligned
@@ -100,11 +90,11 @@ async def test_g711_mode_passes_payloads_through_untouched(base_settings: Settin
     assert result.output_ulaw.find(answer) >= 0
 
 
-async def test_fast_mode_streams_without_real_time_pacing(base_settings: Settings) -> None:
+async def test_fast_mode_streams_without_real_time_pacing(base_env: dict[str, str]) -> None:
     async with FakeRealtime(answer=pcm16_tone(1000, 2.0), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
         async with run_app(settings) as app:
-            caller = audioop.lin2ulaw(tone(600, 3.0, 8000), 2)
+            caller = pcm16_to_ulaw(tone(600, 3.0, 8000))
             result = await simulate(
                 app.url, auth_token=app.secret, say=caller, duration_s=3.0, fast=True
             )

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import warnings
 import wave
 from pathlib import Path
 
@@ -13,30 +11,26 @@ import numpy as np
 import pytest
 from twilio.request_validator import RequestValidator
 
-from bot.config import Settings
+from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import simulate
-from bot.storage import CallStore
+from bot.store.store import Store
 from tests.audio_tools import dominant_hz, tone
-from tests.conftest import LOCAL_SECRET, run_app, stored_call
+from tests.conftest import LOCAL_SECRET, run_app, settings_from, stored_call
 from tests.fake_realtime import FakeRealtime, pcm16_tone
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 ANSWER_WORDS = " ".join(f"word{i}" for i in range(1, 31))  # 30 words over 3 s
 
 
-async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settings) -> None:
+async def test_a_conversation_is_recorded_turn_by_turn(database_env: dict[str, str]) -> None:
     async with FakeRealtime(
         answer=pcm16_tone(1000, 1.0),
         answer_text="Your order ships today.",
         caller_texts=("I would like to check my order",),
         auto_respond=True,
     ) as fake:
-        settings = dataclasses.replace(database_settings, realtime_url=fake.url, forward_dtmf=False)
+        settings = settings_from(database_env, REALTIME_URL=fake.url, FORWARD_DTMF="false")
         async with run_app(settings) as app:
-            question = audioop.lin2ulaw(tone(600, 1.0, 8000, dbfs=-10), 2)
+            question = pcm16_to_ulaw(tone(600, 1.0, 8000, dbfs=-10))
             result = await simulate(
                 app.url,
                 auth_token=LOCAL_SECRET,
@@ -46,7 +40,7 @@ async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settin
                 from_number="+15551230001",
                 to_number="+15559870002",
             )
-            await asyncio.sleep(0.4)  # one flush interval
+            await app.calls_done()
     call = await stored_call(settings, result.call_sid)
     assert call["direction"] == "inbound"
     assert (call["from_number"], call["to_number"]) == ("+15551230001", "+15559870002")
@@ -71,23 +65,23 @@ async def test_a_conversation_is_recorded_turn_by_turn(database_settings: Settin
 
 
 async def test_a_barge_in_is_recorded_with_the_heard_text_and_the_audio(
-    base_settings: Settings, tmp_path: Path
+    base_env: dict[str, str], tmp_path: Path
 ) -> None:
     async with FakeRealtime(
         answer=pcm16_tone(440, 3.0, dbfs=-12), answer_text=ANSWER_WORDS
     ) as fake:
-        settings = dataclasses.replace(
-            base_settings, realtime_url=fake.url, bot_greeting="Hi", record_audio=True
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi", RECORD_AUDIO="true"
         )
         async with run_app(settings) as app:
             result = await simulate(
                 app.url,
                 auth_token=LOCAL_SECRET,
                 barge_in_at_s=1.0,
-                barge_in=audioop.lin2ulaw(tone(2000, 1.0, 8000, dbfs=-6), 2),
+                barge_in=pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6)),
                 duration_s=2.5,
             )
-            await asyncio.sleep(0.4)
+            await app.calls_done()
     call = await stored_call(settings, result.call_sid)
     assert call["interruptions"] == 1
     [bot] = [t for t in call["turns"] if t["speaker"] == "assistant"]
@@ -100,7 +94,7 @@ async def test_a_barge_in_is_recorded_with_the_heard_text_and_the_audio(
 
     # The recording: caller left, what the caller heard right, on one timeline.
     path = Path(call["recording_path"])
-    assert path.parent == settings.recordings_path
+    assert path.parent == settings.calllog.recordings_path
     with wave.open(str(path)) as wav:
         assert (wav.getnchannels(), wav.getsampwidth(), wav.getframerate()) == (2, 2, 8000)
         frames = wav.readframes(wav.getnframes())
@@ -117,9 +111,9 @@ async def test_a_barge_in_is_recorded_with_the_heard_text_and_the_audio(
     assert np.abs(right[int(1.2 * 8000) :]).max() < 100  # flushed audio was never heard
 
 
-async def test_twilio_status_callbacks_update_the_call(base_settings: Settings) -> None:
+async def test_twilio_status_callbacks_update_the_call(base_env: dict[str, str]) -> None:
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=0.3)
             url = app.url + "/twilio/status"
@@ -135,20 +129,20 @@ async def test_twilio_status_callbacks_update_the_call(base_settings: Settings) 
                     url, data=params, headers={"X-Twilio-Signature": signature}
                 ) as r:
                     assert r.status == 204
-            await asyncio.sleep(0.4)
+            await app.calls_done()
     call = await stored_call(settings, result.call_sid)
     assert (call["twilio_status"], call["twilio_duration_s"]) == ("completed", 42)
 
 
 async def test_several_instances_share_one_postgresql_log(
-    base_settings: Settings, postgres_url: str
+    base_env: dict[str, str], postgres_url: str
 ) -> None:
     """Two instances start together (one migrates, the other waits) and log to one place."""
     import contextlib
 
     async with FakeRealtime(answer=pcm16_tone(800, 0.3), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(
-            base_settings, realtime_url=fake.url, database_url=postgres_url, bot_greeting="Hi"
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, DATABASE_URL=postgres_url, BOT_GREETING="Hi"
         )
         async with contextlib.AsyncExitStack() as stack:
             first, second = await asyncio.gather(
@@ -159,11 +153,12 @@ async def test_several_instances_share_one_postgresql_log(
                 simulate(first.url, auth_token=LOCAL_SECRET, duration_s=0.8),
                 simulate(second.url, auth_token=LOCAL_SECRET, duration_s=0.8),
             )
-            await asyncio.sleep(0.4)
-    store = await CallStore.open(settings.database)
+            await first.calls_done()
+            await second.calls_done()
+    store = await Store.open(settings.calllog.database)
     try:
         for result in calls:
-            call = await store.get_call(result.call_sid)
+            call = await store.calls.get_call(result.call_sid)
             assert call is not None and call["ended_by"] == "caller"
             assert call["status"] == "ended"  # no status callback: derived from the end
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import re
 import sys
@@ -13,10 +12,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.campaign import CampaignOptions, CampaignRunner
-from bot.config import Secret, Settings
-from bot.sansio.campaign import Policy, Window, parse_contacts, parse_dnc
-from bot.storage import CallStore
+from bot.config import Settings
+from bot.outbound.campaign import CampaignRunner
+from bot.outbound.core.campaign import CampaignOptions, Policy, Window, parse_contacts, parse_dnc
+from bot.outbound.core.request import Caller
+from bot.store.store import Store
 from bot.twilio_rest import TwilioRest
 from tests.fake_twilio import FakeTwilio
 
@@ -49,20 +49,11 @@ class Stop(Exception):
     """Ends a run at a point of the test's choosing, as Ctrl-C would."""
 
 
-@pytest.fixture
-def campaign_settings(database_settings: Settings) -> Settings:
-    return dataclasses.replace(
-        database_settings,
-        twilio_account_sid=ACCOUNT,
-        twilio_auth_token=Secret(TOKEN),
-        twilio_from_number="+15550009999",
-        public_url="https://bot.example.com",
-        machine_detection=False,
-    )
+CALLER = Caller("+15550009999", "https://bot.example.com", machine_detection=False)
 
 
 async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_policy_says(
-    campaign_settings: Settings,
+    database_settings: Settings,
 ) -> None:
     clock = Clock()
     created: list[tuple[str, dt.datetime]] = []
@@ -94,8 +85,7 @@ async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_poli
         settle_s=0,
         on_create=lambda to: created.append((to, clock.now)),
     ) as twilio:
-        settings = dataclasses.replace(campaign_settings, twilio_api_url=twilio.url)
-        store = await CallStore.open(settings.database)
+        store = await Store.open(database_settings.calllog.database)
         rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
         try:
 
@@ -105,9 +95,7 @@ async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_poli
                     raise Stop
                 await asyncio.sleep(0)
 
-            first = CampaignRunner(
-                store, rest, settings, options, clock=clock, sleep=sleep_then_stop
-            )
+            first = CampaignRunner(store, rest, CALLER, options, clock=clock, sleep=sleep_then_stop)
             assert await first.load(contacts, dnc) == 6
             with pytest.raises(Stop):
                 await first.run()
@@ -117,10 +105,10 @@ async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_poli
                 clock.now += dt.timedelta(seconds=seconds)
                 await asyncio.sleep(0)
 
-            second = CampaignRunner(store, rest, settings, options, clock=clock, sleep=sleep)
+            second = CampaignRunner(store, rest, CALLER, options, clock=clock, sleep=sleep)
             assert await second.load(contacts, dnc) == 0  # resuming: nothing new
             counts = await second.run()
-            states = await second.states()
+            states = await store.campaigns.states("renewals")
         finally:
             await rest.close()
             await store.close()
@@ -148,24 +136,19 @@ async def test_a_stopped_campaign_resumes_and_calls_everyone_exactly_as_the_poli
 
 
 async def test_a_contact_left_mid_placement_is_flagged_not_redialled(
-    campaign_settings: Settings,
+    database_settings: Settings,
 ) -> None:
     contacts, _ = parse_contacts("phone\n+15550000001\n", "America/New_York")
     async with FakeTwilio(ACCOUNT, TOKEN, settle_s=0) as twilio:
-        settings = dataclasses.replace(campaign_settings, twilio_api_url=twilio.url)
-        store = await CallStore.open(settings.database)
+        store = await Store.open(database_settings.calllog.database)
         rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
         try:
             clock = Clock()
-            runner = CampaignRunner(store, rest, settings, CampaignOptions("x"), clock=clock)
+            runner = CampaignRunner(store, rest, CALLER, CampaignOptions("x"), clock=clock)
             await runner.load(contacts, frozenset())
             # A run that died after claiming the contact, before Twilio answered with a CallSid.
-            from sqlalchemy import update
-
-            from bot.storage import campaign_contacts
-
-            async with store.engine.begin() as conn:
-                await conn.execute(update(campaign_contacts).values(state="calling", attempts=1))
+            [contact] = await store.campaigns.due("x", clock())
+            assert await store.campaigns.claim(contact["id"], clock())
             counts = await runner.run()
         finally:
             await rest.close()

@@ -9,11 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import aiohttp
-import pytest
-
-from bot.simulator import default_auth_token, simulate
-from tests.conftest import TEST_KEY
+from bot.config import load_local_secret
+from bot.simulator import simulate
+from tests.conftest import TEST_KEY, eventually
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.processes import bot_server, clean_env, run_bot
 
@@ -88,6 +86,23 @@ async def test_local_mode_serves_on_loopback_and_simulate_reads_its_secret(tmp_p
         assert TEST_KEY not in "".join(lines)
 
 
+def answering(fake: FakeRealtime) -> bool:
+    return bool(fake.connections) and bool(fake.connections[0].of_type("response.create"))
+
+
+def refused(url: str) -> bool:
+    """The server no longer accepts connections."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port), 0.2):
+            return False
+    except OSError:
+        return True
+
+
 async def test_sigterm_lets_active_calls_finish_and_refuses_new_ones(tmp_path: Path) -> None:
     async with FakeRealtime(answer=pcm16_tone(700, 4.0), vad_threshold_rms=1e9) as fake:
         env = clean_env(
@@ -99,15 +114,12 @@ async def test_sigterm_lets_active_calls_finish_and_refuses_new_ones(tmp_path: P
             SHUTDOWN_GRACE_SECONDS="10",
         )
         async with bot_server(env, tmp_path) as (process, url, lines):
-            token = default_auth_token(tmp_path / "data")
+            token = load_local_secret(tmp_path / "data", create=False)
             call = asyncio.create_task(simulate(url, auth_token=token, duration_s=3.0))
-            await asyncio.sleep(1.0)
+            await eventually(lambda: answering(fake), what="the call being answered")
             process.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
-            await asyncio.sleep(0.3)
-            with pytest.raises(aiohttp.ClientConnectionError):
-                async with aiohttp.ClientSession() as http:
-                    await http.get(url + "/healthz")
+            await eventually(lambda: refused(url), what="new connections being refused")
             result = await call
             assert result.close_code == 1000 and result.duration_s >= 2.9
             assert result.bytes_received == 32000  # the whole 4 s answer arrived
@@ -127,9 +139,9 @@ async def test_calls_still_running_after_the_grace_period_are_ended_politely(
             SHUTDOWN_GRACE_SECONDS="0.5",
         )
         async with bot_server(env, tmp_path) as (process, url, lines):
-            token = default_auth_token(tmp_path / "data")
+            token = load_local_secret(tmp_path / "data", create=False)
             call = asyncio.create_task(simulate(url, auth_token=token, duration_s=20))
-            await asyncio.sleep(0.5)
+            await eventually(lambda: bool(fake.connections), what="the call connecting")
             process.send_signal(signal.SIGTERM)
             result = await asyncio.wait_for(call, 10)
             assert result.close_code == 1000 and result.duration_s < 3

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import signal
 import time
-import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
-from bot.config import Settings
-from bot.simulator import default_auth_token, simulate
-from bot.storage import CallStore
+from bot.config import load_local_secret
+from bot.core.codec import pcm16_to_ulaw
+from bot.simulator import simulate
+from bot.store.store import Store
 from tests.audio_tools import tone
-from tests.conftest import LOCAL_SECRET, TEST_KEY, run_app
+from tests.conftest import LOCAL_SECRET, TEST_KEY, eventually, run_app, settings_from
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.processes import bot_server, clean_env
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 SILENCE_8K = b"\0\0" * 8
 
@@ -45,7 +40,7 @@ def two_questions() -> bytes:
         + SILENCE_8K * int(1.6 * 1000)
         + tone(700, 0.8, 8000, dbfs=-10)
     )
-    return audioop.lin2ulaw(pcm, 2)
+    return pcm16_to_ulaw(pcm)
 
 
 async def test_sigkill_mid_call_keeps_the_transcript_up_to_a_second_before(
@@ -54,19 +49,26 @@ async def test_sigkill_mid_call_keeps_the_transcript_up_to_a_second_before(
     async with two_turn_backend() as fake:
         env = clean_env(tmp_path, PORT="0", REALTIME_URL=fake.url, REALTIME_API_KEY=TEST_KEY)
         async with bot_server(env, tmp_path) as (process, url, lines):
-            token = default_auth_token(tmp_path / "data")
+            token = load_local_secret(tmp_path / "data", create=False)
             call = asyncio.create_task(
                 simulate(url, auth_token=token, say=two_questions(), duration_s=20)
             )
-            await asyncio.sleep(6.0)  # the second answer ended at about 4.8 s
+            await eventually(
+                lambda: (
+                    bool(fake.connections) and fake.connections[0].sent.count("response.done") == 2
+                ),
+                10,
+                "the second answer being played to its end",
+            )
+            await asyncio.sleep(1.0)  # the promise under test: at most the last second is lost
             process.send_signal(signal.SIGKILL)
             killed = time.monotonic()
             result = await asyncio.wait_for(call, 10)
             assert await process.wait() == -signal.SIGKILL
     assert result.close_code is not None and result.duration_s < 7.5
-    store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'calls.db'}")
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'data' / 'calls.db'}")
     try:
-        saved = await store.get_call(result.call_sid)
+        saved = await store.calls.get_call(result.call_sid)
     finally:
         await store.close()
     assert killed
@@ -136,29 +138,33 @@ class FlakyProxy:
 
 
 async def test_a_database_outage_mid_call_loses_nothing(
-    base_settings: Settings, postgres_url: str, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     pg_port = int(postgres_url.split("@127.0.0.1:", 1)[1].split("/", 1)[0])
     async with FlakyProxy(pg_port).running() as proxy:
         url = postgres_url.replace(f"127.0.0.1:{pg_port}", f"127.0.0.1:{proxy.port}")
         async with two_turn_backend() as fake:
-            settings = dataclasses.replace(base_settings, realtime_url=fake.url, database_url=url)
+            settings = settings_from(base_env, REALTIME_URL=fake.url, DATABASE_URL=url)
             async with run_app(settings) as app:
                 call = asyncio.create_task(
                     simulate(app.url, auth_token=LOCAL_SECRET, say=two_questions(), duration_s=6)
                 )
-                await asyncio.sleep(0.5)
+                await eventually(lambda: bool(app.registry.calls), what="the call starting")
                 proxy.cut()  # the database goes away for three seconds, mid-conversation
                 await asyncio.sleep(3.0)
                 proxy.up = True
                 result = await call
                 assert result.bytes_received == 2 * 8000  # the caller noticed nothing
-                await asyncio.sleep(1.5)  # a retry or two
+                await eventually(
+                    lambda: "call log: database writes recovered" in caplog.text,
+                    what="the call log writing again",
+                )
+                await app.calls_done()
     assert "call log: database write failed" in caplog.text
-    assert "call log: database writes recovered" in caplog.text
-    store = await CallStore.open(dataclasses.replace(settings, database_url=postgres_url).database)
+    direct = settings_from(base_env, DATABASE_URL=postgres_url)
+    store = await Store.open(direct.calllog.database)
     try:
-        saved = await store.get_call(result.call_sid)
+        saved = await store.calls.get_call(result.call_sid)
     finally:
         await store.close()
     assert saved is not None and saved["ended_by"] == "caller"

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import socket
 import time
-import warnings
 
 import pytest
 import websockets
 
-from bot.config import Settings
+from bot.app import call_services
+from bot.call.loop import serve_stream
+from bot.core import twilio
+from bot.core.codec import pcm16_to_ulaw
+from bot.core.tokens import issue_stream_token
+from bot.core.twilio import TwilioEvent, TwilioMessage
 from bot.simulator import simulate
 from tests.audio_tools import dominant_hz, tone
-from tests.conftest import LOCAL_SECRET, TEST_KEY, run_app
+from tests.conftest import LOCAL_SECRET, TEST_KEY, eventually, run_app, settings_from, stored_call
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.twilio_client import (
     fetch_twiml,
@@ -25,25 +28,21 @@ from tests.twilio_client import (
     stream_parameters,
 )
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
 SILENCE = b"\xff" * 160
 
 
 async def test_malformed_frames_are_skipped_and_other_calls_keep_streaming(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     async with FakeRealtime(answer=pcm16_tone(1000, 1.5), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
         async with run_app(settings) as app:
             healthy = asyncio.create_task(
                 simulate(
                     app.url,
                     auth_token=LOCAL_SECRET,
-                    say=audioop.lin2ulaw(tone(600, 2.0, 8000), 2),
+                    say=pcm16_to_ulaw(tone(600, 2.0, 8000)),
                     duration_s=2.5,
                 )
             )
@@ -67,7 +66,11 @@ async def test_malformed_frames_are_skipped_and_other_calls_keep_streaming(
                         await ws.send(frame)
                         await ws.send(media_frame(SILENCE, valid))
                         valid += 1
-                await asyncio.sleep(0.5)
+
+                def all_valid_frames_appended() -> bool:
+                    return any(len(c.input_audio) == valid * 960 for c in fake.connections)
+
+                await eventually(all_valid_frames_appended, what="every valid frame appended")
                 await ws.send('{"event":"stop"}')
             result = await healthy
     garbled_call = next(
@@ -100,12 +103,12 @@ async def test_malformed_frames_are_skipped_and_other_calls_keep_streaming(
     ],
 )
 async def test_realtime_unreachable_at_start_closes_the_stream_for_the_fallback(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture, url: str, why: str
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture, url: str, why: str
 ) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         dead_port = probe.getsockname()[1]
-    settings = dataclasses.replace(base_settings, realtime_url=url.format(port=dead_port))
+    settings = settings_from(base_env, REALTIME_URL=url.format(port=dead_port))
     async with run_app(settings) as app:
         started = time.monotonic()
         result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
@@ -117,11 +120,11 @@ async def test_realtime_unreachable_at_start_closes_the_stream_for_the_fallback(
 
 
 async def test_realtime_rejecting_the_key_is_logged_without_the_key(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
     async with FakeRealtime(reject_status=401) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
     assert result.close_code == 1000 and result.duration_s < 2
@@ -141,7 +144,7 @@ async def test_realtime_rejecting_the_key_is_logged_without_the_key(
     ],
 )
 async def test_realtime_dropping_mid_call_ends_the_stream(
-    base_settings: Settings,
+    base_env: dict[str, str],
     caplog: pytest.LogCaptureFixture,
     error: dict[str, object] | None,
     code: int,
@@ -149,7 +152,7 @@ async def test_realtime_dropping_mid_call_ends_the_stream(
 ) -> None:
     caplog.set_level(logging.INFO)
     async with FakeRealtime(close_after_s=0.5, close_code=code, error_before_close=error) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
     assert result.close_code == 1000
@@ -158,16 +161,18 @@ async def test_realtime_dropping_mid_call_ends_the_stream(
 
 
 async def test_caller_hanging_up_closes_the_realtime_socket_within_a_second(
-    base_settings: Settings,
+    base_env: dict[str, str],
 ) -> None:
     async with FakeRealtime(answer=pcm16_tone(700, 5.0), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
         async with run_app(settings) as app:
             # A polite hang-up (stop, then close) in the middle of the bot's answer...
             await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=1.0)
             hung_up = time.monotonic()
-            await asyncio.sleep(1.2)
             polite = fake.connections[0]
+            await eventually(
+                lambda: polite.closed_at is not None, 1.0, "the Realtime socket closing"
+            )
             assert polite.closed_at is not None and polite.closed_at - hung_up < 1.0
             # ...and a phone line that just drops (TCP reset, no stop, no close frame).
             call = new_call_sid()
@@ -177,21 +182,25 @@ async def test_caller_hanging_up_closes_the_realtime_socket_within_a_second(
             await ws.send(start_frame(call, params))
             for index in range(10):
                 await ws.send(media_frame(SILENCE, index))
-            await asyncio.sleep(0.3)
+            await eventually(lambda: len(fake.connections) == 2, what="the second call connecting")
+            abrupt = fake.connections[1]
+            await eventually(lambda: len(abrupt.input_audio) == 10 * 960, what="its audio arriving")
             assert ws.transport is not None
             ws.transport.abort()
             dropped = time.monotonic()
-            await asyncio.sleep(1.2)
-            abrupt = fake.connections[1]
+            await eventually(
+                lambda: abrupt.closed_at is not None, 1.0, "the Realtime socket closing"
+            )
             assert abrupt.closed_at is not None and abrupt.closed_at - dropped < 1.0
-            assert app.registry.active_calls == 0
+            await eventually(lambda: not app.registry.calls, what="the call unregistering")
+            assert len(app.registry.calls) == 0
 
 
 async def test_a_second_stream_for_the_same_call_replaces_the_first(
-    base_settings: Settings,
+    base_env: dict[str, str],
 ) -> None:
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             call = new_call_sid()
             _, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
@@ -199,15 +208,21 @@ async def test_a_second_stream_for_the_same_call_replaces_the_first(
             first = await websockets.connect(stream_url)
             await first.send(start_frame(call, params))
             await first.send(media_frame(SILENCE))
-            await asyncio.sleep(0.2)
+            await eventually(lambda: call in app.registry.calls, what="the first stream starting")
             async with websockets.connect(stream_url) as second:
                 await second.send(start_frame(call, params))
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await asyncio.wait_for(first.recv(), 2)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
                 await second.send(media_frame(SILENCE))
-                await asyncio.sleep(0.2)
-                assert app.registry.active_calls == 1
+
+                def second_appended() -> bool:
+                    return len(fake.connections) == 2 and bool(
+                        fake.connections[1].of_type("input_audio_buffer.append")
+                    )
+
+                await eventually(second_appended, what="the second stream's audio arriving")
+                assert len(app.registry.calls) == 1
                 assert fake.connections[0].closed_at is not None
                 assert len(fake.connections[1].of_type("input_audio_buffer.append")) == 1
 
@@ -219,12 +234,14 @@ class _ExplodingChannel:
         self.frames = frames
         self.closed_with: int | None = None
 
-    async def receive(self) -> str:
+    async def receive(self) -> TwilioEvent:
         if not self.frames:
             raise RuntimeError("boom")
-        return self.frames.pop(0)
+        event = twilio.decode(self.frames.pop(0))
+        assert event is not None
+        return event
 
-    async def send(self, text: str) -> None:
+    async def send(self, message: TwilioMessage) -> None:
         pass
 
     async def close(self, code: int, reason: str) -> None:
@@ -232,30 +249,19 @@ class _ExplodingChannel:
 
 
 async def test_an_internal_error_ends_only_that_call_politely(
-    base_settings: Settings, caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
-    from bot.bridge import CallRegistry, run_call
-    from bot.calllog import CallLog
-    from bot.realtime_client import open_realtime
-    from bot.sansio.tokens import issue_stream_token
-    from bot.storage import CallStore
-
-    store = await CallStore.open(base_settings.database)
-    call_log = CallLog(store)
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url)
-        registry = CallRegistry(settings, LOCAL_SECRET, open_realtime, call_log)
-        call = new_call_sid()
-        token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60)
-        channel = _ExplodingChannel([start_frame(call, {"token": token}), media_frame(SILENCE)])
-        await run_call(channel, registry)
-        await asyncio.sleep(0.1)
-    await call_log.flush()
-    row = await store.get_call(call)
-    await store.close()
-    assert row is not None and row["ended_by"] == "bridge"
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            call = new_call_sid()
+            token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60)
+            channel = _ExplodingChannel([start_frame(call, {"token": token}), media_frame(SILENCE)])
+            await serve_stream(channel, call_services(app.app))
+            assert not app.registry.calls
+    row = await stored_call(settings, call)
+    assert row["ended_by"] == "bridge"
     assert "internal error" in row["end_reason"]
     assert channel.closed_with == 1000  # Twilio plays the fallback
     assert "bridge failure" in caplog.text and "RuntimeError" in caplog.text
     assert fake.connections[0].closed_at is not None
-    assert registry.active_calls == 0

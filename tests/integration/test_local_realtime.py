@@ -4,44 +4,32 @@ whole phone call through the bridge into it (STT and TTS faked until the offline
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import warnings
+from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pytest
 from openai import AsyncOpenAI
 
 from bot.config import Settings
+from bot.core.codec import pcm16_to_ulaw
+from bot.core.realtime.dialects import Dialect
+from bot.core.realtime.events import (
+    AppendAudio,
+    CreateResponse,
+    ServerEvent,
+    SessionConfig,
+    SessionUpdate,
+)
+from bot.core.realtime.server import encode_server_event
 from bot.localrt.demo_agent import DemoAgent
-from bot.localrt.providers import Providers
+from bot.localrt.providers import Providers, Speech
+from bot.localrt.runner import LocalSession
 from bot.simulator import simulate
 from tests.audio_tools import tone
-from tests.conftest import LOCAL_SECRET, run_app, stored_call
+from tests.conftest import LOCAL_SECRET, eventually, run_app, settings_from, stored_call
+from tests.local_backend import FixedTranscript, RecordingChat, ToneVoice
 from tests.realtime_types import ORDER_TOOL, BetaEvent, ask, collect, validate
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-
-class FixedTranscript:
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.heard_ms: list[int] = []
-
-    async def transcribe(self, pcm16_24k: bytes) -> str:
-        self.heard_ms.append(len(pcm16_24k) // 48)
-        return self.text
-
-
-class ToneVoice:
-    """Speaks every word as 80 ms of a 500 Hz tone."""
-
-    async def synthesize(self, text: str, voice: str) -> bytes:
-        words = max(1, len(text.split()))
-        t = np.arange(int(0.08 * words * 24000)) / 24000
-        return (8000 * np.sin(2 * np.pi * 500 * t)).astype("<i2").tobytes()
 
 
 @pytest.mark.parametrize("dialect", ["ga", "beta"])
@@ -93,6 +81,7 @@ async def test_the_openai_sdk_drives_the_local_backend(
 
 
 async def test_a_phone_call_through_the_bridge_into_the_local_backend(
+    base_env: dict[str, str],
     base_settings: Settings,
 ) -> None:
     """Caller speaks, the local backend transcribes, the demo agent calls the order tool
@@ -100,19 +89,19 @@ async def test_a_phone_call_through_the_bridge_into_the_local_backend(
     stt = FixedTranscript("Where is my order 4417?")
     providers = Providers(stt, DemoAgent(), ToneVoice())
     async with run_app(base_settings, local_providers=providers) as backend:
-        settings = dataclasses.replace(
-            base_settings,
-            realtime_url=backend.url.replace("http", "ws") + "/v1/realtime",
-            realtime_model="local-demo",
-            bot_tools="bot.example_tools",
-            transcription_model="local",
+        settings = settings_from(
+            base_env,
+            REALTIME_URL=backend.url.replace("http", "ws") + "/v1/realtime",
+            REALTIME_MODEL="local-demo",
+            BOT_TOOLS="bot.example_tools",
+            REALTIME_TRANSCRIPTION_MODEL="local",
         )
         async with run_app(settings) as bridge:
-            question = audioop.lin2ulaw(tone(300, 1.0, 8000, dbfs=-12), 2)
+            question = pcm16_to_ulaw(tone(300, 1.0, 8000, dbfs=-12))
             result = await simulate(
                 bridge.url, auth_token=LOCAL_SECRET, say=question, duration_s=3.5
             )
-            await asyncio.sleep(0.4)
+            await bridge.calls_done()
     # Speech from 0 (no room for the prefix padding) to 1 s, plus the 500 ms of silence
     # that ended the turn, as the hosted API commits it.
     assert stt.heard_ms and stt.heard_ms[0] == pytest.approx(1500, abs=40)
@@ -130,72 +119,86 @@ async def test_a_phone_call_through_the_bridge_into_the_local_backend(
     )
 
 
+async def test_the_embedded_default_talks_to_the_backend_in_process(
+    tmp_path: Path,
+) -> None:
+    """No key and no URL: calls reach the local backend through an in-memory channel, as
+    μ-law both ways, and the call log and the backend agree on what the caller heard."""
+    stt = FixedTranscript("Where is my order 4417?")
+    chat = RecordingChat(DemoAgent())
+    settings = Settings.from_env({"BOT_DATA_DIR": str(tmp_path)})
+    assert settings.realtime.local
+    providers = Providers(stt, chat, ToneVoice(), transcription_prompt="Order numbers: digits.")
+    async with run_app(settings, local_providers=providers) as app:
+        # The demo greeting is 12 words (960 ms of tone); the caller talks over it at 0.5 s.
+        question = pcm16_to_ulaw(tone(300, 1.0, 8000, dbfs=-12))
+        result = await simulate(
+            app.url,
+            auth_token=LOCAL_SECRET,
+            barge_in_at_s=0.5,
+            barge_in=question,
+            duration_s=4.0,
+        )
+        await app.calls_done()
+    assert len(result.clears) == 1
+    assert stt.prompts == ["Order numbers: digits."]  # one caller turn, primed
+    call = await stored_call(settings, result.call_sid)
+    assert (call["provider"], call["dialect"], call["audio_mode"]) == (
+        "local",
+        "in-process",
+        "g711_ulaw",
+    )
+    greeting, question_turn, answer = [t for t in call["turns"] if t["text"]][:3]
+    assert greeting["interrupted"] and question_turn["text"] == "Where is my order 4417?"
+    assert answer["text"] == "Order 4417 is shipped. It should arrive Friday."
+    # The backend's memory of the greeting is exactly what the call log says was heard.
+    [remembered] = [
+        m["content"] for m in chat.calls[-1] if m["role"] == "assistant" and m["content"]
+    ][:1]
+    assert remembered == greeting["heard_text"]
+    assert 0 < len(remembered) < len(greeting["text"])
+
+
 class Broken:
     """Every service fails: one raises, one hangs, one raises."""
 
-    async def transcribe(self, pcm16_24k: bytes) -> str:
+    async def transcribe(self, pcm16: bytes, rate_hz: int, prompt: str | None) -> str:
         raise RuntimeError("speech model crashed")
 
     async def stream(self, instructions: str, messages: list, tools: list):  # type: ignore[no-untyped-def]
         await asyncio.sleep(10)  # hangs past the timeout
         yield None
 
-    async def synthesize(self, text: str, voice: str) -> bytes:
+    async def synthesize(self, text: str, voice: str) -> Speech:
         raise RuntimeError("voice crashed")
 
 
 async def test_failing_providers_give_error_events_and_the_session_goes_on() -> None:
-    from bot.localrt.server import serve_realtime
-
     broken = Broken()
-    incoming: asyncio.Queue[str] = asyncio.Queue()
-    sent: list[dict] = []
+    sent: list[dict[str, Any]] = []
 
-    async def send(text: str) -> None:
-        event = json.loads(text)
-        validate(event, "ga")
-        sent.append(event)
+    async def send(event: ServerEvent) -> None:
+        text = encode_server_event(event, Dialect.GA, "event_1")
+        if text is not None:
+            validate(json.loads(text), "ga")
+            sent.append(json.loads(text))
 
-    server = asyncio.create_task(
-        serve_realtime(
-            incoming.get,
-            send,
-            Providers(broken, broken, broken),  # type: ignore[arg-type]
-            model="local",
-            dialect="ga",
-            provider_timeout_s=0.2,
-        )
-    )
-    await incoming.put(json.dumps({"type": "response.create"}))
-    await asyncio.sleep(0.5)
-    kinds = [e["type"] for e in sent]
-    assert "error" in kinds and kinds[-1] == "response.done"
-    assert sent[-1]["response"]["status"] == "failed"
+    def kinds() -> list[str]:
+        return [e["type"] for e in sent]
+
+    providers = Providers(broken, broken, broken)  # type: ignore[arg-type]
+    local = LocalSession(providers, send, model="local", provider_timeout_s=0.2)
+    await local.open()
+    await local.receive(CreateResponse())
+    await eventually(lambda: kinds()[-1] == "response.done", what="the response ending")
+    assert "error" in kinds() and sent[-1]["response"]["status"] == "failed"
     # Speech the model could not transcribe: a failed transcription, and the call goes on.
-    loud = tone(300, 0.5, 24000, dbfs=-12) + bytes(int(0.6 * 24000) * 2)
-    await incoming.put(
-        json.dumps(
-            {
-                "type": "input_audio_buffer.append",
-                "audio": __import__("base64").b64encode(loud).decode(),
-            }
-        )
-    )
-    await asyncio.sleep(0.6)
-    assert "conversation.item.input_audio_transcription.failed" in [e["type"] for e in sent]
-    await incoming.put(
-        json.dumps(
-            {
-                "type": "session.update",
-                "session": {"type": "realtime", "instructions": "Still here?"},
-            }
-        )
-    )
-    await asyncio.sleep(0.1)
+    await local.receive(AppendAudio(tone(300, 0.5, 24000, dbfs=-12) + bytes(int(0.6 * 24000) * 2)))
+    failed = "conversation.item.input_audio_transcription.failed"
+    await eventually(lambda: failed in kinds(), what="the transcription failing")
+    await local.receive(SessionUpdate(SessionConfig(instructions="Still here?")))
     assert sent[-1]["type"] == "session.updated"
-    server.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await server
+    local.stop()
 
 
 @pytest.mark.timeout(120)

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 from openai import AsyncOpenAI
 
-from bot.config import Secret, Settings
 from bot.localrt.openai_compat import (
     CompatibleChat,
     CompatibleSpeech,
@@ -15,8 +12,8 @@ from bot.localrt.openai_compat import (
     ProviderError,
 )
 from bot.localrt.providers import ChatDone, TextDelta, ToolCall
-from bot.web import offline_providers
-from tests.conftest import run_app
+from bot.localrt.services import local_providers
+from tests.conftest import run_app, settings_from
 from tests.fake_openai import FakeOpenAI
 from tests.realtime_types import ORDER_TOOL, ask
 
@@ -53,14 +50,15 @@ async def test_streaming_chat_with_tools_transcription_and_speech() -> None:
         )
 
         stt = CompatibleTranscriber(api.url, "whisper-1", None)
-        assert await stt.transcribe(b"\x00\x00" * 24000) == "Where is my order 4417?"
+        assert await stt.transcribe(b"\x00\x00" * 8000, 8000, "Acme") == "Where is my order 4417?"
         assert api.requests[-1] == (
             "transcribe",
-            {"model": "whisper-1", "bytes": 44 + 48000, "riff": b"RIFF"},
+            {"model": "whisper-1", "bytes": 44 + 16000, "riff": b"RIFF", "prompt": "Acme"},
         )
 
         tts = CompatibleSpeech(api.url, "gpt-4o-mini-tts", None, "coral")
-        assert len(await tts.synthesize("Your order shipped.", "alloy")) == 3 * 4800
+        speech = await tts.synthesize("Your order shipped.", "alloy")
+        assert (len(speech.pcm16), speech.rate_hz) == (3 * 4800, 24000)
         assert api.requests[-1] == (
             "speech",
             {
@@ -79,17 +77,17 @@ async def test_a_failing_service_raises_a_clear_error() -> None:
             [e async for e in chat.stream("x", [{"role": "user", "content": "hi"}], [])]
 
 
-async def test_the_local_backend_on_compatible_services(base_settings: Settings) -> None:
+async def test_the_local_backend_on_compatible_services(base_env: dict[str, str]) -> None:
     async with FakeOpenAI() as api:
-        settings = dataclasses.replace(
-            base_settings,
-            local_stt_url=api.url,
-            local_llm_url=api.url,
-            local_llm_model="qwen2.5",
-            local_tts_url=api.url,
-            local_api_key=Secret("local-key"),
+        settings = settings_from(
+            base_env,
+            LOCAL_STT_URL=api.url,
+            LOCAL_LLM_URL=api.url,
+            LOCAL_LLM_MODEL="qwen2.5",
+            LOCAL_TTS_URL=api.url,
+            LOCAL_API_KEY="local-key",
         )
-        providers = offline_providers(settings)
+        providers = local_providers(settings.local)
         assert isinstance(providers.chat, CompatibleChat)
         async with run_app(settings, local_providers=providers) as app:
             client = AsyncOpenAI(

@@ -3,12 +3,14 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from bot.recorder import prune_recordings
-from bot.storage import CallStore, LogBatch, utcnow
+from bot.calllog.retention import prune_recordings
+from bot.store.calls import LogBatch
+from bot.store.schema import utcnow
+from bot.store.store import Store
 
 
 async def test_old_recordings_are_deleted_and_unlinked_from_their_calls(tmp_path: Path) -> None:
-    store = await CallStore.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
+    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'calls.db'}")
     old, recent = tmp_path / "old.wav", tmp_path / "recent.wav"
     for path in (old, recent):
         path.write_bytes(b"RIFF")
@@ -25,12 +27,12 @@ async def test_old_recordings_are_deleted_and_unlinked_from_their_calls(tmp_path
             {"started_at": utcnow() - dt.timedelta(days=1), "recording_path": str(recent)},
         )
     )
-    await store.write(batch)
-    assert await prune_recordings(store, retention_days=0) == 0  # 0 keeps everything
-    assert await prune_recordings(store, retention_days=30) == 1
+    await store.calls.write(batch)
+    assert await prune_recordings(store.calls, retention_days=0) == 0  # 0 keeps everything
+    assert await prune_recordings(store.calls, retention_days=30) == 1
     assert not old.exists() and recent.exists()
-    gone = await store.get_call("CA" + "1" * 32)
-    kept = await store.get_call("CA" + "2" * 32)
+    gone = await store.calls.get_call("CA" + "1" * 32)
+    kept = await store.calls.get_call("CA" + "2" * 32)
     await store.close()
     assert gone is not None and gone["recording_path"] is None
     assert kept is not None and kept["recording_path"] == str(recent)

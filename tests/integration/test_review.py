@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import dataclasses
 import json
 import re
 import sys
@@ -14,9 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.config import Secret, Settings
-from bot.storage import CallStore
-from tests.conftest import RunningApp, run_app
+from bot.config import Settings
+from bot.store.store import Store
+from tests.conftest import RunningApp, run_app, settings_from
 from tests.seed import CUT_CALL, ORDER_CALL, seed
 
 PASSWORD = "correct horse battery"
@@ -31,14 +30,14 @@ CALL_DATA_URLS = [
 
 
 async def seeded(settings: Settings, fillers: int = 0) -> None:
-    store = await CallStore.open(settings.database)
-    await seed(store, settings.recordings_path, fillers)
+    store = await Store.open(settings.calllog.database)
+    await seed(store.calls, settings.calllog.recordings_path, fillers)
     await store.close()
 
 
 @pytest.fixture
-async def review_app(database_settings: Settings) -> AsyncIterator[RunningApp]:
-    settings = dataclasses.replace(database_settings, review_password=Secret(PASSWORD))
+async def review_app(database_env: dict[str, str]) -> AsyncIterator[RunningApp]:
+    settings = settings_from(database_env, REVIEW_PASSWORD=PASSWORD)
     await seeded(settings)
     async with run_app(settings) as app:
         yield app
@@ -136,13 +135,13 @@ async def test_json_api(review_app: RunningApp) -> None:
             assert response.status == 404
 
 
-async def test_metrics(base_settings: Settings) -> None:
+async def test_metrics(base_env: dict[str, str]) -> None:
     from bot.simulator import simulate
     from tests.conftest import LOCAL_SECRET
     from tests.fake_realtime import FakeRealtime, pcm16_tone
 
     async with FakeRealtime(answer=pcm16_tone(500, 0.4), vad_threshold_rms=1e9) as fake:
-        settings = dataclasses.replace(base_settings, realtime_url=fake.url, bot_greeting="Hi")
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
         async with run_app(settings) as app:
             await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=0.8)
             async with aiohttp.ClientSession() as http, http.get(app.url + "/metrics") as r:
@@ -158,7 +157,8 @@ async def test_metrics(base_settings: Settings) -> None:
 
 async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
     env = {
-        "DATABASE_URL": settings.database_url or f"sqlite:///{settings.data_dir / 'calls.db'}",
+        "DATABASE_URL": settings.calllog.database_url
+        or f"sqlite:///{settings.calllog.data_dir / 'calls.db'}",
         "PATH": "/usr/bin:/bin",
     }
     process = await asyncio.create_subprocess_exec(

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from bot.config import Secret, Settings
-from bot.storage import CallStore
-from tests.conftest import run_app
+from bot.store.store import Store
+from tests.conftest import run_app, settings_from
 from tests.seed import CUT_CALL, ORDER_CALL, seed
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -20,12 +18,12 @@ PASSWORD = "review-password-123"
 
 
 @pytest.mark.timeout(120)
-async def test_review_in_a_real_browser(base_settings: Settings) -> None:
+async def test_review_in_a_real_browser(base_env: dict[str, str]) -> None:
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium is not installed (scripts/test installs it with apt-get)")
-    settings = dataclasses.replace(base_settings, review_password=Secret(PASSWORD))
-    store = await CallStore.open(settings.database)
-    await seed(store, settings.recordings_path)
+    settings = settings_from(base_env, REVIEW_PASSWORD=PASSWORD)
+    store = await Store.open(settings.calllog.database)
+    await seed(store.calls, settings.calllog.recordings_path)
     await store.close()
     ARTIFACTS.mkdir(exist_ok=True)
     async with run_app(settings) as app, async_playwright() as playwright:

@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 
-from bot.sansio.campaign import Policy, Window, after_call, parse_contacts, parse_dnc, plan
+from bot.outbound.core.campaign import Policy, Window, after_call, parse_contacts, parse_dnc, plan
 
 CSV = """phone,timezone,name,time
 +15550000001,America/New_York,Ann,3 pm

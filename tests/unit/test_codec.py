@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import random
-import warnings
 
 import numpy as np
 import pytest
 
-from bot.sansio.codec import (
+from bot.core.codec import (
     Downsampler,
-    PassthroughInbound,
-    PassthroughOutbound,
-    Pcm16ToUlaw,
-    UlawToPcm16,
+    PassthroughTranscoder,
+    Pcm16Transcoder,
     Upsampler,
+    interleave_stereo,
+    pcm16_to_ulaw,
+    resample,
+    to_pcm16_mono,
+    ulaw_to_pcm16,
 )
-from tests.audio_tools import level_dbfs_at, rms_dbfs, samples, tone
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
+from tests.audio_tools import level_dbfs_at, ratecv, rms_dbfs, samples, tone
 
 
 @pytest.mark.parametrize("freq_hz", [5000, 6000, 7000, 8000, 9000, 10000, 11000])
@@ -30,7 +28,7 @@ def test_downsampling_rejects_aliases_by_60_db(freq_hz: int) -> None:
 
 
 def test_ratecv_fails_the_alias_bar_so_the_measurement_is_meaningful() -> None:
-    out, _ = audioop.ratecv(tone(6000, 1.0, 24000, dbfs=-6), 2, 1, 24000, 8000, None)
+    out = ratecv(tone(6000, 1.0, 24000, dbfs=-6), 24000, 8000)
     assert rms_dbfs(out) > -20  # folds to 2 kHz at nearly full level
 
 
@@ -71,8 +69,8 @@ def test_output_is_identical_whatever_the_chunking(seed: int) -> None:
         narrow
     )
     # Realtime deltas may split a sample: odd lengths must change nothing.
-    assert _chunked(Pcm16ToUlaw().process, speechlike, seed, 1999, even=False) == (
-        Pcm16ToUlaw().process(speechlike)
+    assert _chunked(Pcm16Transcoder().to_caller, speechlike, seed, 1999, even=False) == (
+        Pcm16Transcoder().to_caller(speechlike)
     )
 
 
@@ -108,23 +106,41 @@ def test_no_bursts_every_20_ms_frame_comes_out_at_once() -> None:
 
 
 def test_round_trip_keeps_a_tone_at_its_frequency_and_level() -> None:
-    ulaw = audioop.lin2ulaw(tone(1000, 1.0, 8000, dbfs=-10), 2)
-    pcm24 = UlawToPcm16().process(ulaw)
+    ulaw = pcm16_to_ulaw(tone(1000, 1.0, 8000, dbfs=-10))
+    pcm24 = Pcm16Transcoder().to_model(ulaw)
     assert len(pcm24) == len(ulaw) * 6
-    back = audioop.ulaw2lin(Pcm16ToUlaw().process(pcm24), 2)
+    back = ulaw_to_pcm16(Pcm16Transcoder().to_caller(pcm24))
     assert level_dbfs_at(back, 1000, 8000) == pytest.approx(-10, abs=0.5)
 
 
-def test_reset_forgets_history() -> None:
-    codec = Pcm16ToUlaw()
-    codec.process(tone(1000, 0.1, 24000) + b"\x01")  # leaves history and an odd byte
-    codec.reset()
-    fresh = Pcm16ToUlaw()
+def test_forgetting_an_answer_forgets_its_history() -> None:
+    codec = Pcm16Transcoder()
+    codec.to_caller(tone(1000, 0.1, 24000) + b"\x01")  # leaves history and an odd byte
+    codec.forget_answer()
+    fresh = Pcm16Transcoder()
     chunk = tone(500, 0.1, 24000)
-    assert codec.process(chunk) == fresh.process(chunk)
+    assert codec.to_caller(chunk) == fresh.to_caller(chunk)
 
 
 def test_passthrough_is_the_identity() -> None:
     payload = bytes(range(256))
-    assert PassthroughInbound().process(payload) is payload
-    assert PassthroughOutbound().process(payload) is payload
+    assert PassthroughTranscoder().to_model(payload) is payload
+    assert PassthroughTranscoder().to_caller(payload) is payload
+
+
+def test_whole_clips_are_resampled_with_an_anti_alias_filter() -> None:
+    """For speech the local backend makes or hears: 22.05 kHz voices, 16 kHz Whisper."""
+    alias = resample(tone(6000, 1.0, 22050, dbfs=-6), 22050, 8000)
+    assert rms_dbfs(alias) < -6 - 60  # above 4 kHz: filtered, not folded
+    kept = resample(tone(1000, 1.0, 22050, dbfs=-6), 22050, 8000)
+    assert level_dbfs_at(kept, 1000, 8000) == pytest.approx(-6, abs=0.5)
+    assert len(resample(tone(1000, 1.0, 8000), 8000, 16000)) == 2 * 16000
+
+
+def test_wav_frames_of_any_width_become_pcm16_mono() -> None:
+    assert to_pcm16_mono(bytes([128, 255]), 1, 1) == b"\x00\x00\x00\x7f"
+    stereo = interleave_stereo(b"\x10\x00\x20\x00", b"\x30\x00\x40\x00")
+    assert stereo == b"\x10\x00\x30\x00\x20\x00\x40\x00"
+    assert to_pcm16_mono(stereo, 2, 2) == b"\x20\x00\x30\x00"
+    with pytest.raises(ValueError, match="channels"):
+        to_pcm16_mono(b"\0" * 12, 2, 3)

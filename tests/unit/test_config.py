@@ -1,30 +1,35 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bot.config import DEFAULT_REALTIME_URL, Settings
+from bot.call.realtime_socket import realtime_headers, realtime_url, redact_url
+from bot.config import DEFAULT_REALTIME_URL, Settings, settings_tables
+from bot.core.realtime.dialects import Dialect
+from bot.core.realtime.events import AudioFormat
 from bot.errors import ConfigError
-from bot.realtime_client import realtime_headers, realtime_url, redact_url
-from bot.sansio.realtime import AudioFormat, Dialect
 
 
 def test_defaults_start_a_local_loopback_server() -> None:
     settings = Settings.from_env({})
     assert settings.local_mode
-    assert settings.host == "127.0.0.1" and settings.port == 5050
-    assert settings.realtime_url == DEFAULT_REALTIME_URL
-    assert settings.realtime_dialect is Dialect.GA
-    assert settings.realtime_audio is AudioFormat.PCM16
-    assert settings.local_backend  # no key, no URL: the offline pipeline answers
-    assert settings.bot_tools == "bot.example_tools" and settings.bot_greeting
+    assert settings.server.host == "127.0.0.1" and settings.server.port == 5050
+    assert settings.server.base_url == "http://127.0.0.1:5050"
+    assert settings.realtime.url == DEFAULT_REALTIME_URL
+    assert settings.realtime.dialect is Dialect.GA
+    assert settings.realtime.audio is AudioFormat.PCM16
+    assert settings.realtime.local  # no key, no URL: the offline pipeline answers
+    assert settings.call.tools_module == "bot.example_tools" and settings.call.greeting
     assert any("local offline backend" in warning for warning in settings.warnings)
-    assert not Settings.from_env({"OPENAI_API_KEY": "sk"}).local_backend
-    assert not Settings.from_env({"REALTIME_URL": "ws://127.0.0.1:9/v1/realtime"}).local_backend
+    assert not Settings.from_env({"OPENAI_API_KEY": "sk"}).realtime.local
+    assert not Settings.from_env({"REALTIME_URL": "ws://127.0.0.1:9/v1/realtime"}).realtime.local
+    assert Settings.from_env({"REALTIME_API_KEY": " ", "OPENAI_API_KEY": "sk"}).realtime.api_key
 
 
 def test_without_auth_token_a_public_host_is_refused() -> None:
     settings = Settings.from_env({"HOST": "0.0.0.0"})
-    assert settings.host == "127.0.0.1"
+    assert settings.server.host == "127.0.0.1"
     assert any("HOST=0.0.0.0 ignored" in warning for warning in settings.warnings)
 
 
@@ -77,17 +82,18 @@ def test_production_settings() -> None:
         }
     )
     assert not settings.local_mode
-    assert settings.host == "0.0.0.0"
-    assert settings.public_url == "https://bot.example.com"
-    assert settings.realtime_api_key is not None and settings.realtime_api_key.reveal() == "sk-test"
+    assert settings.server.host == "0.0.0.0"
+    assert settings.server.public_url == "https://bot.example.com"
+    key = settings.realtime.api_key
+    assert key is not None and key.reveal() == "sk-test"
     assert "sk-test" not in repr(settings)
-    assert settings.bot_greeting == "Hello!"
+    assert settings.call.greeting == "Hello!"
 
 
 def test_openai_ga_url_and_headers() -> None:
     settings = Settings.from_env({"REALTIME_API_KEY": "sk-1", "REALTIME_MODEL": "gpt-realtime"})
-    assert realtime_url(settings) == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
-    assert realtime_headers(settings) == {"Authorization": "Bearer sk-1"}
+    assert realtime_url(settings.realtime) == "wss://api.openai.com/v1/realtime?model=gpt-realtime"
+    assert realtime_headers(settings.realtime) == {"Authorization": "Bearer sk-1"}
 
 
 def test_azure_ga_shape() -> None:
@@ -99,10 +105,10 @@ def test_azure_ga_shape() -> None:
             "REALTIME_API_KEY": "az-key",
         }
     )
-    assert realtime_url(settings) == (
+    assert realtime_url(settings.realtime) == (
         "wss://res.openai.azure.com/openai/v1/realtime?model=my-deployment"
     )
-    assert realtime_headers(settings) == {"api-key": "az-key"}
+    assert realtime_headers(settings.realtime) == {"api-key": "az-key"}
 
 
 def test_azure_preview_shape_speaks_beta() -> None:
@@ -118,9 +124,12 @@ def test_azure_preview_shape_speaks_beta() -> None:
             "REALTIME_API_KEY": "az-key",
         }
     )
-    assert realtime_url(settings) == url  # the deployment names the model; nothing added
-    assert realtime_headers(settings) == {"api-key": "az-key", "OpenAI-Beta": "realtime=v1"}
-    assert settings.bot_voice == "alloy"
+    assert realtime_url(settings.realtime) == url  # the deployment names the model; nothing added
+    assert realtime_headers(settings.realtime) == {
+        "api-key": "az-key",
+        "OpenAI-Beta": "realtime=v1",
+    }
+    assert settings.realtime.voice == "alloy"
 
 
 def test_compatible_provider_with_its_own_model_ids() -> None:
@@ -132,7 +141,7 @@ def test_compatible_provider_with_its_own_model_ids() -> None:
             "REALTIME_API_KEY": "k",
         }
     )
-    assert realtime_url(settings) == (
+    assert realtime_url(settings.realtime) == (
         "wss://voice.example.net/v1/realtime?model=opeai/AudioLLM/Voice2"
     )
 
@@ -142,3 +151,33 @@ def test_redacted_urls_hide_keys() -> None:
         redact_url("wss://h/x?api-key=SECRET&deployment=d") == "wss://h/x?api-key=***&deployment=d"
     )
     assert "pw" not in redact_url("wss://user:pw@h:8443/x")
+
+
+def test_a_blank_transcription_model_turns_transcription_off() -> None:
+    assert Settings.from_env({}).realtime.transcription_model == "gpt-4o-mini-transcribe"
+    assert (
+        Settings.from_env({"REALTIME_TRANSCRIPTION_MODEL": ""}).realtime.transcription_model is None
+    )
+
+
+def test_the_readme_settings_tables_are_generated_from_the_settings_table() -> None:
+    """The README is the user's reference: it must list exactly what the code reads."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    for name, table in settings_tables().items():
+        start, end = f"<!-- settings:{name} -->", f"<!-- /settings:{name} -->"
+        assert start in readme and end in readme, f"README lacks the {name} settings markers"
+        shown = readme.split(start, 1)[1].split(end, 1)[0].strip()
+        assert shown == table, (
+            f"README {name} settings are stale; put this between the markers:\n{table}"
+        )
+
+
+def test_nothing_outside_the_config_module_reads_the_environment() -> None:
+    root = Path(__file__).parents[2] / "bot"
+    readers = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if path.name != "config.py"
+        and any(needle in path.read_text() for needle in ("os.environ", "os.getenv", "getenv("))
+    ]
+    assert readers == []

@@ -1,16 +1,11 @@
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from bot.sansio.recording import StereoTimeline
+from bot.calllog.core.timeline import StereoTimeline
+from bot.core.codec import pcm16_to_ulaw
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
-
-LOUD = audioop.lin2ulaw(np.full(160, 8000, "<i2").tobytes(), 2)  # 20 ms
+LOUD = pcm16_to_ulaw(np.full(160, 8000, "<i2").tobytes())  # 20 ms
 
 
 def channels(stereo: bytes) -> tuple[np.ndarray, np.ndarray]:

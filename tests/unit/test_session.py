@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import json
+from typing import Any
 
-from bot.sansio import realtime as rt
-from bot.sansio import twilio as tw
-from bot.sansio.session import (
-    CallSession,
-    CallState,
+from bot.call.core.messages import (
+    Command,
     DigitPressed,
     EndCall,
     HangUp,
@@ -17,72 +14,99 @@ from bot.sansio.session import (
     LeaveVoicemail,
     Notice,
     PlayedAudio,
+    Report,
     RunTool,
     SendToRealtime,
     SendToTwilio,
     Transfer,
     TurnRecord,
-    cut_heard_text,
 )
+from bot.call.core.session import CallSession, Phase
+from bot.core import twilio as tw
+from bot.core.realtime import events as rt
+from bot.core.realtime.client import encode_client_event
+from bot.core.realtime.dialects import Dialect
 from tests.audio_tools import tone
 
 SID = "MZ" + "0" * 32
 CALL = "CA" + "0" * 32
 
 
-def pcm_session(**kw: object) -> CallSession:
-    return CallSession(SID, CALL, rt.AudioFormat.PCM16, **kw)  # type: ignore[arg-type]
+def pcm_session(**kw: Any) -> CallSession:
+    return CallSession(SID, CALL, rt.AudioFormat.PCM16, **kw)
 
 
-def delta(item: str, audio: bytes, response: str = "resp_1") -> rt.RealtimeAudioDelta:
-    return rt.RealtimeAudioDelta(response, item, base64.b64encode(audio).decode())
+def delta(item: str, audio: bytes, response: str = "resp_1") -> rt.AudioDelta:
+    return rt.AudioDelta(response, item, audio)
 
 
-def to_twilio(commands: list) -> list[dict]:
-    return [json.loads(c.text) for c in commands if isinstance(c, SendToTwilio)]
+def created(response: str = "resp_1") -> rt.ResponseCreated:
+    return rt.ResponseCreated(rt.ResponseInfo(response, "in_progress"))
 
 
-def to_realtime(commands: list) -> list[dict]:
-    return [json.loads(c.text) for c in commands if isinstance(c, SendToRealtime)]
+def done(response: str = "resp_1", status: str = "completed", reason: str | None = None) -> Any:
+    return rt.ResponseDone(rt.ResponseInfo(response, status, reason))
 
 
-def marks(messages: list[dict]) -> list[str]:
+def assistant_item(response: str, item: str) -> rt.OutputItemAdded:
+    return rt.OutputItemAdded(response, 0, rt.Item(item, "message", role="assistant"))
+
+
+def to_twilio(commands: list[Command]) -> list[dict[str, Any]]:
+    """What Twilio would receive, as JSON."""
+    return [json.loads(tw.encode(c.message)) for c in commands if isinstance(c, SendToTwilio)]
+
+
+def to_realtime(commands: list[Command]) -> list[dict[str, Any]]:
+    """What the Realtime server would receive, as GA JSON."""
+    return [
+        json.loads(encode_client_event(c.event, Dialect.GA))
+        for c in commands
+        if isinstance(c, SendToRealtime)
+    ]
+
+
+def marks(messages: list[dict[str, Any]]) -> list[str]:
     return [m["mark"]["name"] for m in messages if m["event"] == "mark"]
+
+
+def payloads(messages: list[dict[str, Any]]) -> list[bytes]:
+    import base64
+
+    return [base64.b64decode(m["media"]["payload"]) for m in messages if m["event"] == "media"]
 
 
 def test_caller_audio_is_transcoded_to_24k_and_appended() -> None:
     session = pcm_session()
-    commands = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0))
-    [append] = to_realtime(commands)
-    assert append["type"] == "input_audio_buffer.append"
-    assert len(base64.b64decode(append["audio"])) == 960  # 20 ms of 24 kHz PCM16
+    [append] = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0))
+    assert isinstance(append, SendToRealtime) and isinstance(append.event, rt.AppendAudio)
+    assert len(append.event.audio) == 960  # 20 ms of 24 kHz PCM16
 
 
 def test_model_audio_goes_out_in_20_ms_chunks_each_followed_by_a_mark() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.105, 24000))))
     assert len(marks(sent)) == 5
-    media = [m for m in sent if m["event"] == "media"]
-    assert [m["event"] for m in sent] == ["media", "mark"] * len(media)
-    assert {len(base64.b64decode(m["media"]["payload"])) for m in media} == {160}
+    assert [m["event"] for m in sent] == ["media", "mark"] * 5
+    assert {len(p) for p in payloads(sent)} == {160}
     assert all(m["streamSid"] == SID for m in sent)
     # The partial last chunk (5 ms) goes out when the audio is done.
-    tail = to_twilio(session.handle_realtime(rt.RealtimeAudioDone("resp_1", "item_1")))
+    tail = to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
     assert [m["event"] for m in tail] == ["media", "mark"]
-    assert 0 < len(base64.b64decode(tail[0]["media"]["payload"])) < 160
+    assert 0 < len(payloads(tail)[0]) < 160
     assert len(set(marks(sent + tail))) == len(marks(sent + tail))
 
 
 def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 1.0, 24000))))
     names = marks(sent)
     assert len(names) == 50  # 1 s of audio, 20 ms per chunk
     for name in names[:10]:  # Twilio played 200 ms
         session.handle_twilio(tw.TwilioMark(name))
-    commands = session.handle_realtime(rt.RealtimeSpeechStarted(5000, "user_1"))
+    commands = session.handle_realtime(rt.SpeechStarted(5000, "user_1"))
     assert to_twilio(commands) == [{"event": "clear", "streamSid": SID}]
     assert to_realtime(commands) == [
         {
@@ -92,55 +116,54 @@ def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
             "audio_end_ms": 200,
         }
     ]
-    [interrupted] = [c for c in commands if isinstance(c, Interrupted)]
+    [interrupted] = [r for r in session.take_reports() if isinstance(r, Interrupted)]
     assert interrupted == Interrupted("item_1", 200, 1000, cleared=True, at_ms=0)
-    assert session.stats.clears == 1 and session.stats.interruptions == 1
+    assert session.stats.playback.clears == 1 and session.stats.interruptions == 1
 
 
 def test_after_clear_echoed_marks_and_late_deltas_change_nothing() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     names = marks(to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.5, 24000)))))
     session.handle_twilio(tw.TwilioMark(names[0]))
-    session.handle_realtime(rt.RealtimeSpeechStarted(100, "user_1"))
+    session.handle_realtime(rt.SpeechStarted(100, "user_1"))
     # Twilio sends back every flushed mark: none of them was played.
     for name in names[1:]:
         assert session.handle_twilio(tw.TwilioMark(name)) == []
-    assert session.stats.marks_played == 1
+    assert session.stats.playback.marks_played == 1
     # The server was still streaming the interrupted answer.
     assert session.handle_realtime(delta("item_1", tone(500, 0.2, 24000))) == []
     assert session.stats.deltas_dropped == 1
-    done = session.handle_realtime(
-        rt.RealtimeResponseDone("resp_1", "cancelled", "turn_detected", None)
-    )
-    assert not [c for c in done if isinstance(c, Notice) and c.level == "warning"]
+    session.take_reports()
+    session.handle_realtime(done(status="cancelled", reason="turn_detected"))
+    assert not [r for r in session.take_reports() if isinstance(r, Notice) and r.level == "warning"]
     # The next answer plays normally.
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_2"))
+    session.handle_realtime(created("resp_2"))
     fresh = to_twilio(session.handle_realtime(delta("item_2", tone(500, 0.1, 24000), "resp_2")))
     assert [m["event"] for m in fresh][:2] == ["media", "mark"]
-    assert session.playing
+    assert not session.playback.idle
 
 
 def test_barge_in_after_playback_finished_does_nothing() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.2, 24000))))
-    sent += to_twilio(session.handle_realtime(rt.RealtimeAudioDone("resp_1", "item_1")))
-    session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
+    sent += to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
+    session.handle_realtime(done())
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
-    assert not session.playing
-    commands = session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2"))
+    assert session.playback.idle
+    commands = session.handle_realtime(rt.SpeechStarted(9000, "user_2"))
     assert to_twilio(commands) == [] and to_realtime(commands) == []
 
 
 def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))))
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
-    commands = session.handle_realtime(rt.RealtimeSpeechStarted(9000, "user_2"))
+    commands = session.handle_realtime(rt.SpeechStarted(9000, "user_2"))
     assert to_twilio(commands) == []
     [truncate] = to_realtime(commands)
     assert truncate["audio_end_ms"] == 100  # all 5 chunks played; the response goes on
@@ -149,28 +172,24 @@ def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() 
 
 def test_truncation_never_exceeds_audio_received() -> None:
     session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", b"\x7f" * 4000)))
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
-    [truncate] = to_realtime(session.handle_realtime(rt.RealtimeSpeechStarted(1, None)))
+    [truncate] = to_realtime(session.handle_realtime(rt.SpeechStarted(1, None)))
     assert truncate["audio_end_ms"] == 500 == 4000 // 8
 
 
-def test_passthrough_forwards_payloads_untouched() -> None:
+def test_passthrough_forwards_audio_untouched_in_20_ms_chunks() -> None:
     session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
-    inbound = base64.b64encode(bytes(range(160))).decode()
-    [append] = to_realtime(
-        session.handle_twilio(
-            tw.parse(json.dumps({"event": "media", "media": {"payload": inbound}}))
-        )
-    )
-    assert append["audio"] == inbound
-    outbound = base64.b64encode(bytes(range(256)) * 3).decode()
-    sent = to_twilio(session.handle_realtime(delta("item_1", base64.b64decode(outbound))))
-    payloads = [m["media"]["payload"] for m in sent if m["event"] == "media"]
-    assert "".join(payloads) == outbound
-    assert all(len(base64.b64decode(p)) <= 162 for p in payloads)
+    inbound = bytes(range(160))
+    [append] = session.handle_twilio(tw.TwilioMedia(inbound, 0))
+    assert isinstance(append, SendToRealtime) and append.event == rt.AppendAudio(inbound)
+    outbound = bytes(range(256)) * 3
+    sent = to_twilio(session.handle_realtime(delta("item_1", outbound)))
+    sent += to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
+    assert b"".join(payloads(sent)) == outbound
+    assert [len(p) for p in payloads(sent)] == [160, 160, 160, 160, 128]
 
 
 def test_greeting_asks_the_model_to_speak_first() -> None:
@@ -183,28 +202,29 @@ def test_greeting_asks_the_model_to_speak_first() -> None:
 def test_stop_ends_the_call_and_later_events_are_ignored() -> None:
     session = pcm_session()
     assert session.handle_twilio(tw.TwilioStop(CALL)) == [EndCall("caller", "caller hung up")]
-    assert session.state is CallState.ENDED
+    assert session.phase is Phase.ENDED
     assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0)) == []
     assert session.handle_realtime(delta("item_1", b"\0" * 960)) == []
 
 
 def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
     session = pcm_session()
-    quiet = session.handle_realtime(rt.RealtimeError("response_cancel_not_active", "m", None))
-    assert quiet == [Notice("debug", "realtime: response_cancel_not_active")]
-    ordinary = session.handle_realtime(rt.RealtimeError("invalid_value", "bad", None))
-    assert isinstance(ordinary[0], Notice) and ordinary[0].level == "warning"
-    assert session.state is CallState.STREAMING
-    fatal = session.handle_realtime(rt.RealtimeError("session_expired", "60 minutes", None))
-    assert isinstance(fatal[0], EndCall) and fatal[0].by == "realtime"
-    assert session.state is CallState.ENDED
+    assert session.handle_realtime(rt.ErrorEvent("response_cancel_not_active", "m")) == []
+    assert session.take_reports() == [Notice("debug", "realtime: response_cancel_not_active", 0)]
+    assert session.handle_realtime(rt.ErrorEvent("invalid_value", "bad")) == []
+    [warning] = session.take_reports()
+    assert isinstance(warning, Notice) and warning.level == "warning"
+    assert session.phase is Phase.CONVERSING
+    [fatal] = session.handle_realtime(rt.ErrorEvent("session_expired", "60 minutes"))
+    assert isinstance(fatal, EndCall) and fatal.by == "realtime"
+    assert session.phase is Phase.ENDED
 
 
 def test_dtmf_is_reported() -> None:
     session = pcm_session()
     session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 2340))
     commands = session.handle_twilio(tw.TwilioDtmf("5"))
-    assert commands[0] == DigitPressed("5", 2340)
+    assert session.take_reports() == [DigitPressed("5", 2340)]
     item, create = to_realtime(commands)
     assert item["item"]["content"] == [
         {"type": "input_text", "text": "[The caller pressed 5 on the phone keypad]"}
@@ -212,33 +232,20 @@ def test_dtmf_is_reported() -> None:
     assert create["type"] == "response.create"
 
 
-def test_a_delta_with_invalid_base64_is_skipped() -> None:
-    session = pcm_session()
-    bad = rt.RealtimeAudioDelta("resp_1", "item_1", "***not base64***")
-    [notice] = session.handle_realtime(bad)
-    assert isinstance(notice, Notice) and notice.level == "warning"
-    assert to_twilio(session.handle_realtime(delta("item_1", b"\0" * 960)))  # still works
-
-
 def test_barge_in_resets_the_output_resampler() -> None:
     """After an interruption the next answer starts from a clean filter, as a fresh call would."""
     interrupted = pcm_session()
-    interrupted.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    interrupted.handle_realtime(created())
     interrupted.handle_realtime(delta("item_1", tone(3000, 0.1, 24000, dbfs=-1)))
-    interrupted.handle_realtime(rt.RealtimeSpeechStarted(100, None))
-    interrupted.handle_realtime(
-        rt.RealtimeResponseDone("resp_1", "cancelled", "turn_detected", None)
-    )
+    interrupted.handle_realtime(rt.SpeechStarted(100, None))
+    interrupted.handle_realtime(done(status="cancelled", reason="turn_detected"))
     fresh = pcm_session()
     answer = tone(440, 0.1, 24000)
     for session in (interrupted, fresh):
-        session.handle_realtime(rt.RealtimeResponseCreated("resp_2"))
+        session.handle_realtime(created("resp_2"))
     after = to_twilio(interrupted.handle_realtime(delta("item_2", answer, "resp_2")))
     clean = to_twilio(fresh.handle_realtime(delta("item_2", answer, "resp_2")))
-    payloads = [
-        [m["media"]["payload"] for m in sent if m["event"] == "media"] for sent in (after, clean)
-    ]
-    assert payloads[0] == payloads[1]
+    assert payloads(after) == payloads(clean)
 
 
 def at(session: CallSession, ms: int) -> None:
@@ -246,13 +253,13 @@ def at(session: CallSession, ms: int) -> None:
     session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, ms))
 
 
-def turns(commands: list) -> list[TurnRecord]:
-    return [c for c in commands if isinstance(c, TurnRecord)]
+def turns(session: CallSession) -> list[TurnRecord]:
+    return [r for r in session.take_reports() if isinstance(r, TurnRecord)]
 
 
-def play_all(session: CallSession, sent: list[dict], from_ms: int) -> list:
+def play_all(session: CallSession, sent: list[dict[str, Any]], from_ms: int) -> list[Command]:
     """Twilio plays every chunk, acknowledging each mark 20 ms after the previous one."""
-    out: list = []
+    out: list[Command] = []
     for i, name in enumerate(marks(sent)):
         at(session, from_ms + 20 * (i + 1))
         out += session.handle_twilio(tw.TwilioMark(name))
@@ -261,24 +268,27 @@ def play_all(session: CallSession, sent: list[dict], from_ms: int) -> list:
 
 def test_a_caller_turn_is_recorded_from_vad_and_transcription() -> None:
     session = pcm_session()
-    [started] = turns(session.handle_realtime(rt.RealtimeSpeechStarted(1200, "u1")))
-    assert started == TurnRecord("u1", "caller", 1200, None, None)
-    [stopped] = turns(session.handle_realtime(rt.RealtimeSpeechStopped(2900, "u1")))
+    session.handle_realtime(rt.SpeechStarted(1200, "u1"))
+    assert turns(session) == [TurnRecord("u1", "caller", 1200, None, None)]
+    session.handle_realtime(rt.SpeechStopped(2900, "u1"))
+    [stopped] = turns(session)
     assert stopped.ended_ms == 2900
-    [done] = turns(session.handle_realtime(rt.RealtimeInputTranscript("u1", "Where is my order?")))
-    assert done == TurnRecord("u1", "caller", 1200, 2900, "Where is my order?")
+    session.handle_realtime(rt.InputTranscriptCompleted("u1", "Where is my order?"))
+    assert turns(session) == [TurnRecord("u1", "caller", 1200, 2900, "Where is my order?")]
 
 
 def test_an_answer_is_timed_by_marks_and_its_latency_runs_from_the_end_of_speech() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeSpeechStopped(2900, "u1"))
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
-    session.handle_realtime(rt.RealtimeOutputItemAdded("resp_1", "a1", "assistant"))
+    session.handle_realtime(rt.SpeechStopped(2900, "u1"))
+    session.handle_realtime(created())
+    session.handle_realtime(assistant_item("resp_1", "a1"))
     sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 0.1, 24000))))
-    transcript = turns(session.handle_realtime(rt.RealtimeTranscriptDone("a1", "It ships today.")))
-    assert transcript[0].ended_ms is None
-    session.handle_realtime(rt.RealtimeAudioDone("resp_1", "a1"))
-    records = turns(play_all(session, sent, from_ms=3500))
+    session.take_reports()
+    session.handle_realtime(rt.TranscriptDone("resp_1", "a1", "It ships today."))
+    assert turns(session)[0].ended_ms is None
+    session.handle_realtime(rt.AudioDone("resp_1", "a1"))
+    play_all(session, sent, from_ms=3500)
+    records = turns(session)
     first, last = records[0], records[-1]
     assert first.started_ms == 3500 and first.latency_ms == 3520 - 2900
     assert last == TurnRecord("a1", "assistant", 3500, 3600, "It ships today.", None, False, 620)
@@ -286,83 +296,92 @@ def test_an_answer_is_timed_by_marks_and_its_latency_runs_from_the_end_of_speech
 
 def test_an_interrupted_answer_keeps_its_full_text_and_what_was_heard() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
-    session.handle_realtime(rt.RealtimeOutputItemAdded("resp_1", "a1", "assistant"))
+    session.handle_realtime(created())
+    session.handle_realtime(assistant_item("resp_1", "a1"))
     sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 1.0, 24000))))
     text = "one two three four five six seven eight nine ten"
-    session.handle_realtime(rt.RealtimeTranscriptDone("a1", text))
+    session.handle_realtime(rt.TranscriptDone("resp_1", "a1", text))
     for name in marks(sent)[:25]:  # half of the answer played
         session.handle_twilio(tw.TwilioMark(name))
     at(session, 4000)
-    [record] = turns(session.handle_realtime(rt.RealtimeSpeechStarted(3990, None)))
+    session.take_reports()
+    session.handle_realtime(rt.SpeechStarted(3990, None))
+    [record] = turns(session)
     assert record.interrupted and record.ended_ms == 4000
     assert record.text == text
     assert record.heard_text == "one two three four five"
 
 
-def test_heard_text_is_cut_at_a_word_boundary() -> None:
-    assert cut_heard_text("hello there friend", 500, 1000) == "hello"
-    assert cut_heard_text("hello there friend", 990, 1000) == "hello there friend"
-    assert cut_heard_text("hello there friend", 0, 1000) == ""
+def test_transcript_deltas_place_the_cut_where_their_audio_played() -> None:
+    """Speech rate varies: each transcript delta is cut by the audio that followed it."""
+    session = pcm_session()
+    session.handle_realtime(created())
+    session.handle_realtime(assistant_item("resp_1", "a1"))
+    sent: list[dict[str, Any]] = []
+    for words, seconds in (("Yes. ", 1.0), ("Your order shipped on Monday afternoon. ", 1.0)):
+        session.handle_realtime(rt.TranscriptDelta("resp_1", "a1", words))
+        sent += to_twilio(session.handle_realtime(delta("a1", tone(500, seconds, 24000))))
+    session.handle_realtime(
+        rt.TranscriptDone("resp_1", "a1", "Yes. Your order shipped on Monday afternoon.")
+    )
+    for name in marks(sent)[:70]:  # 1.4 s: a slow "Yes." and 40 % of the second sentence
+        session.handle_twilio(tw.TwilioMark(name))
+    session.take_reports()
+    session.handle_realtime(rt.SpeechStarted(3990, None))
+    [record] = turns(session)
+    # In proportion to the whole answer's audio, 70 % of it would claim far more was heard.
+    assert record.heard_text == "Yes. Your order"
 
 
 def test_played_audio_is_reported_only_when_recording() -> None:
     quiet, recording = pcm_session(), pcm_session(record_audio=True)
     for session in (quiet, recording):
-        session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+        session.handle_realtime(created())
     answer = tone(500, 0.1, 24000)
     sent_quiet = to_twilio(quiet.handle_realtime(delta("a1", answer)))
     sent_recording = to_twilio(recording.handle_realtime(delta("a1", answer)))
-    assert not [c for c in play_all(quiet, sent_quiet, 0) if isinstance(c, PlayedAudio)]
-    played = [c for c in play_all(recording, sent_recording, 0) if isinstance(c, PlayedAudio)]
-    media = b"".join(
-        base64.b64decode(m["media"]["payload"]) for m in sent_recording if m["event"] == "media"
-    )
-    assert b"".join(p.ulaw for p in played) == media
+    play_all(quiet, sent_quiet, 0)
+    play_all(recording, sent_recording, 0)
+    assert not [r for r in quiet.take_reports() if isinstance(r, PlayedAudio)]
+    played = [r for r in recording.take_reports() if isinstance(r, PlayedAudio)]
+    assert b"".join(p.ulaw for p in played) == b"".join(payloads(sent_recording))
     assert played[-1].ended_ms == 100
 
 
 def function_call(
     name: str, arguments: str = "{}", response: str = "resp_1"
-) -> rt.RealtimeFunctionCall:
-    return rt.RealtimeFunctionCall(response, f"call_{name}", name, arguments)
+) -> rt.FunctionCallArguments:
+    return rt.FunctionCallArguments(response, f"fc_{name}", f"call_{name}", name, arguments)
+
+
+def actions(commands: list[Command]) -> list[Command]:
+    return [c for c in commands if isinstance(c, HangUp | Transfer)]
 
 
 def test_end_call_waits_for_the_goodbye_to_be_played() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 0.2, 24000))))
     commands = session.handle_realtime(function_call("end_call", '{"reason": "all done"}'))
-    assert [
-        json.loads(c.text)["item"]["type"] for c in commands if isinstance(c, SendToRealtime)
-    ] == ["function_call_output"]
-    assert not [c for c in commands if isinstance(c, HangUp)]
-    assert not [
-        c
-        for c in session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
-        if isinstance(c, HangUp)
-    ]
+    assert [m["item"]["type"] for m in to_realtime(commands)] == ["function_call_output"]
+    assert not actions(commands)
+    assert session.phase is Phase.WINDING_DOWN
+    assert not actions(session.handle_realtime(done()))
     names = marks(sent)
     for name in names[:-1]:
-        assert not [c for c in session.handle_twilio(tw.TwilioMark(name)) if isinstance(c, HangUp)]
-    assert [
-        c for c in session.handle_twilio(tw.TwilioMark(names[-1])) if isinstance(c, HangUp)
-    ] == [HangUp("all done")]
-    assert not [
-        c
-        for c in session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 99_000))
-        if isinstance(c, HangUp)
-    ]
+        assert not actions(session.handle_twilio(tw.TwilioMark(name)))
+    assert actions(session.handle_twilio(tw.TwilioMark(names[-1]))) == [HangUp("all done")]
+    assert session.phase is Phase.ENDED
+    assert not actions(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 99_000)))
 
 
 def test_an_action_happens_at_the_deadline_if_marks_never_come_back() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
     session.handle_realtime(function_call("transfer_call"))
-    session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
-    waiting = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000))
-    assert not [c for c in waiting if isinstance(c, Transfer)]
+    session.handle_realtime(done())
+    assert not actions(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000)))
     assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 20_000)) == [
         Transfer("the caller asked for a person")
     ]
@@ -370,7 +389,7 @@ def test_an_action_happens_at_the_deadline_if_marks_never_come_back() -> None:
 
 def test_custom_tools_run_in_the_shell_and_their_result_goes_back() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     [run] = session.handle_realtime(function_call("get_order_status", '{"order_id": "4417"}'))
     assert isinstance(run, RunTool) and run.name == "get_order_status"
     # The response that asked is still active: the follow-up waits for its end.
@@ -385,8 +404,7 @@ def test_custom_tools_run_in_the_shell_and_their_result_goes_back() -> None:
             },
         }
     ]
-    done = session.handle_realtime(rt.RealtimeResponseDone("resp_1", "completed", None, None))
-    assert [m["type"] for m in to_realtime(done)] == ["response.create"]
+    assert [m["type"] for m in to_realtime(session.handle_realtime(done()))] == ["response.create"]
     # With no response active, the model is asked to carry on at once.
     later = to_realtime(session.tool_finished("call_x", "{}"))
     assert [m["type"] for m in later] == ["conversation.item.create", "response.create"]
@@ -396,12 +414,14 @@ def test_outbound_calls_hold_the_greeting_until_a_person_answers() -> None:
     session = pcm_session(
         greeting="Hi, this is Acme.", hold_for_human=True, instructions="Be brief with Dana."
     )
+    assert session.phase is Phase.AWAITING_PERSON
     begin = to_realtime(session.begin())
     assert [m["type"] for m in begin] == ["session.update"]
-    assert begin[0]["session"]["instructions"] == "Be brief with Dana."
+    assert begin[0]["session"] == {"type": "realtime", "instructions": "Be brief with Dana."}
     assert session.handle_twilio(tw.TwilioMedia(b"\x00" * 160, 0)) == []  # not sent to the model
     [greet] = to_realtime(session.answered("human"))
     assert "Hi, this is Acme." in greet["response"]["instructions"]
+    assert session.phase is Phase.CONVERSING
     assert to_realtime(session.handle_twilio(tw.TwilioMedia(b"\x00" * 160, 20)))
 
 
@@ -409,22 +429,31 @@ def test_a_machine_gets_the_voicemail_and_no_greeting() -> None:
     session = pcm_session(greeting="Hi", hold_for_human=True)
     assert session.begin() == []
     assert session.answered("machine_end_beep") == [LeaveVoicemail("machine_end_beep")]
+    assert session.phase is Phase.ENDED
 
 
 def test_no_verdict_in_time_means_greeting_anyway() -> None:
     session = pcm_session(greeting="Hi", hold_for_human=True)
     session.begin()
     assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 7_980)) == []
-    notice, greet = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 8_000))
-    assert isinstance(notice, Notice)
-    assert isinstance(greet, SendToRealtime) and "response.create" in greet.text
+    [greet] = to_realtime(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 8_000)))
+    assert greet["type"] == "response.create"
+    [notice] = session.take_reports()
+    assert isinstance(notice, Notice) and "no answering-machine verdict" in notice.message
     assert session.answered("human") == []  # too late to matter
 
 
 def test_caller_audio_still_reaches_the_model_while_an_action_waits() -> None:
     session = pcm_session()
-    session.handle_realtime(rt.RealtimeResponseCreated("resp_1"))
+    session.handle_realtime(created())
     session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
     session.handle_realtime(function_call("end_call"))
     [append] = to_realtime(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 40)))
     assert append["type"] == "input_audio_buffer.append"
+
+
+def test_every_report_is_taken_once() -> None:
+    session = pcm_session()
+    session.handle_twilio(tw.TwilioDtmf("1"))
+    first: list[Report] = session.take_reports()
+    assert first == [DigitPressed("1", 0)] and session.take_reports() == []

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
-import warnings
 import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from bot.core.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from bot.simulator import load_wav_as_ulaw, write_wav
 from tests.audio_tools import dominant_hz, level_dbfs_at
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop
 
 
 def write_tone(path: Path, rate: int, width: int, channels: int, freq_hz: float = 700) -> None:
@@ -42,7 +38,7 @@ def test_any_wav_becomes_8k_ulaw_at_the_right_pitch_and_level(
     write_tone(path, rate, width, channels)
     ulaw = load_wav_as_ulaw(path)
     assert len(ulaw) == pytest.approx(8000, abs=8)
-    pcm = audioop.ulaw2lin(ulaw, 2)
+    pcm = ulaw_to_pcm16(ulaw)
     assert dominant_hz(pcm, 8000) == pytest.approx(700, abs=5)
     assert level_dbfs_at(pcm, 700, 8000) == pytest.approx(20 * np.log10(0.3), abs=1)
 
@@ -51,4 +47,4 @@ def test_recording_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "out.wav"
     ulaw = bytes(range(256))
     write_wav(path, ulaw)
-    assert load_wav_as_ulaw(path) == audioop.lin2ulaw(audioop.ulaw2lin(ulaw, 2), 2)
+    assert load_wav_as_ulaw(path) == pcm16_to_ulaw(ulaw_to_pcm16(ulaw))

@@ -4,9 +4,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from bot.sansio.tokens import issue_stream_token, verify_stream_token
-from bot.sansio.twiml import render_connect_stream
-from bot.web import twiml_dir
+from bot.call.web import twiml_dir
+from bot.core.tokens import issue_stream_token, verify_stream_token
+from bot.core.twiml import render_connect_stream
 
 CALL = "CA" + "a" * 32
 

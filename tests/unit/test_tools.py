@@ -8,8 +8,8 @@ from typing import Literal
 
 import pytest
 
+from bot.call.tools import builtin_schemas, load_tools, tool_from_function
 from bot.errors import ConfigError
-from bot.tools import builtin_schemas, load_tools, tool_from_function
 
 
 async def book(

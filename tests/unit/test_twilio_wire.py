@@ -5,14 +5,14 @@ import json
 
 import pytest
 
+from bot.core import twilio as tw
 from bot.errors import TwilioProtocolError
-from bot.sansio import twilio as tw
 
 SID = "MZ" + "0" * 32
 
 
 def test_parses_every_event_twilio_sends() -> None:
-    start = tw.parse(
+    start = tw.decode(
         json.dumps(
             {
                 "event": "start",
@@ -31,23 +31,23 @@ def test_parses_every_event_twilio_sends() -> None:
     )
     assert start == tw.TwilioStart(SID, "CA" + "2" * 32, "AC" + "1" * 32, {"token": "t"})
     payload = base64.b64encode(b"\xff" * 160).decode()
-    media = tw.parse(
+    media = tw.decode(
         json.dumps({"event": "media", "media": {"payload": payload, "timestamp": "40"}})
     )
     assert media == tw.TwilioMedia(b"\xff" * 160, 40)
-    assert tw.parse('{"event":"media","media":{"payload":"","timestamp":7}}') == tw.TwilioMedia(
+    assert tw.decode('{"event":"media","media":{"payload":"","timestamp":7}}') == tw.TwilioMedia(
         b"", 7
     )
-    assert tw.parse('{"event":"mark","mark":{"name":"m1"}}') == tw.TwilioMark("m1")
-    assert tw.parse('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == (
+    assert tw.decode('{"event":"mark","mark":{"name":"m1"}}') == tw.TwilioMark("m1")
+    assert tw.decode('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == (
         tw.TwilioDtmf("#")
     )
-    assert tw.parse('{"event":"stop","stop":{"callSid":"CA1"}}') == tw.TwilioStop("CA1")
-    assert tw.parse('{"event":"connected","protocol":"Call"}') == tw.TwilioConnected("Call")
+    assert tw.decode('{"event":"stop","stop":{"callSid":"CA1"}}') == tw.TwilioStop("CA1")
+    assert tw.decode('{"event":"connected","protocol":"Call"}') == tw.TwilioConnected("Call")
 
 
 def test_unknown_events_are_ignored() -> None:
-    assert tw.parse('{"event":"something-new","x":1}') is None
+    assert tw.decode('{"event":"something-new","x":1}') is None
 
 
 @pytest.mark.parametrize(
@@ -71,18 +71,37 @@ def test_unknown_events_are_ignored() -> None:
 )
 def test_malformed_frames_raise_a_protocol_error(frame: str | bytes) -> None:
     with pytest.raises(TwilioProtocolError):
-        tw.parse(frame)
+        tw.decode(frame)
 
 
 def test_outbound_messages_have_exactly_twilios_fields() -> None:
-    assert json.loads(tw.serialize_media(SID, "//8=")) == {
+    assert json.loads(tw.encode(tw.OutboundMedia(SID, b"\xff\xff"))) == {
         "event": "media",
         "streamSid": SID,
         "media": {"payload": "//8="},
     }
-    assert json.loads(tw.serialize_mark(SID, "m7")) == {
+    assert json.loads(tw.encode(tw.OutboundMark(SID, "m7"))) == {
         "event": "mark",
         "streamSid": SID,
         "mark": {"name": "m7"},
     }
-    assert json.loads(tw.serialize_clear(SID)) == {"event": "clear", "streamSid": SID}
+    assert json.loads(tw.encode(tw.OutboundClear(SID))) == {"event": "clear", "streamSid": SID}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [tw.OutboundMedia(SID, bytes(range(160))), tw.OutboundMark(SID, "m1"), tw.OutboundClear(SID)],
+)
+def test_the_phone_reads_what_the_bridge_sent(message: tw.TwilioMessage) -> None:
+    assert tw.decode_outbound(tw.encode(message)) == message
+
+
+def test_the_phones_frames_are_what_the_bridge_reads() -> None:
+    call, account = "CA" + "2" * 32, "AC" + "1" * 32
+    start = tw.decode(tw.phone_start(SID, call, account, {"token": "t"}))
+    assert start == tw.TwilioStart(SID, call, account, {"token": "t"})
+    assert tw.decode(tw.phone_media(SID, b"\x01" * 160, 3)) == tw.TwilioMedia(b"\x01" * 160, 60)
+    assert tw.decode(tw.phone_mark(SID, "m9", 5)) == tw.TwilioMark("m9")
+    assert tw.decode(tw.phone_dtmf(SID, "7", 6)) == tw.TwilioDtmf("7")
+    assert tw.decode(tw.phone_stop(SID, call, account, 7)) == tw.TwilioStop(call)
+    assert tw.decode(tw.phone_connected()) == tw.TwilioConnected("Call")

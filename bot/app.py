@@ -1,0 +1,221 @@
+"""The Quart app, assembled from the features: Twilio's routes and the live calls, the review
+of the call log, the local backend, and what they share (database, REST client, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Quart, Response
+from sqlalchemy.exc import SQLAlchemyError
+
+from bot.call.admission import Admission
+from bot.call.channels import RealtimeChannel
+from bot.call.journal import SessionLabel
+from bot.call.loop import CallServices
+from bot.call.metrics import Metrics
+from bot.call.realtime_socket import open_realtime
+from bot.call.registry import CallRegistry, Dialer
+from bot.call.tools import builtin_schemas, load_tools
+from bot.call.twilio_actions import TwilioActions
+from bot.call.web import call_blueprint
+from bot.calllog.retention import prune_recordings
+from bot.calllog.review import review_blueprint
+from bot.calllog.writer import CallLog
+from bot.config import RealtimeSettings, Settings, environment, load_local_secret
+from bot.core.realtime.events import (
+    AudioFormat,
+    SessionConfig,
+    Transcription,
+    TurnDetection,
+)
+from bot.localrt.inprocess import LocalRealtime
+from bot.localrt.providers import Providers
+from bot.localrt.web import realtime_blueprint
+from bot.store.calls import CallRecords
+from bot.store.store import Store
+from bot.twilio_rest import TwilioRest
+
+__all__ = ["call_services", "create_app", "session_config"]
+
+logger = logging.getLogger(__name__)
+
+RETENTION_CHECK_S = 6 * 3600
+
+
+def session_config(
+    realtime: RealtimeSettings,
+    instructions: str,
+    tools: tuple[Mapping[str, object], ...],
+    audio: AudioFormat,
+) -> SessionConfig:
+    """The session every call asks for."""
+    transcription = realtime.transcription_model
+    return SessionConfig(
+        instructions=instructions,
+        voice=realtime.voice,
+        input_format=audio,
+        output_format=audio,
+        turn_detection=TurnDetection(
+            threshold=realtime.vad_threshold,
+            prefix_padding_ms=realtime.vad_prefix_ms,
+            silence_duration_ms=realtime.vad_silence_ms,
+        ),
+        transcription=Transcription(transcription) if transcription else None,
+        tools=tools or None,
+        speak=True,
+    )
+
+
+@dataclass
+class _Running:
+    """What exists only while the app serves."""
+
+    store: Store
+    call_log: CallLog
+    services: CallServices
+    rest: TwilioRest | None
+    background: list[asyncio.Task[None]]
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    signing_secret: str | None = None,
+    local_providers: Providers | None = None,
+) -> Quart:
+    """Build the app. The database opens (and migrates) when serving starts.
+
+    `local_providers` replaces the local backend's services (tests fake them); they also
+    serve `/v1/realtime` when calls go to a hosted model.
+    """
+    if settings is None:
+        settings = Settings.from_env(environment())
+    if signing_secret is None:
+        token = settings.twilio.auth_token
+        signing_secret = token.reveal() if token else load_local_secret(settings.server.data_dir)
+        assert signing_secret is not None
+    app = Quart("bot")
+    app.secret_key = hmac.new(signing_secret.encode(), b"review-session", hashlib.sha256).digest()
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.server.base_url.startswith("https://"),
+    )
+    tools = load_tools(settings.call.tools_module)  # a broken tool module stops the start
+    schemas = tuple(builtin_schemas(transfer=settings.call.transfer_to is not None)) + tuple(
+        tool.schema for tool in tools.values()
+    )
+    realtime = settings.realtime
+    dial: Dialer
+    if realtime.local:
+        from bot.localrt.services import local_providers as offline
+
+        providers = local_providers or offline(settings.local)
+        local = LocalRealtime(providers)
+        audio = AudioFormat.G711_ULAW  # no resampling on the way in or out
+        # The local backend always transcribes: a text model cannot answer what it cannot read.
+        local_session = replace(
+            session_config(realtime, settings.call.instructions, schemas, audio),
+            transcription=Transcription("local"),
+        )
+
+        async def dial_local() -> RealtimeChannel:
+            return await local.open(local_session)
+
+        dial = dial_local
+        label = SessionLabel("local", "local", "in-process", audio.value)
+        local_providers = providers
+    else:
+        audio = realtime.audio
+        hosted_session = session_config(realtime, settings.call.instructions, schemas, audio)
+
+        async def dial_hosted() -> RealtimeChannel:
+            return await open_realtime(realtime, hosted_session)
+
+        dial = dial_hosted
+        label = SessionLabel(
+            urlsplit(realtime.url).hostname, realtime.model, realtime.dialect.value, audio.value
+        )
+    if local_providers is not None:
+        app.register_blueprint(realtime_blueprint(local_providers))
+
+    state: dict[str, _Running] = {}
+
+    def running() -> _Running:
+        return state["running"]
+
+    app.register_blueprint(call_blueprint(settings, signing_secret, lambda: running().services))
+    app.register_blueprint(review_blueprint(settings.calllog, lambda: running().store.calls))
+
+    @app.before_serving
+    async def open_resources() -> None:
+        store = await Store.open(settings.calllog.database)
+        call_log = CallLog(store.calls)
+        call_log.start()
+        twilio = settings.twilio
+        rest = None
+        if twilio.account_sid and twilio.auth_token:
+            rest = TwilioRest(twilio.account_sid, twilio.auth_token.reveal(), twilio.api_url)
+        registry = CallRegistry(dial)
+        calllog = settings.calllog
+        services = CallServices(
+            registry=registry,
+            admission=Admission(signing_secret, twilio.account_sid),
+            settings=settings.call,
+            audio=audio,
+            label=label,
+            call_log=call_log,
+            metrics=Metrics(registry.live_stats),
+            actions=TwilioActions(rest, settings.call),
+            tools=tools,
+            recordings=calllog.recordings_path if calllog.record_audio else None,
+        )
+        background = []
+        if calllog.record_audio and calllog.retention_days > 0:
+            prune = _prune_periodically(store.calls, calllog.retention_days)
+            background.append(asyncio.create_task(prune))
+        state["running"] = _Running(store, call_log, services, rest, background)
+
+    @app.after_serving
+    async def close_resources() -> None:
+        current = running()
+        for task in current.background:
+            task.cancel()
+        await current.services.registry.close()
+        if current.rest is not None:
+            await current.rest.close()
+        await current.call_log.stop()
+        await current.store.close()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, object]:
+        return {"status": "ok", "active_calls": len(running().services.registry.calls)}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(running().services.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+    app.extensions["bot.calls"] = lambda: running().services
+    return app
+
+
+def call_services(app: Quart) -> CallServices:
+    """What the calls of a serving app share, its registry of live calls included."""
+    services: Callable[[], CallServices] = app.extensions["bot.calls"]
+    return services()
+
+
+async def _prune_periodically(records: CallRecords, retention_days: int) -> None:
+    while True:
+        try:
+            await prune_recordings(records, retention_days)
+        except (OSError, SQLAlchemyError) as exc:
+            logger.warning("recording retention: %s", type(exc).__name__)
+        await asyncio.sleep(RETENTION_CHECK_S)

@@ -1,0 +1,423 @@
+"""The call session: events from Twilio and the Realtime server in, commands and reports out.
+
+Theory of operation
+-------------------
+A session exists once Twilio's `start` has been verified. Its phase is explicit:
+
+    AWAITING_PERSON --(verdict: a person, or the AMD deadline)--> CONVERSING
+    AWAITING_PERSON --(verdict: a machine)----------------------> ENDED  (LeaveVoicemail)
+    CONVERSING --(end_call / transfer_call from the model)------> WINDING_DOWN
+    WINDING_DOWN --(last words played, or the deadline)--------> ENDED (HangUp) or
+                                                                 CONVERSING (Transfer: the
+                                                                 shell ends the call once
+                                                                 Twilio has it)
+    any --(Twilio `stop`, or a fatal Realtime error)------------> ENDED  (EndCall)
+
+Only outbound calls with answering-machine detection start AWAITING_PERSON: caller audio
+does not reach the model and the greeting waits. In ENDED every event is ignored.
+
+Caller audio: each `media` frame is transcoded and appended to the Realtime input buffer
+at once (latency matters more than the per-message overhead). Model audio goes through
+the playback ledger (`playback.py`), which knows what the caller has heard.
+
+Barge-in (`input_audio_buffer.speech_started`):
+  * if audio is still queued at Twilio, send `clear`;
+  * for each item the caller has not heard completely (or whose response is still being
+    generated), send `conversation.item.truncate` at the heard position, clamped to the
+    audio received for the item (the server rejects longer ones);
+  * drop every later delta of the interrupted response, and forget the partial chunk and
+    the output filter's history, so nothing stale leaks into the next answer.
+The server cancels the response itself (`interrupt_response: true`); its `response.done`
+with status `cancelled` is expected, not an error.
+
+Responses: a `response.create` asked for while a response is active waits for its
+`response.done`. Custom tools run in the shell (`RunTool`); their result comes back through
+`tool_finished`. Turns for the call log are kept by `turns.py`; actions by `actions.py`.
+
+The session never awaits, sleeps, reads a clock or touches a socket: its clock is Twilio's
+media timestamps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Final, Literal, assert_never
+
+from bot.call.core.actions import (
+    AMD_DEADLINE_MS,
+    BUILTIN_TOOLS,
+    TOOL_DONE_NOTE,
+    PendingAction,
+    is_machine,
+)
+from bot.call.core.messages import (
+    Command,
+    DigitPressed,
+    EndCall,
+    HangUp,
+    Interrupted,
+    LeaveVoicemail,
+    Notice,
+    PlayedAudio,
+    Report,
+    ResponseFinished,
+    RunTool,
+    SendToRealtime,
+    SendToTwilio,
+    ToolRecord,
+)
+from bot.call.core.playback import CHUNK_ULAW_BYTES, Playback, PlaybackStats
+from bot.call.core.prompt import greeting_request
+from bot.call.core.turns import Turns
+from bot.core.codec import ULAW_BYTES_PER_MS, PassthroughTranscoder, Pcm16Transcoder, Transcoder
+from bot.core.realtime import events as rt
+from bot.core.twilio import (
+    TwilioConnected,
+    TwilioDtmf,
+    TwilioEvent,
+    TwilioMark,
+    TwilioMedia,
+    TwilioStart,
+    TwilioStop,
+)
+
+__all__ = ["FATAL_ERROR_CODES", "CallSession", "CallStats", "Phase"]
+
+# Error codes after which the Realtime session is of no further use for this call.
+FATAL_ERROR_CODES: Final = frozenset(
+    {
+        "session_expired",
+        "beta_api_shape_disabled",
+        "invalid_api_key",
+        "insufficient_quota",
+        "model_not_found",
+    }
+)
+_QUIET_ERROR_CODES: Final = frozenset({"response_cancel_not_active"})
+_CHUNK_MS: Final = CHUNK_ULAW_BYTES // ULAW_BYTES_PER_MS
+
+
+class Phase(Enum):
+    AWAITING_PERSON = "awaiting a person"
+    CONVERSING = "conversing"
+    WINDING_DOWN = "winding down"
+    ENDED = "ended"
+
+
+@dataclass(slots=True)
+class CallStats:
+    frames_in: int = 0
+    interruptions: int = 0
+    deltas_dropped: int = 0
+    usage_total_tokens: int = 0
+    playback: PlaybackStats = field(default_factory=PlaybackStats)
+
+
+@dataclass(eq=False)  # identity semantics: sessions live in sets
+class CallSession:
+    """One call's bridge logic. Feed events to `handle_*`, run the commands returned, and
+    read what happened from `take_reports`."""
+
+    stream_sid: str
+    call_sid: str
+    audio: rt.AudioFormat
+    greeting: str | None = None
+    instructions: str | None = None  # per-call instructions, sent at the start
+    record_audio: bool = False
+    hold_for_human: bool = False  # outbound with answering-machine detection
+    forward_dtmf: bool = True
+    transcoder: Transcoder | None = None  # another codec for PCM16 (the benchmark's ratecv)
+
+    def __post_init__(self) -> None:
+        transcoder = self.transcoder
+        if transcoder is None:
+            passthrough = self.audio is rt.AudioFormat.G711_ULAW
+            transcoder = PassthroughTranscoder() if passthrough else Pcm16Transcoder()
+        self._transcoder: Transcoder = transcoder
+        self.stats = CallStats()
+        self.playback = Playback(
+            self.stream_sid,
+            transcoder,
+            self.audio.bytes_per_ms,
+            self.record_audio,
+            self.stats.playback,
+        )
+        self.turns = Turns()
+        self.phase = Phase.AWAITING_PERSON if self.hold_for_human else Phase.CONVERSING
+        self.now_ms = 0  # call time: the newest Twilio media timestamp
+        self._active_response: str | None = None
+        self._response_wanted = False
+        self._dropped_responses: set[str] = set()
+        self._pending: PendingAction | None = None
+        self._reports: list[Report] = []
+
+    def take_reports(self) -> list[Report]:
+        reports, self._reports = self._reports, []
+        return reports
+
+    def _notice(self, level: Literal["debug", "info", "warning"], message: str) -> None:
+        self._reports.append(Notice(level, message, self.now_ms))
+
+    # ---- from the shell --------------------------------------------------------------------
+
+    def begin(self) -> list[Command]:
+        """Commands to run once both sockets are up: per-call instructions and the greeting."""
+        commands: list[Command] = []
+        if self.instructions:
+            update = rt.SessionUpdate(rt.SessionConfig(instructions=self.instructions))
+            commands.append(SendToRealtime(update))
+        if self.phase is Phase.AWAITING_PERSON:
+            return commands  # the greeting waits for a person
+        return commands + self._greet()
+
+    def answered(self, answered_by: str) -> list[Command]:
+        """Answering-machine detection's verdict (Twilio's `AnsweredBy`)."""
+        if self.phase is not Phase.AWAITING_PERSON:
+            return []
+        if is_machine(answered_by):
+            self.phase = Phase.ENDED
+            return [LeaveVoicemail(answered_by)]
+        self.phase = Phase.CONVERSING
+        return self._greet()
+
+    def tool_finished(self, call_id: str, output: str) -> list[Command]:
+        """The result of a `RunTool`, for the model, which then carries on."""
+        if self.phase is Phase.ENDED:
+            return []
+        return [SendToRealtime(rt.CreateItem(_function_output(call_id, output))), *self._respond()]
+
+    # ---- from Twilio -----------------------------------------------------------------------
+
+    def handle_twilio(self, event: TwilioEvent) -> list[Command]:
+        if self.phase is Phase.ENDED:
+            return []
+        match event:
+            case TwilioMedia():
+                return self._caller_audio(event)
+            case TwilioMark(name):
+                return self._mark_played(name)
+            case TwilioDtmf(digit):
+                self._reports.append(DigitPressed(digit, self.now_ms))
+                if not self.forward_dtmf or self.phase is Phase.AWAITING_PERSON:
+                    return []
+                text = f"[The caller pressed {digit} on the phone keypad]"
+                return [SendToRealtime(rt.CreateItem(_user_text(text))), *self._respond()]
+            case TwilioStop():
+                self.phase = Phase.ENDED
+                return [EndCall("caller", "caller hung up")]
+            case TwilioConnected() | TwilioStart():
+                # The stream is already bound: a repeat changes nothing.
+                self._notice("debug", f"ignored {type(event).__name__} after start")
+                return []
+            case _:
+                assert_never(event)
+
+    def _caller_audio(self, event: TwilioMedia) -> list[Command]:
+        stats = self.stats
+        self.now_ms = event.timestamp_ms if event.timestamp_ms is not None else stats.frames_in * 20
+        stats.frames_in += 1
+        if self._pending is not None:
+            action = self._act_when_drained()  # the deadline is measured in call time
+            if action:
+                return action
+        if self.phase is Phase.AWAITING_PERSON:
+            if self.now_ms < AMD_DEADLINE_MS:
+                return []  # the model must not answer a voicemail greeting
+            self.phase = Phase.CONVERSING
+            self._notice("info", "no answering-machine verdict in time: greeting anyway")
+            return self._greet()
+        return [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(event.ulaw)))]
+
+    def _mark_played(self, name: str) -> list[Command]:
+        heard = self.playback.acknowledge(name)
+        if heard is None:
+            return []  # flushed by a clear, or not ours
+        for item, first in heard.items:
+            self._reports.extend(
+                self.turns.answer_heard(
+                    item.item_id, first, item.fully_heard, self.now_ms, _CHUNK_MS
+                )
+            )
+        if heard.audio:
+            self._reports.append(PlayedAudio(heard.audio, self.now_ms))
+        return self._act_when_drained()
+
+    # ---- from the Realtime server ----------------------------------------------------------
+
+    def handle_realtime(self, event: rt.ServerEvent) -> list[Command]:
+        if self.phase is Phase.ENDED:
+            return []
+        match event:
+            case rt.AudioDelta():
+                return self._audio_delta(event)
+            case rt.TranscriptDelta(response_id, item_id, delta):
+                if response_id not in self._dropped_responses:
+                    self.turns.answer_text(item_id, delta)
+                return []
+            case rt.SpeechStarted(audio_start_ms, item_id):
+                commands = self._barge_in()
+                if item_id is not None:
+                    self._reports.append(self.turns.caller_started(item_id, audio_start_ms))
+                return commands
+            case rt.SpeechStopped(audio_end_ms, item_id):
+                record = self.turns.caller_stopped(item_id, audio_end_ms)
+                if record is not None:
+                    self._reports.append(record)
+                return []
+            case rt.InputTranscriptCompleted(item_id, transcript):
+                self._reports.append(self.turns.caller_said(item_id, transcript))
+                return []
+            case rt.InputTranscriptFailed(item_id, message):
+                self._notice("debug", f"no transcript of caller item {item_id}: {message}")
+                return []
+            case rt.OutputItemAdded(response_id, _, item):
+                if item.role == "assistant" and response_id not in self._dropped_responses:
+                    assert item.id is not None
+                    self.turns.answer_started(item.id)
+                return []
+            case rt.AudioDone(response_id, item_id):
+                return self._audio_done(response_id, item_id)
+            case rt.TranscriptDone(_, item_id, transcript):
+                self._reports.append(self.turns.answer_said(item_id, transcript))
+                return []
+            case rt.ResponseCreated(response):
+                self._active_response = response.id
+                return []
+            case rt.ResponseDone(response):
+                return self._response_done(response)
+            case rt.FunctionCallArguments():
+                return self._function_call(event)
+            case rt.ErrorEvent():
+                return self._error(event)
+            case rt.ItemTruncated(item_id, audio_end_ms):
+                self._notice("debug", f"item {item_id} truncated at {audio_end_ms} ms")
+                return []
+            case (
+                rt.SessionCreated()
+                | rt.SessionUpdated()
+                | rt.AudioCommitted()
+                | rt.AudioCleared()
+                | rt.ItemAdded()
+                | rt.ItemDone()
+                | rt.ItemDeleted()
+                | rt.OutputItemDone()
+                | rt.ContentPartAdded()
+                | rt.ContentPartDone()
+            ):
+                return []
+            case _:
+                assert_never(event)
+
+    def _audio_delta(self, event: rt.AudioDelta) -> list[Command]:
+        if event.response_id in self._dropped_responses:
+            self.stats.deltas_dropped += 1
+            return []
+        messages = self.playback.add(event.item_id, event.response_id, event.audio)
+        self.turns.answer_audio(
+            event.item_id,
+            len(event.audio) // self.audio.bytes_per_ms,
+            self.playback.received_ms(event.item_id),
+        )
+        return [SendToTwilio(message) for message in messages]
+
+    def _audio_done(self, response_id: str, item_id: str) -> list[Command]:
+        item = self.playback.item(item_id)
+        if item is None or response_id in self._dropped_responses:
+            return []
+        commands: list[Command] = [SendToTwilio(m) for m in self.playback.flush()]
+        record = self.turns.answer_audio_done(item_id, item.fully_heard, self.now_ms)
+        if record is not None:
+            self._reports.append(record)
+        return commands
+
+    def _barge_in(self) -> list[Command]:
+        clear, cuts = self.playback.interrupt(self._active_response)
+        commands: list[Command] = [] if clear is None else [SendToTwilio(clear)]
+        for cut in cuts:
+            item_id = cut.item.item_id
+            commands.append(SendToRealtime(rt.TruncateItem(item_id, cut.audio_end_ms)))
+            self._reports.append(
+                Interrupted(
+                    item_id, cut.audio_end_ms, cut.received_ms, clear is not None, self.now_ms
+                )
+            )
+            self._dropped_responses.add(cut.item.response_id)
+            record = self.turns.answer_cut(item_id, cut.audio_end_ms, cut.received_ms, self.now_ms)
+            if record is not None:
+                self._reports.append(record)
+        if self._active_response is not None:
+            self._dropped_responses.add(self._active_response)
+        if cuts:
+            self.stats.interruptions += 1
+        return commands
+
+    def _response_done(self, response: rt.ResponseInfo) -> list[Command]:
+        if self._active_response == response.id:
+            self._active_response = None
+        self._dropped_responses.discard(response.id)
+        usage = response.usage or {}
+        total = usage.get("total_tokens")
+        if isinstance(total, int):
+            self.stats.usage_total_tokens += total
+        self.playback.forget_response(response.id)
+        self._reports.append(
+            ResponseFinished(response.id, response.status, response.reason, response.usage)
+        )
+        commands: list[Command] = []
+        if self._response_wanted and self._pending is None:
+            self._response_wanted = False
+            commands.append(SendToRealtime(rt.CreateResponse()))
+        return commands + self._act_when_drained()
+
+    def _function_call(self, event: rt.FunctionCallArguments) -> list[Command]:
+        if event.name not in BUILTIN_TOOLS:
+            return [RunTool(event.call_id, event.name, event.arguments, self.now_ms)]
+        self._pending = PendingAction.from_tool(event.name, event.arguments, self.now_ms)
+        self.phase = Phase.WINDING_DOWN
+        self._reports.append(ToolRecord(event.name, event.arguments, TOOL_DONE_NOTE, self.now_ms))
+        reply = SendToRealtime(rt.CreateItem(_function_output(event.call_id, TOOL_DONE_NOTE)))
+        return [reply, *self._act_when_drained()]
+
+    def _error(self, event: rt.ErrorEvent) -> list[Command]:
+        if event.code in _QUIET_ERROR_CODES:
+            self._notice("debug", f"realtime: {event.code}")
+            return []
+        if event.code in FATAL_ERROR_CODES:
+            self.phase = Phase.ENDED
+            return [EndCall("realtime", f"realtime error {event.code}: {event.message}")]
+        self._notice("warning", f"realtime error {event.code}: {event.message}")
+        return []
+
+    # ---- responses and actions -------------------------------------------------------------
+
+    def _greet(self) -> list[Command]:
+        if not self.greeting:
+            return []
+        return self._respond(greeting_request(self.greeting))
+
+    def _respond(self, instructions: str | None = None) -> list[Command]:
+        """`response.create` now, or once the active response is done."""
+        if self._active_response is not None:
+            self._response_wanted = True
+            return []
+        return [SendToRealtime(rt.CreateResponse(instructions))]
+
+    def _act_when_drained(self) -> list[Command]:
+        pending = self._pending
+        if pending is None:
+            return []
+        drained = self.playback.idle and self._active_response is None
+        if not pending.due(drained, self.now_ms):
+            return []
+        self._pending = None
+        self.phase = Phase.ENDED if isinstance(pending.action, HangUp) else Phase.CONVERSING
+        return [pending.action]
+
+
+def _function_output(call_id: str, output: str) -> rt.Item:
+    return rt.Item(None, "function_call_output", call_id=call_id, output=output)
+
+
+def _user_text(text: str) -> rt.Item:
+    return rt.Item(None, "message", role="user", text=text)

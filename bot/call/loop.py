@@ -1,0 +1,312 @@
+"""One call, from an admitted stream to its end: two pumps feed the session, and the commands
+it returns are carried out. The loop makes no protocol decisions of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, assert_never
+
+from bot.call.admission import Admission, Admitted, Refused, admit
+from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
+from bot.call.core.messages import (
+    Command,
+    EndCall,
+    HangUp,
+    LeaveVoicemail,
+    RunTool,
+    SendToRealtime,
+    SendToTwilio,
+    Transfer,
+)
+from bot.call.core.prompt import render_instructions
+from bot.call.core.session import CallSession, CallStats
+from bot.call.journal import CallJournal, SessionLabel
+from bot.call.metrics import Metrics
+from bot.call.registry import CallRegistry
+from bot.call.tools import Tool, ToolOutcome
+from bot.call.twilio_actions import ActionOutcome, TwilioActions
+from bot.calllog.recorder import CallRecorder
+from bot.calllog.writer import CallLog
+from bot.config import CallSettings
+from bot.core.realtime.events import AudioFormat
+from bot.core.twilio import TwilioMedia
+from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
+
+__all__ = ["CallServices", "LiveCall", "serve_stream"]
+
+logger = logging.getLogger("bot.call")
+
+POLICY_VIOLATION: Final = 1008
+
+
+@dataclass
+class CallServices:
+    """What every call of the process shares; built when the app starts serving."""
+
+    registry: CallRegistry
+    admission: Admission
+    settings: CallSettings
+    audio: AudioFormat  # of the Realtime session
+    label: SessionLabel
+    call_log: CallLog
+    metrics: Metrics
+    actions: TwilioActions
+    tools: Mapping[str, Tool]
+    recordings: Path | None  # None: calls are not recorded
+
+
+async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
+    """Serve one Media Stream from `connected` to close. Never raises for call failures."""
+    admitted = await admit(channel, services.admission)
+    if isinstance(admitted, Refused):
+        if admitted.unauthorized:
+            admitted.log.warning(
+                "stream rejected, no Realtime session opened for it: %s", admitted.reason
+            )
+            services.metrics.call_finished("rejected", None)
+        else:
+            admitted.log.warning("stream closed: %s", admitted.reason)
+        await channel.close(
+            POLICY_VIOLATION, "unauthorized" if admitted.unauthorized else "no start"
+        )
+        return
+    await LiveCall(channel, services, admitted).run()
+
+
+class _CallEnded(Exception):
+    def __init__(self, by: str, reason: str) -> None:
+        super().__init__(reason)
+        self.by = by
+        self.reason = reason
+
+
+class LiveCall:
+    """One admitted stream: both channels, the session, and the journal."""
+
+    def __init__(self, channel: TwilioChannel, services: CallServices, admitted: Admitted) -> None:
+        start, settings = admitted.start, services.settings
+        self.channel = channel
+        self.services = services
+        self.log = admitted.log
+        self.errors = admitted.errors
+        self._call_sid = start.call_sid
+        params = start.custom_parameters
+        variables = {k[4:]: v for k, v in params.items() if k.startswith("var_")}
+        instructions = params.get("instructions") or None
+        if variables or instructions:
+            instructions = render_instructions(instructions or settings.instructions, variables)
+        self.session = CallSession(
+            stream_sid=start.stream_sid,
+            call_sid=start.call_sid,
+            audio=services.audio,
+            greeting=params.get("greeting") or settings.greeting,
+            instructions=instructions,
+            record_audio=services.recordings is not None,
+            hold_for_human=params.get("amd") == "1",
+            forward_dtmf=settings.forward_dtmf,
+        )
+        recorder = None
+        if services.recordings is not None:
+            recorder = CallRecorder(
+                services.recordings / f"{start.call_sid}-{start.stream_sid}.wav"
+            )
+        self.journal = CallJournal(
+            start.call_sid, services.call_log, services.metrics, self.log, recorder
+        )
+        self.journal.started(start.stream_sid, params, services.label)
+        self.realtime: RealtimeChannel | None = None
+        self._group: asyncio.TaskGroup | None = None
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+
+    # ---- what the registry sees ------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str:
+        return self._call_sid
+
+    @property
+    def stats(self) -> CallStats:
+        return self.session.stats
+
+    def end(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._stop.set()
+
+    def deliver_verdict(self, answered_by: str) -> None:
+        self.spawn(self.execute(self.session.answered(answered_by)))
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        registry = self.services.registry
+        registry.register(self)
+        started = time.monotonic()
+        end_by, end_reason = "bridge", "unknown"
+        try:
+            try:
+                self.realtime = await registry.take_realtime(self.call_sid)
+            except RealtimeUnavailable as exc:
+                end_by, end_reason = "realtime", f"Realtime unavailable: {exc}"
+                self.log.error(
+                    "%s; closing the stream so the caller hears the fallback", end_reason
+                )
+                return
+            label = self.services.label
+            self.log.info("call connected (%s dialect, %s audio)", label.dialect, label.audio_mode)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    await self.execute(self.session.begin())
+                    verdict = registry.take_verdict(self.call_sid)
+                    if verdict is not None:
+                        await self.execute(self.session.answered(verdict))
+                    group.create_task(self._pump_twilio())
+                    group.create_task(self._pump_realtime())
+                    group.create_task(self._await_stop())
+            except* _CallEnded as ended:
+                first = ended.exceptions[0]
+                assert isinstance(first, _CallEnded)
+                end_by, end_reason = first.by, first.reason
+            except* Exception as failed:
+                # A bug must not leave the caller in silence or reach other calls.
+                end_by, end_reason = "bridge", f"internal error: {failed.exceptions[0]!r}"
+                self.log.error("bridge failure", exc_info=failed.exceptions[0])
+        except asyncio.CancelledError:
+            end_by, end_reason = "caller", "media socket closed"
+            raise
+        finally:
+            registry.unregister(self)
+            # Quart may cancel this task again while it cleans up (the caller's socket went
+            # away); the clean-up runs in its own task so it always completes.
+            cleanup = asyncio.create_task(self._finish(end_by, end_reason, started))
+            registry.cleanups.add(cleanup)
+            cleanup.add_done_callback(registry.cleanups.discard)
+            await asyncio.shield(cleanup)
+
+    async def _finish(self, end_by: str, end_reason: str, started: float) -> None:
+        if self.realtime is not None:
+            await self.realtime.close()
+        if end_by != "caller":
+            # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
+            await self.channel.close(1000, "bridge ended the stream")
+        session = self.session
+        self.journal.record(session.take_reports(), session.now_ms)
+        self.journal.ended(
+            end_by,
+            end_reason,
+            session.stats,
+            session.now_ms,
+            time.monotonic() - started,
+            self.errors.summary(),
+        )
+
+    async def _await_stop(self) -> None:
+        await self._stop.wait()
+        raise _CallEnded("bridge", self._stop_reason)
+
+    async def _pump_twilio(self) -> None:
+        session, channel = self.session, self.channel
+        while True:
+            try:
+                event = await channel.receive()
+            except ChannelClosed:
+                raise _CallEnded("caller", "media socket closed") from None
+            except TwilioProtocolError as exc:
+                self.errors.report("twilio", exc)
+                continue
+            await self.execute(session.handle_twilio(event))
+            if isinstance(event, TwilioMedia):
+                self.journal.caller_audio(event.ulaw, session.now_ms)
+
+    async def _pump_realtime(self) -> None:
+        session, realtime = self.session, self.realtime
+        assert realtime is not None
+        while True:
+            try:
+                event = await realtime.receive()
+            except ChannelClosed as exc:
+                raise _CallEnded("realtime", exc.reason) from None
+            except RealtimeProtocolError as exc:
+                self.errors.report("realtime", exc)
+                continue
+            await self.execute(session.handle_realtime(event))
+
+    async def execute(self, commands: list[Command]) -> None:
+        """Record what happened, then carry out the commands, in order."""
+        reports = self.session.take_reports()
+        if reports:
+            self.journal.record(reports, self.session.now_ms)
+        for command in commands:
+            match command:
+                case SendToTwilio(message):
+                    try:
+                        await self.channel.send(message)
+                    except ChannelClosed:
+                        raise _CallEnded("caller", "media socket closed") from None
+                case SendToRealtime(event):
+                    assert self.realtime is not None
+                    try:
+                        await self.realtime.send(event)
+                    except ChannelClosed as exc:
+                        raise _CallEnded("realtime", exc.reason) from None
+                case EndCall(by, reason):
+                    raise _CallEnded(by, reason)
+                case RunTool():
+                    self.spawn(self._run_tool(command))
+                case HangUp(reason):
+                    self._carried_out(await self.services.actions.hang_up(self.call_sid, reason))
+                case Transfer(reason):
+                    outcome = await self.services.actions.transfer(self.call_sid, reason)
+                    if not outcome.call_goes_on:
+                        target = self.services.settings.transfer_to or ""
+                        self.journal.transfer(self.session.now_ms, target, reason)
+                    self._carried_out(outcome)
+                case LeaveVoicemail(answered_by):
+                    self.journal.answered_by(answered_by)
+                    actions = self.services.actions
+                    self._carried_out(await actions.leave_voicemail(self.call_sid, answered_by))
+                case _:
+                    assert_never(command)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Work that must not hold up the audio pumps; it ends with the call."""
+        if self._group is None:
+            work.close()
+            return
+        self._group.create_task(work)
+
+    async def _run_tool(self, command: RunTool) -> None:
+        tool = self.services.tools.get(command.name)
+        if tool is None:
+            error = json.dumps({"error": f"no tool named {command.name}"})
+            outcome = ToolOutcome(error, "unknown tool", 0)
+        else:
+            outcome = await tool.run(command.arguments, self.services.settings.tool_timeout_s)
+        self.journal.tool(
+            command.name,
+            command.arguments,
+            outcome.output,
+            outcome.error,
+            outcome.duration_ms,
+            command.at_ms,
+        )
+        await self.execute(self.session.tool_finished(command.call_id, outcome.output))
+
+    def _carried_out(self, outcome: ActionOutcome) -> None:
+        """After a REST action, our side of the call ends (unless nothing was attempted)."""
+        if outcome.call_goes_on:
+            self.log.error("%s", outcome.summary)
+            return
+        if outcome.problem is not None:
+            self.journal.error(self.session.now_ms, f"{outcome.summary}: {outcome.problem}")
+        elif outcome.already_over:
+            self.log.info("%s: the call had already ended", outcome.summary)
+        raise _CallEnded("bot", outcome.summary)

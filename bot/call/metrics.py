@@ -1,0 +1,63 @@
+"""Prometheus metrics at `/metrics`. Frame counters are read from the live calls at scrape
+time, so the per-frame audio path pays nothing for them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from bot.call.core.session import CallStats
+
+__all__ = ["Metrics"]
+
+LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class Metrics:
+    def __init__(self, live_stats: Callable[[], Iterable[CallStats]]) -> None:
+        self.registry = CollectorRegistry()
+        self.calls = Counter("bot_calls", "Calls by outcome", ["outcome"], registry=self.registry)
+        self.barge_ins = Counter("bot_barge_ins", "Caller barge-ins", registry=self.registry)
+        self.realtime_errors = Counter(
+            "bot_realtime_errors", "Realtime errors and failures", registry=self.registry
+        )
+        self.turn_latency = Histogram(
+            "bot_turn_latency_seconds",
+            "End of caller speech to first bot audio played (mark acknowledged)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.finished_frames_in = 0
+        self.finished_frames_out = 0
+        self._live_stats = live_stats
+        self.registry.register(_LiveCollector(self))
+
+    def call_finished(self, outcome: str, stats: CallStats | None) -> None:
+        self.calls.labels(outcome=outcome).inc()
+        if stats is not None:
+            self.finished_frames_in += stats.frames_in
+            self.finished_frames_out += stats.playback.frames_out
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        live = list(self._metrics._live_stats())
+        active = GaugeMetricFamily("bot_active_calls", "Calls in progress")
+        active.add_metric([], len(live))
+        frames = CounterMetricFamily(
+            "bot_media_frames", "Media messages to and from Twilio", labels=["direction"]
+        )
+        frames.add_metric(["in"], self._metrics.finished_frames_in + sum(s.frames_in for s in live))
+        frames.add_metric(
+            ["out"], self._metrics.finished_frames_out + sum(s.playback.frames_out for s in live)
+        )
+        return [active, frames]

@@ -1,0 +1,125 @@
+"""The calls of this process: who is live, Realtime sessions opened ahead of their stream,
+and answering-machine verdicts that arrive before their stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.call.channels import RealtimeChannel
+from bot.call.core.session import CallStats
+
+__all__ = ["CallRegistry", "Dialer", "RegisteredCall"]
+
+Dialer = Callable[[], Coroutine[Any, Any, RealtimeChannel]]
+_VERDICT_TTL_S = 120
+
+
+class RegisteredCall(Protocol):
+    @property
+    def call_sid(self) -> str: ...
+
+    @property
+    def stats(self) -> CallStats: ...
+
+    def end(self, reason: str) -> None:
+        """End the call politely: the caller hears the fallback message."""
+        ...
+
+    def deliver_verdict(self, answered_by: str) -> None: ...
+
+
+@dataclass
+class CallRegistry:
+    dial: Dialer
+    prewarm_ttl_s: float = 30.0
+    calls: dict[str, RegisteredCall] = field(default_factory=dict)  # live, by CallSid
+    calls_started: int = 0
+    cleanups: set[asyncio.Task[None]] = field(default_factory=set)  # calls finishing
+    _verdicts: dict[str, str] = field(default_factory=dict)
+    _prewarmed: dict[str, asyncio.Task[RealtimeChannel]] = field(default_factory=dict)
+    _shutting_down: bool = False
+
+    def live_stats(self) -> Iterator[CallStats]:
+        return (call.stats for call in self.calls.values())
+
+    def prewarm(self, call_sid: str) -> None:
+        """Start opening the Realtime session while Twilio sets up the stream.
+
+        Only called after the webhook signature was verified, so strangers cannot use it.
+        A session no stream claims within `prewarm_ttl_s` is closed.
+        """
+        if call_sid in self._prewarmed:
+            return
+        task = asyncio.create_task(self.dial(), name=f"prewarm {call_sid}")
+        self._prewarmed[call_sid] = task
+        asyncio.get_running_loop().call_later(self.prewarm_ttl_s, self._expire, call_sid, task)
+
+    def _expire(self, call_sid: str, task: asyncio.Task[RealtimeChannel]) -> None:
+        if self._prewarmed.get(call_sid) is task:
+            del self._prewarmed[call_sid]
+            _discard(task)
+
+    async def take_realtime(self, call_sid: str) -> RealtimeChannel:
+        """The session opened for this call at its webhook, or a new one.
+
+        Raises:
+            RealtimeUnavailable: it could not be opened.
+        """
+        task = self._prewarmed.pop(call_sid, None)
+        if task is None:
+            return await self.dial()
+        return await task
+
+    def register(self, call: RegisteredCall) -> None:
+        previous = self.calls.get(call.call_sid)
+        if previous is not None:
+            # Twilio may open a second stream for the same call (a network handover);
+            # two bots on one line would talk over each other.
+            previous.end("replaced by a new stream for the same call")
+        if self._shutting_down:
+            call.end("server shutting down")
+        self.calls[call.call_sid] = call
+        self.calls_started += 1
+
+    def unregister(self, call: RegisteredCall) -> None:
+        if self.calls.get(call.call_sid) is call:
+            del self.calls[call.call_sid]
+
+    def deliver_verdict(self, call_sid: str, answered_by: str) -> None:
+        """Answering-machine detection's result, for the call's stream now or when it starts."""
+        call = self.calls.get(call_sid)
+        if call is not None:
+            call.deliver_verdict(answered_by)
+            return
+        self._verdicts[call_sid] = answered_by
+        asyncio.get_running_loop().call_later(_VERDICT_TTL_S, self._verdicts.pop, call_sid, None)
+
+    def take_verdict(self, call_sid: str) -> str | None:
+        return self._verdicts.pop(call_sid, None)
+
+    def end_all_calls(self, reason: str) -> None:
+        """End every live call politely, and every call that starts from now on."""
+        self._shutting_down = True
+        for call in list(self.calls.values()):
+            call.end(reason)
+
+    async def close(self) -> None:
+        for task in self._prewarmed.values():
+            _discard(task)
+        self._prewarmed.clear()
+        if self.cleanups:
+            await asyncio.wait(self.cleanups, timeout=2)
+
+
+def _discard(task: asyncio.Task[RealtimeChannel]) -> None:
+    """Cancel a pre-open, or close the session it produced."""
+    if not task.done():
+        task.cancel()
+        return
+    if task.cancelled() or task.exception() is not None:
+        return
+    closing = asyncio.get_running_loop().create_task(task.result().close())
+    closing.add_done_callback(lambda t: t.cancelled() or t.exception())

@@ -1,0 +1,148 @@
+"""Twilio's side of the app: the voice webhook (TwiML), the Media Stream, and the AMD and
+status callbacks. Every webhook is signature-checked before anything else happens."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+from quart import Blueprint, Response, abort, request, websocket
+from twilio.request_validator import RequestValidator
+from werkzeug.datastructures import MultiDict
+
+from bot.call.loop import CallServices, serve_stream
+from bot.call.twilio_socket import QuartTwilioChannel
+from bot.config import Settings
+from bot.core.ids import is_call_sid
+from bot.core.tokens import issue_stream_token
+from bot.core.twiml import render_connect_stream
+from bot.store.schema import utcnow
+
+__all__ = [
+    "AMD_PATH",
+    "MEDIA_PATH",
+    "STATUS_PATH",
+    "VOICE_PATH",
+    "call_blueprint",
+    "stream_url",
+    "twiml_dir",
+]
+
+logger = logging.getLogger("bot.call")
+
+VOICE_PATH: Final = "/twilio/voice"
+MEDIA_PATH: Final = "/twilio/media"
+AMD_PATH: Final = "/twilio/amd"
+STATUS_PATH: Final = "/twilio/status"
+# Outbound calls carry these in their (signed) webhook URL; they become stream parameters.
+OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
+
+
+def twiml_dir() -> Path:
+    """`twiml/` at the repository root, or its copy inside an installed wheel."""
+    packaged = Path(__file__).parent.parent / "_twiml"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "twiml"
+
+
+def stream_url(base_url: str) -> str:
+    base = urlsplit(base_url)
+    scheme = "wss" if base.scheme == "https" else "ws"
+    return f"{scheme}://{base.netloc}{MEDIA_PATH}"
+
+
+def call_blueprint(
+    settings: Settings, signing_secret: str, services: Callable[[], CallServices]
+) -> Blueprint:
+    """The routes; `services` gives the call services once the app has started."""
+    blueprint = Blueprint("call", __name__)
+    validator = RequestValidator(signing_secret)
+    template = (twiml_dir() / "connect_stream.xml").read_text()
+    base_url = settings.server.base_url
+    media_url = stream_url(base_url)
+
+    def webhook_urls(path: str) -> list[str]:
+        urls = [base_url + path]
+        if settings.local_mode and settings.server.public_url is None:
+            urls.append(f"http://localhost:{settings.server.port}{path}")
+        query = request.query_string.decode("latin-1")
+        return [url + "?" + query if query else url for url in urls]
+
+    async def twilio_form(path: str, what: str) -> tuple[MultiDict[str, str], str]:
+        """The form of a Twilio webhook, once its signature and CallSid are checked."""
+        form = await request.form
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if not any(validator.validate(url, form, signature) for url in webhook_urls(path)):
+            logger.warning("%s rejected: bad or missing X-Twilio-Signature", what)
+            abort(403, "invalid signature")
+        call_sid = form.get("CallSid", "")
+        if not is_call_sid(call_sid):
+            abort(400, "CallSid missing or malformed")
+        return form, call_sid
+
+    @blueprint.post(VOICE_PATH)
+    async def voice() -> Response:
+        form, call_sid = await twilio_form(VOICE_PATH, "voice webhook")
+        ttl = settings.twilio.stream_token_ttl_s
+        parameters = {
+            "token": issue_stream_token(signing_secret, call_sid, time.time(), ttl),
+            "from": form.get("From", "")[:64],
+            "to": form.get("To", "")[:64],
+            "direction": form.get("Direction", "inbound")[:32],
+        }
+        for name, value in request.args.items():
+            if name in OUTBOUND_PARAMETERS or name.startswith("var_"):
+                parameters[name] = value
+        calls = services()
+        calls.registry.prewarm(call_sid)
+        calls.call_log.call(
+            call_sid,
+            started_at=utcnow(),
+            direction=parameters["direction"],
+            from_number=parameters["from"] or None,
+            to_number=parameters["to"] or None,
+        )
+        logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
+        twiml = render_connect_stream(
+            template, media_url, parameters, settings.call.fallback_message
+        )
+        return Response(twiml, content_type="text/xml")
+
+    @blueprint.post(AMD_PATH)
+    async def amd() -> tuple[str, int]:
+        """Twilio's asynchronous answering-machine detection verdict."""
+        form, call_sid = await twilio_form(AMD_PATH, "AMD callback")
+        answered_by = form.get("AnsweredBy", "unknown")[:32]
+        logger.info("[%s -] answered by %s", call_sid, answered_by)
+        calls = services()
+        calls.call_log.call(call_sid, answered_by=answered_by)
+        calls.registry.deliver_verdict(call_sid, answered_by)
+        return "", 204
+
+    @blueprint.post(STATUS_PATH)
+    async def call_status() -> tuple[str, int]:
+        """Twilio's call status callback: the call's final status and duration."""
+        form, call_sid = await twilio_form(STATUS_PATH, "status callback")
+        fields: dict[str, object] = {"twilio_status": form.get("CallStatus", "")[:32] or None}
+        duration = form.get("CallDuration", "")
+        if duration.isdigit():
+            fields["twilio_duration_s"] = int(duration)
+        services().call_log.call(call_sid, **fields)
+        return "", 204
+
+    @blueprint.websocket(MEDIA_PATH)
+    async def media() -> tuple[str, int] | None:
+        signature = websocket.headers.get("X-Twilio-Signature")
+        if signature is not None:
+            candidates = [media_url, media_url + "/"]
+            if not any(validator.validate(url, {}, signature) for url in candidates):
+                logger.warning("media stream rejected: bad X-Twilio-Signature on upgrade")
+                return "invalid signature", 403
+        await websocket.accept()
+        await serve_stream(QuartTwilioChannel(websocket._get_current_object()), services())
+        return None
+
+    return blueprint

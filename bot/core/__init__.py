@@ -1,0 +1,1 @@
+"""Pure protocol cores shared by several features: no I/O, no clock, no event loop."""

@@ -1,0 +1,1 @@
+"""The OpenAI Realtime protocol, for clients and servers alike, in both dialects."""

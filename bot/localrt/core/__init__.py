@@ -1,0 +1,1 @@
+"""The local Realtime backend's protocol core, free of I/O."""

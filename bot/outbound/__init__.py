@@ -1,0 +1,1 @@
+"""Calls the bridge places: one at a time, or a campaign through a contact list."""

@@ -1,0 +1,1 @@
+"""Pure parts of outbound calling: campaign rules and the Twilio call request."""

@@ -1,0 +1,1 @@
+"""The database: schema, migrations, and the one store interface every feature uses."""
