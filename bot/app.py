@@ -151,7 +151,15 @@ def create_app(
     def running() -> _Running:
         return state["running"]
 
-    app.register_blueprint(call_blueprint(settings, signing_secret, lambda: running().services))
+    app.register_blueprint(
+        call_blueprint(
+            settings.server,
+            settings.twilio,
+            settings.call.fallback_message,
+            signing_secret,
+            lambda: running().services,
+        )
+    )
     app.register_blueprint(review_blueprint(settings.calllog, lambda: running().store.calls))
 
     @app.before_serving

@@ -16,7 +16,7 @@ from werkzeug.datastructures import MultiDict
 
 from bot.call.loop import CallServices, serve_stream
 from bot.call.twilio_socket import QuartTwilioChannel
-from bot.config import Settings
+from bot.config import ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
 from bot.core.tokens import issue_stream_token
 from bot.core.twiml import render_connect_stream
@@ -55,19 +55,24 @@ def stream_url(base_url: str) -> str:
 
 
 def call_blueprint(
-    settings: Settings, signing_secret: str, services: Callable[[], CallServices]
+    server: ServerSettings,
+    twilio: TwilioSettings,
+    fallback_message: str,
+    signing_secret: str,
+    services: Callable[[], CallServices],
 ) -> Blueprint:
     """The routes; `services` gives the call services once the app has started."""
     blueprint = Blueprint("call", __name__)
     validator = RequestValidator(signing_secret)
     template = (twiml_dir() / "connect_stream.xml").read_text()
-    base_url = settings.server.base_url
+    base_url = server.base_url
     media_url = stream_url(base_url)
+    local_mode = twilio.auth_token is None
 
     def webhook_urls(path: str) -> list[str]:
         urls = [base_url + path]
-        if settings.local_mode and settings.server.public_url is None:
-            urls.append(f"http://localhost:{settings.server.port}{path}")
+        if local_mode and server.public_url is None:
+            urls.append(f"http://localhost:{server.port}{path}")
         query = request.query_string.decode("latin-1")
         return [url + "?" + query if query else url for url in urls]
 
@@ -86,7 +91,7 @@ def call_blueprint(
     @blueprint.post(VOICE_PATH)
     async def voice() -> Response:
         form, call_sid = await twilio_form(VOICE_PATH, "voice webhook")
-        ttl = settings.twilio.stream_token_ttl_s
+        ttl = twilio.stream_token_ttl_s
         parameters = {
             "token": issue_stream_token(signing_secret, call_sid, time.time(), ttl),
             "from": form.get("From", "")[:64],
@@ -106,9 +111,7 @@ def call_blueprint(
             to_number=parameters["to"] or None,
         )
         logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
-        twiml = render_connect_stream(
-            template, media_url, parameters, settings.call.fallback_message
-        )
+        twiml = render_connect_stream(template, media_url, parameters, fallback_message)
         return Response(twiml, content_type="text/xml")
 
     @blueprint.post(AMD_PATH)

@@ -209,7 +209,7 @@ def test_truncation_keeps_only_what_was_heard(session: Session) -> None:
     session.synthesized(response_id, 0, "First part here.", tone(300, 1.0, 24000))
     session.synthesized(response_id, 1, "Second part has four words.", tone(300, 1.0, 24000))
     session.generation_done(response_id, {})
-    item_id = session.items[-1].id
+    item_id = session.conversation.items[-1].id
     [truncated] = events(
         send(
             session,

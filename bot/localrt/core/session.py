@@ -28,8 +28,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal, assert_never
 
 from bot.core.codec import ulaw_to_pcm16
-from bot.core.heard import heard_text
 from bot.core.realtime import events as rt
+from bot.localrt.core.conversation import Conversation, Entry
 from bot.localrt.core.vad import FRAME_MS, SpeechDetector, SpeechEnded, TurnTracker, energy_speech
 
 __all__ = [
@@ -98,45 +98,15 @@ Output = Emit | Transcribe | Generate | Synthesize | Cancel
 
 
 @dataclass
-class _Item:
-    id: str
-    type: Literal["message", "function_call", "function_call_output"]
-    role: Literal["user", "assistant", "system"] | None = None
-    text: str = ""  # for audio messages: the transcript
-    audio: bool = False
-    call_id: str | None = None
-    name: str | None = None
-    arguments: str = ""
-    output: str = ""
-    spoken: list[tuple[str, int]] = field(default_factory=list)  # (sentence, audio ms)
-
-    def view(
-        self, status: Literal["completed", "in_progress", "incomplete"] = "completed"
-    ) -> rt.Item:
-        return rt.Item(
-            self.id,
-            self.type,
-            role=self.role,
-            text=self.text,
-            audio=self.audio,
-            status=status,
-            call_id=self.call_id,
-            name=self.name,
-            arguments=self.arguments,
-            output=self.output,
-        )
-
-
-@dataclass
 class _Response:
     id: str
-    item: _Item
+    item: Entry
     pending_text: str = ""  # model text not yet a whole sentence
     sentences: int = 0
     synthesized: int = 0
     generation_done: bool = False
     usage: dict[str, Any] = field(default_factory=dict)
-    calls: list[_Item] = field(default_factory=list)
+    calls: list[Entry] = field(default_factory=list)
     waiting: Generate | None = None  # held until the caller's last words are transcribed
     speaking: bool = False  # the assistant message item is open (the model said something)
     outputs: int = 0  # output items so far
@@ -149,7 +119,7 @@ class RealtimeServerSession:
         self.session_id = session_id
         self.model = model
         self.config = DEFAULT_CONFIG
-        self.items: list[_Item] = []
+        self.conversation = Conversation()
         self.response: _Response | None = None
         self._seq = 0
         self._input = bytearray()  # PCM16 not yet committed, at the input format's rate
@@ -171,9 +141,8 @@ class RealtimeServerSession:
     def _error(self, message: str, code: str, event_id: str | None) -> Emit:
         return Emit(rt.ErrorEvent(code, message, "invalid_request_error", None, event_id))
 
-    def _append_item(self, item: _Item) -> list[Output]:
-        previous = self.items[-1].id if self.items else None
-        self.items.append(item)
+    def _append_item(self, item: Entry) -> list[Output]:
+        previous = self.conversation.add(item)
         view = item.view()
         return [Emit(rt.ItemAdded(view, previous)), Emit(rt.ItemDone(view, previous))]
 
@@ -212,7 +181,7 @@ class RealtimeServerSession:
             case rt.CreateItem(item):
                 return self._item_create(item)
             case rt.DeleteItem(item_id):
-                self.items = [item for item in self.items if item.id != item_id]
+                self.conversation.delete(item_id)
                 return [Emit(rt.ItemDeleted(item_id))]
             case rt.TruncateItem(item_id, audio_end_ms):
                 return self._truncate(item_id, audio_end_ms, event.event_id)
@@ -303,8 +272,8 @@ class RealtimeServerSession:
         return outputs
 
     def _commit(self, item_id: str | None = None) -> list[Output]:
-        item = _Item(item_id or self._id("item"), "message", role="user", audio=True)
-        previous = self.items[-1].id if self.items else None
+        item = Entry(item_id or self._id("item"), "message", role="user", audio=True)
+        previous = self.conversation.items[-1].id if self.conversation.items else None
         audio = bytes(self._input)
         self._input.clear()
         outputs: list[Output] = [Emit(rt.AudioCommitted(item.id, previous))]
@@ -316,7 +285,7 @@ class RealtimeServerSession:
         return outputs
 
     def _item_create(self, raw: rt.Item) -> list[Output]:
-        item = _Item(
+        item = Entry(
             raw.id or self._id("item"),
             raw.type,
             role=raw.role if raw.type == "message" else None,
@@ -329,15 +298,10 @@ class RealtimeServerSession:
         return self._append_item(item)
 
     def _truncate(self, item_id: str, audio_end_ms: int, event_id: str | None) -> list[Output]:
-        item = next((i for i in self.items if i.id == item_id), None)
-        if item is None or item.role != "assistant" or not item.audio:
-            message = f"No assistant audio item {item_id!r}."
-            return [self._error(message, "item_not_found", event_id)]
-        total = sum(ms for _, ms in item.spoken)
-        if audio_end_ms > total:
-            message = f"Audio content of {total}ms is already shorter than {audio_end_ms}ms"
-            return [self._error(message, "invalid_value", event_id)]
-        item.text = heard_text(item.spoken, audio_end_ms)
+        problem = self.conversation.truncate(item_id, audio_end_ms)
+        if problem is not None:
+            code = "item_not_found" if self.conversation.find(item_id) is None else "invalid_value"
+            return [self._error(problem, code, event_id)]
         return [Emit(rt.ItemTruncated(item_id, audio_end_ms))]
 
     # ---- responses -------------------------------------------------------------------------
@@ -363,7 +327,7 @@ class RealtimeServerSession:
         )
 
     def _start_response(self, instructions: str | None = None) -> list[Output]:
-        item = _Item(self._id("item"), "message", role="assistant", audio=True)
+        item = Entry(self._id("item"), "message", role="assistant", audio=True)
         response = _Response(self._id("resp"), item)
         self.response = response
         outputs: list[Output] = [
@@ -384,7 +348,7 @@ class RealtimeServerSession:
         response.speaking = True
         response.outputs += 1
         item = response.item
-        self.items.append(item)  # its text grows as sentences are spoken
+        self.conversation.add(item)  # its text grows as sentences are spoken
         return [
             Emit(rt.OutputItemAdded(response.id, 0, item.view("in_progress"))),
             Emit(rt.ContentPartAdded(response.id, item.id, "")),
@@ -396,32 +360,14 @@ class RealtimeServerSession:
             return []
         job, response.waiting = response.waiting, None
         # The new assistant item is empty and so left out: only earlier turns are sent.
-        return [Generate(job.response_id, job.instructions, self._messages(), job.tools)]
-
-    def _messages(self) -> list[dict[str, Any]]:
-        """The conversation for a chat model: only what the caller heard of each answer."""
-        messages: list[dict[str, Any]] = []
-        for item in self.items:
-            if item.type == "message" and item.text:
-                messages.append({"role": item.role or "user", "content": item.text})
-            elif item.type == "function_call":
-                call = {
-                    "id": item.call_id,
-                    "type": "function",
-                    "function": {"name": item.name, "arguments": item.arguments},
-                }
-                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
-            elif item.type == "function_call_output":
-                messages.append(
-                    {"role": "tool", "tool_call_id": item.call_id, "content": item.output}
-                )
-        return messages
+        history = self.conversation.messages()
+        return [Generate(job.response_id, job.instructions, history, job.tools)]
 
     # ---- results of jobs -------------------------------------------------------------------
 
     def transcribed(self, item_id: str, text: str) -> list[Output]:
         self._transcribing.discard(item_id)
-        item = next((i for i in self.items if i.id == item_id), None)
+        item = self.conversation.find(item_id)
         if item is None:
             return self._release()
         item.text = text.strip()
@@ -453,13 +399,13 @@ class RealtimeServerSession:
         response = self._current(response_id)
         if response is None:
             return []
-        item = _Item(
+        item = Entry(
             self._id("item"), "function_call", call_id=call_id, name=name, arguments=arguments
         )
         response.calls.append(item)
         index = response.outputs
         response.outputs += 1
-        self.items.append(item)
+        self.conversation.add(item)
         return [
             Emit(rt.OutputItemAdded(response.id, index, item.view("in_progress"))),
             Emit(rt.FunctionCallArguments(response.id, item.id, call_id, name, arguments, index)),
