@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from bot.calllog.cli import add_calls_parser, run_calls
@@ -59,9 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run one command; `environ` replaces the process environment and `.env` if given."""
     args = _parser().parse_args(argv)
-    env = environment()
+    env = dict(environ) if environ is not None else environment()
     if args.command == "simulate":
         return _simulate(args, env)
     try:

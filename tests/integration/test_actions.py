@@ -350,32 +350,39 @@ async def test_keypad_digits_reach_the_model_as_text(base_env: dict[str, str]) -
     assert result.bytes_received == 2 * 2400  # the bot answered each
 
 
-async def test_bot_call_and_a_broken_tool_module_from_the_command_line(tmp_path: Path) -> None:
+async def test_bot_call_and_a_broken_tool_module_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
     from tests.processes import clean_env, run_bot
 
+    async def bot_call(*args: str, **env: str) -> tuple[int, str, str]:
+        """`bot call …`, in a thread with its own event loop, as the command line runs it."""
+        code = await asyncio.to_thread(main, ["call", *args], {**environ, **env})
+        out, err = capsys.readouterr()
+        return code, out, err
+
     async with FakeTwilio(ACCOUNT, TOKEN) as twilio:
-        env = clean_env(
-            tmp_path,
-            TWILIO_ACCOUNT_SID=ACCOUNT,
-            TWILIO_AUTH_TOKEN=TOKEN,
-            TWILIO_FROM_NUMBER="+15550009999",
-            TWILIO_API_URL=twilio.url,
-            PUBLIC_URL="https://bot.example.com",
-        )
-        code, out, err = await run_bot(
-            "call", "+15551234567", "--var", "name=Dana", env=env, cwd=tmp_path
-        )
+        environ = {
+            "BOT_DATA_DIR": str(tmp_path / "data"),
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "TWILIO_FROM_NUMBER": "+15550009999",
+            "TWILIO_API_URL": twilio.url,
+            "PUBLIC_URL": "https://bot.example.com",
+        }
+        code, out, err = await bot_call("+15551234567", "--var", "name=Dana")
         assert code == 0, err
         [created] = twilio.of("POST", "/Calls.json")
         assert out.strip() in twilio.calls and created.one("To") == "+15551234567"
-        code, _, err = await run_bot("call", "555-1234", env=env, cwd=tmp_path)
+        code, _, err = await bot_call("555-1234")
         assert code == 1 and "is not an E.164 number" in err
         assert len(twilio.of("POST", "/Calls.json")) == 1  # nothing placed
-        code, _, err = await run_bot(
-            "call", "+15551234567", env={**env, "TWILIO_FROM_NUMBER": ""}, cwd=tmp_path
-        )
+        code, _, err = await bot_call("+15551234567", TWILIO_FROM_NUMBER="")
         assert code == 2 and "TWILIO_FROM_NUMBER" in err
+    # The real process, for a start-up failure: the message, the exit code, no traceback.
     env = clean_env(tmp_path, PORT="0", BOT_TOOLS="no_such_tools_module")
     code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
     assert code == 2
     assert "BOT_TOOLS=no_such_tools_module: cannot import it" in err
+    assert "Traceback" not in err

@@ -6,13 +6,13 @@ import asyncio
 import base64
 import json
 import re
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from bot.cli import main
 from bot.config import Settings
 from bot.store.store import Store
 from tests.conftest import RunningApp, run_app, settings_from
@@ -155,43 +155,38 @@ async def test_metrics(base_env: dict[str, str]) -> None:
     assert "bot_turn_latency_seconds_bucket" in text
 
 
-async def run_cli(settings: Settings, *args: str) -> tuple[int, str, str]:
-    env = {
-        "DATABASE_URL": settings.calllog.database_url
-        or f"sqlite:///{settings.calllog.data_dir / 'calls.db'}",
-        "PATH": "/usr/bin:/bin",
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bot",
-        "calls",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
+async def run_cli(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    """`bot calls …` as the command line runs it, in a thread with its own event loop."""
+    calllog = settings.calllog
+    environ = {"DATABASE_URL": calllog.database_url or f"sqlite:///{calllog.data_dir}/calls.db"}
+    code = await asyncio.to_thread(main, ["calls", *args], environ)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-async def test_cli_list_show_and_export(database_settings: Settings, tmp_path: Path) -> None:
+async def test_cli_list_show_and_export(
+    database_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     await seeded(database_settings, fillers=250)
-    code, out, _ = await run_cli(database_settings, "list", "--search", "order", "--limit", "5")
+    code, out, _ = await run_cli(
+        database_settings, capsys, "list", "--search", "order", "--limit", "5"
+    )
     assert code == 0
     assert ORDER_CALL in out and "+15551230001" in out and "1 of 1 call(s)" in out
-    code, out, _ = await run_cli(database_settings, "show", CUT_CALL)
+    code, out, _ = await run_cli(database_settings, capsys, "show", CUT_CALL)
     assert code == 0
     assert "bot: Hello, this is Acme calling [not heard: about your appointment" in out
     assert "interruption: caller spoke over the bot" in out
-    code, out, err = await run_cli(database_settings, "export", "--format", "jsonl")
+    code, out, err = await run_cli(database_settings, capsys, "export", "--format", "jsonl")
     lines = [json.loads(line) for line in out.splitlines()]
     assert code == 0 and len(lines) == 252
     assert "252/252" in err  # the progress bar of a large export
     target = tmp_path / "calls.csv"
     code, _, _ = await run_cli(
         database_settings,
+        capsys,
         "export",
         "--format",
         "csv",
@@ -203,5 +198,5 @@ async def test_cli_list_show_and_export(database_settings: Settings, tmp_path: P
     rows = target.read_text().splitlines()
     assert code == 0 and rows[0].startswith("call_sid,started_at")
     assert CUT_CALL in target.read_text() and "caller: Sorry, who is this?" in target.read_text()
-    code, _, err = await run_cli(database_settings, "show", "CA" + "9" * 32)
+    code, _, err = await run_cli(database_settings, capsys, "show", "CA" + "9" * 32)
     assert code == 1 and "no call" in err
