@@ -102,11 +102,11 @@ def _realtime_server(port: int, settings: Settings) -> int:
     """The local backend alone, on loopback: any Realtime client can use it."""
     import logging
 
-    from hypercorn.asyncio import serve as hypercorn_serve
+    import uvicorn
 
     from bot.localrt.services import local_providers
     from bot.localrt.web import LOCAL_REALTIME_PATH, create_realtime_app
-    from bot.server import bind_socket, hypercorn_config
+    from bot.server import bind_socket, server_config
 
     configure_logging(settings.server.log_level)
     try:
@@ -120,7 +120,7 @@ def _realtime_server(port: int, settings: Settings) -> int:
         sock.getsockname()[1],
         LOCAL_REALTIME_PATH,
     )
-    asyncio.run(hypercorn_serve(app, hypercorn_config(sock)))
+    uvicorn.Server(server_config(app)).run(sockets=[sock])  # stops on SIGTERM or Ctrl-C
     return 0
 
 

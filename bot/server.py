@@ -1,15 +1,22 @@
-"""`bot serve`: the app under Hypercorn, with start-up banner and graceful SIGTERM."""
+"""`bot serve`: the app under uvicorn, with the start-up banner and a graceful SIGTERM.
+
+Uvicorn runs the `websockets` protocol implementation (`websockets-sansio`), which refuses a
+frame over the size limit from its header, before reading its payload, and pauses reading
+until the app has taken each message. HTTP is parsed by httptools.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
 import socket
+from collections.abc import Iterator
+from typing import Final
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config as HypercornConfig
+import uvicorn
 from quart import Quart
 
 from bot.app import call_services, create_app
@@ -17,11 +24,12 @@ from bot.call.realtime_socket import realtime_url, redact_url
 from bot.call.web import MEDIA_PATH, VOICE_PATH
 from bot.config import Settings
 
-__all__ = ["bind_socket", "hypercorn_config", "serve"]
+__all__ = ["AppServer", "bind_socket", "serve", "server_config"]
 
 logger = logging.getLogger("bot.server")
 
-MAX_WEBSOCKET_FRAME_BYTES = 1024 * 1024  # a Twilio frame is ~300 bytes; bigger is abuse
+MAX_WEBSOCKET_FRAME_BYTES: Final = 1024 * 1024  # a Twilio frame is ~300 bytes; bigger is abuse
+_FINISH_S: Final = 5.0  # after the grace period: how long ended calls may take to close
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -30,9 +38,37 @@ def bind_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((host.strip("[]"), port))
-    sock.listen(128)
+    sock.listen(1024)
     sock.setblocking(False)
     return sock
+
+
+def server_config(app: Quart) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=MAX_WEBSOCKET_FRAME_BYTES,
+        ws_per_message_deflate=False,  # Twilio does not compress; inflating is a bomb risk
+        lifespan="on",
+        log_config=None,  # ours, from bot.log
+        access_log=False,
+        proxy_headers=False,  # the peer is who it is: no X-Forwarded-* is believed
+        server_header=False,
+        timeout_graceful_shutdown=2,
+    )
+
+
+class AppServer(uvicorn.Server):
+    """Uvicorn without its own signal handling: `serve` decides when calls end."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+    def stop_accepting(self) -> None:
+        for listener in getattr(self, "servers", []):
+            listener.close()
 
 
 def serve(settings: Settings) -> None:
@@ -79,41 +115,42 @@ def serve(settings: Settings) -> None:
             realtime.audio.value,
             realtime.auth,
         )
-
-    asyncio.run(_serve(app, hypercorn_config(sock), server.shutdown_grace_s))
-
-
-def hypercorn_config(sock: socket.socket) -> HypercornConfig:
-    """Hypercorn serving on an already bound socket (so port 0 works and never races)."""
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.websocket_max_message_size = MAX_WEBSOCKET_FRAME_BYTES
-    config.graceful_timeout = 2.0  # after our own grace period has ended the calls
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    return config
+    asyncio.run(_serve(app, sock, server.shutdown_grace_s))
 
 
-async def _serve(app: Quart, config: HypercornConfig, grace_s: float) -> None:
+async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-
-    async def shutdown_trigger() -> None:
-        await stop.wait()
-        registry = call_services(app).registry
-        logger.info(
-            "shutting down: no new connections; %d active call(s) get up to %.0f s to finish",
-            len(registry.calls),
-            grace_s,
-        )
-        # Calls still running at the deadline are ended politely: the caller hears the
-        # fallback message instead of silence.
-        loop.call_later(grace_s, registry.end_all_calls, "server shutting down")
-        # A second signal means "now".
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, registry.end_all_calls, "server shutting down")
-
-    await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
-    logger.info("stopped after %d call(s)", call_services(app).registry.calls_started)
+    server = AppServer(server_config(app))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    if serving.done():  # it could not start
+        stopping.cancel()
+        await serving
+        return
+    server.stop_accepting()
+    registry = call_services(app).registry
+    logger.info(
+        "shutting down: no new connections; %d active call(s) get up to %.0f s to finish",
+        len(registry.calls),
+        grace_s,
+    )
+    # A second signal means "now".
+    now = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, now.set)
+    idle = asyncio.create_task(registry.wait_idle())
+    hurry = asyncio.create_task(now.wait())
+    await asyncio.wait({idle, hurry}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+    hurry.cancel()
+    if not idle.done():
+        # Calls still running are ended politely: the caller hears the fallback message.
+        registry.end_all_calls("server shutting down")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(idle, _FINISH_S)
+    server.should_exit = True
+    await serving
+    logger.info("stopped after %d call(s)", registry.calls_started)

@@ -17,13 +17,12 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from hypercorn.asyncio import serve as hypercorn_serve
 from quart import Quart
 
 from bot.app import call_services, create_app
 from bot.call.registry import CallRegistry
 from bot.config import Settings
-from bot.server import bind_socket, hypercorn_config
+from bot.server import AppServer, bind_socket, server_config
 
 TEST_KEY = "sk-test-SECRET-KEY-0123456789"
 LOCAL_SECRET = "local-test-secret-abcdef"
@@ -39,10 +38,7 @@ class RunningApp:
 
     async def calls_done(self, timeout_s: float = 5.0) -> None:
         """Until every call has ended and been written up."""
-        registry = self.registry
-        await eventually(
-            lambda: not registry.calls and not registry.cleanups, timeout_s, "every call ending"
-        )
+        await asyncio.wait_for(self.registry.wait_idle(), timeout_s)
 
 
 @asynccontextmanager
@@ -57,10 +53,8 @@ async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[Runni
     token = settings.twilio.auth_token
     secret = token.reveal() if token else LOCAL_SECRET
     app = create_app(settings, signing_secret=secret, **app_options)
-    stop = asyncio.Event()
-    server = asyncio.create_task(
-        hypercorn_serve(app, hypercorn_config(sock), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
-    )
+    uvicorn = AppServer(server_config(app))
+    server = asyncio.create_task(uvicorn.serve(sockets=[sock]))
     url = f"http://127.0.0.1:{port}"
     await wait_for_http(url + "/healthz", server)
     registry = call_services(app).registry
@@ -68,7 +62,8 @@ async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[Runni
         yield RunningApp(url, app, registry, settings, secret)
     finally:
         registry.end_all_calls("test over")
-        stop.set()
+        await asyncio.wait_for(registry.wait_idle(), 5)
+        uvicorn.should_exit = True
         await asyncio.wait_for(server, 10)
 
 

@@ -187,8 +187,7 @@ class LiveCall:
             # Quart may cancel this task again while it cleans up (the caller's socket went
             # away); the clean-up runs in its own task so it always completes.
             cleanup = asyncio.create_task(self._finish(end_by, end_reason, started))
-            registry.cleanups.add(cleanup)
-            cleanup.add_done_callback(registry.cleanups.discard)
+            registry.track_cleanup(cleanup)
             await asyncio.shield(cleanup)
 
     async def _finish(self, end_by: str, end_reason: str, started: float) -> None:

@@ -41,6 +41,7 @@ class CallRegistry:
     _verdicts: dict[str, str] = field(default_factory=dict)
     _prewarmed: dict[str, asyncio.Task[RealtimeChannel]] = field(default_factory=dict)
     _shutting_down: bool = False
+    _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def live_stats(self) -> Iterator[CallStats]:
         return (call.stats for call in self.calls.values())
@@ -87,6 +88,23 @@ class CallRegistry:
     def unregister(self, call: RegisteredCall) -> None:
         if self.calls.get(call.call_sid) is call:
             del self.calls[call.call_sid]
+        self._changed.set()
+
+    def track_cleanup(self, cleanup: asyncio.Task[None]) -> None:
+        """The clean-up of an ended call: shutdown waits for it."""
+        self.cleanups.add(cleanup)
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.cleanups.discard(task)
+            self._changed.set()
+
+        cleanup.add_done_callback(done)
+
+    async def wait_idle(self) -> None:
+        """Until no call is live and every ended call is written up."""
+        while self.calls or self.cleanups:
+            self._changed.clear()
+            await self._changed.wait()
 
     def deliver_verdict(self, call_sid: str, answered_by: str) -> None:
         """Answering-machine detection's result, for the call's stream now or when it starts."""
