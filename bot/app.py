@@ -47,6 +47,7 @@ __all__ = ["call_services", "create_app", "session_config"]
 logger = logging.getLogger(__name__)
 
 RETENTION_CHECK_S = 6 * 3600
+MAX_REQUEST_BYTES = 64 * 1024
 
 
 def session_config(
@@ -104,6 +105,7 @@ def create_app(
     app = Quart("bot")
     app.secret_key = hmac.new(signing_secret.encode(), b"review-session", hashlib.sha256).digest()
     app.config.update(
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,  # webhooks and the login form are small
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=settings.server.base_url.startswith("https://"),

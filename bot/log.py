@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["CallLogger", "FrameErrors", "configure_logging"]
+__all__ = ["CallLogger", "FrameErrors", "ThrottledLog", "configure_logging"]
 
 
 def configure_logging(level: str) -> None:
@@ -46,3 +47,28 @@ class FrameErrors:
     def summary(self) -> str:
         """The kinds seen more than once, for the call's last log line."""
         return "".join(f"; {n} x {key}" for key, n in self.counts.items() if n > 1)
+
+
+class ThrottledLog:
+    """Warnings that strangers can cause: each message at most once a minute, with a count
+    of the repeats, so a flood of bad requests cannot flood the log."""
+
+    INTERVAL_S: Final = 60.0
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> None:
+        self._logger = logger
+        self._last: dict[str, float] = {}
+        self._repeats: dict[str, int] = {}
+
+    def note(self, message: str) -> None:
+        now = time.monotonic()
+        last = self._last.get(message)
+        if last is not None and now - last < self.INTERVAL_S:
+            self._repeats[message] = self._repeats.get(message, 0) + 1
+            return
+        if len(self._last) > 1000:  # messages are few; a flood of distinct ones is cut short
+            self._last.clear()
+        self._last[message] = now
+        repeats = self._repeats.pop(message, 0)
+        suffix = f" ({repeats} more since the last report)" if repeats else ""
+        self._logger.warning("%s%s", message, suffix)

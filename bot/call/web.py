@@ -4,11 +4,12 @@ status callbacks. Every webhook is signature-checked before anything else happen
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from quart import Blueprint, Response, abort, request, websocket
 from twilio.request_validator import RequestValidator
@@ -20,6 +21,7 @@ from bot.config import ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
 from bot.core.tokens import issue_stream_token
 from bot.core.twiml import render_connect_stream
+from bot.log import ThrottledLog
 from bot.store.schema import utcnow
 
 __all__ = [
@@ -40,6 +42,9 @@ AMD_PATH: Final = "/twilio/amd"
 STATUS_PATH: Final = "/twilio/status"
 # Outbound calls carry these in their (signed) webhook URL; they become stream parameters.
 OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
+MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
+MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields
+_SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of an HMAC-SHA1
 
 
 def twiml_dir() -> Path:
@@ -64,6 +69,7 @@ def call_blueprint(
     """The routes; `services` gives the call services once the app has started."""
     blueprint = Blueprint("call", __name__)
     validator = RequestValidator(signing_secret)
+    rejections = ThrottledLog(logger)
     template = (twiml_dir() / "connect_stream.xml").read_text()
     base_url = server.base_url
     media_url = stream_url(base_url)
@@ -77,11 +83,28 @@ def call_blueprint(
         return [url + "?" + query if query else url for url in urls]
 
     async def twilio_form(path: str, what: str) -> tuple[MultiDict[str, str], str]:
-        """The form of a Twilio webhook, once its signature and CallSid are checked."""
-        form = await request.form
+        """The form of a Twilio webhook, once its signature and CallSid are checked.
+
+        What an unsigned request can cost is bounded before the body is read: the signature
+        header must look like one, and the body must be small and have few fields.
+        """
         signature = request.headers.get("X-Twilio-Signature", "")
+        if not _SIGNATURE.fullmatch(signature):
+            rejections.note(f"{what} rejected: missing or malformed X-Twilio-Signature")
+            abort(403, "invalid signature")
+        length = request.content_length
+        if length is None or length > MAX_WEBHOOK_BYTES:
+            rejections.note(f"{what} rejected: body of {length} bytes")
+            abort(413, "a Twilio webhook is small")
+        body = (await request.get_data(cache=False, as_text=False)).decode("utf-8", "replace")
+        try:
+            fields = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_WEBHOOK_FIELDS)
+        except ValueError:
+            rejections.note(f"{what} rejected: more than {MAX_WEBHOOK_FIELDS} fields")
+            abort(400, "too many fields")
+        form: MultiDict[str, str] = MultiDict(fields)
         if not any(validator.validate(url, form, signature) for url in webhook_urls(path)):
-            logger.warning("%s rejected: bad or missing X-Twilio-Signature", what)
+            rejections.note(f"{what} rejected: bad X-Twilio-Signature")
             abort(403, "invalid signature")
         call_sid = form.get("CallSid", "")
         if not is_call_sid(call_sid):
@@ -142,7 +165,7 @@ def call_blueprint(
         if signature is not None:
             candidates = [media_url, media_url + "/"]
             if not any(validator.validate(url, {}, signature) for url in candidates):
-                logger.warning("media stream rejected: bad X-Twilio-Signature on upgrade")
+                rejections.note("media stream rejected: bad X-Twilio-Signature on upgrade")
                 return "invalid signature", 403
         await websocket.accept()
         await serve_stream(QuartTwilioChannel(websocket._get_current_object()), services())
