@@ -96,7 +96,8 @@ def call_blueprint(
         if length is None or length > MAX_WEBHOOK_BYTES:
             rejections.note(f"{what} rejected: body of {length} bytes")
             abort(413, "a Twilio webhook is small")
-        body = (await request.get_data(cache=False, as_text=False)).decode("utf-8", "replace")
+        raw = await request.get_data(cache=False, as_text=False)
+        body = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         try:
             fields = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_WEBHOOK_FIELDS)
         except ValueError:
