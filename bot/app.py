@@ -9,6 +9,8 @@ import hmac
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -22,9 +24,11 @@ from bot.call.loop import CallServices
 from bot.call.metrics import Metrics
 from bot.call.realtime_socket import open_realtime
 from bot.call.registry import CallRegistry, Dialer
+from bot.call.stream_tokens import StreamTokens
 from bot.call.tools import builtin_schemas, load_tools
 from bot.call.twilio_actions import TwilioActions
-from bot.call.web import call_blueprint
+from bot.call.twilio_socket import AsgiApp, route_websockets
+from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint
 from bot.calllog.retention import prune_recordings
 from bot.calllog.review import review_blueprint
 from bot.calllog.writer import CallLog
@@ -163,6 +167,10 @@ def create_app(
         )
     )
     app.register_blueprint(review_blueprint(settings.calllog, lambda: running().store.calls))
+    media = media_endpoint(settings.server, signing_secret, lambda: running().services)
+    app.asgi_app = route_websockets(  # type: ignore[method-assign,assignment]
+        cast(AsgiApp, app.asgi_app), {MEDIA_PATH: media, MEDIA_PATH + "/": media}
+    )
 
     @app.before_serving
     async def open_resources() -> None:
@@ -177,19 +185,25 @@ def create_app(
         calllog = settings.calllog
         services = CallServices(
             registry=registry,
-            admission=Admission(signing_secret, twilio.account_sid),
+            admission=Admission(
+                StreamTokens(signing_secret, twilio.stream_token_ttl_s),
+                twilio.account_sid,
+                already_streamed=store.calls.had_stream,
+            ),
             settings=settings.call,
             audio=audio,
             label=label,
             call_log=call_log,
-            metrics=Metrics(registry.live_stats),
+            metrics=Metrics(registry.live_stats, call_log),
             actions=TwilioActions(rest, settings.call),
             tools=tools,
             recordings=calllog.recordings_path if calllog.record_audio else None,
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:
-            prune = _prune_periodically(store.calls, calllog.retention_days)
+            prune = _prune_periodically(
+                store.calls, calllog.retention_days, calllog.recordings_path
+            )
             background.append(asyncio.create_task(prune))
         state["running"] = _Running(store, call_log, services, rest, background)
 
@@ -222,10 +236,10 @@ def call_services(app: Quart) -> CallServices:
     return services()
 
 
-async def _prune_periodically(records: CallRecords, retention_days: int) -> None:
+async def _prune_periodically(records: CallRecords, retention_days: int, folder: Path) -> None:
     while True:
         try:
-            await prune_recordings(records, retention_days)
+            await prune_recordings(records, retention_days, folder)
         except (OSError, SQLAlchemyError) as exc:
             logger.warning("recording retention: %s", type(exc).__name__)
         await asyncio.sleep(RETENTION_CHECK_S)

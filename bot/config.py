@@ -47,6 +47,8 @@ DEFAULT_INSTRUCTIONS: Final = (
     "You are a friendly, concise phone assistant. Speak naturally and keep answers short: "
     "the caller is listening on a telephone."
 )
+DEFAULT_BUSY: Final = "Sorry, all our lines are busy right now. Please call again later."
+DEFAULT_TIME_LIMIT: Final = "We have reached the time limit for this call. Thank you, goodbye."
 DEFAULT_FALLBACK: Final = (
     "Sorry, the assistant is not available right now. Please call again later. Goodbye."
 )
@@ -394,6 +396,41 @@ class CallSettings:
         None,
         "Spoken (by Twilio) after the beep when a machine answers; without it the bot just "
         "hangs up.",
+    )
+    max_calls: int = setting(
+        "MAX_CALLS",
+        25,
+        "Calls this instance serves at once (ringing ones included); past it a caller hears "
+        "`BUSY_MESSAGE`. Sized from the measured CPU per call (see Security and limits).",
+        parse=whole(1, 100_000),
+    )
+    busy_message: str = setting(
+        "BUSY_MESSAGE",
+        DEFAULT_BUSY,
+        "Spoken by Twilio to a caller past `MAX_CALLS`.",
+        shown='"Sorry, all our lines are busy…"',
+    )
+    max_call_s: int = setting(
+        "MAX_CALL_SECONDS",
+        3600,
+        "A call is ended after this long, with `TIME_LIMIT_MESSAGE` (needs Twilio "
+        "credentials; otherwise the caller hears `BOT_FALLBACK_MESSAGE`). Also caps each "
+        "recording.",
+        parse=whole(10, 86_400),
+    )
+    time_limit_message: str = setting(
+        "TIME_LIMIT_MESSAGE",
+        DEFAULT_TIME_LIMIT,
+        "Spoken by Twilio when a call reaches `MAX_CALL_SECONDS`.",
+        shown='"We have reached the time limit for this call…"',
+    )
+    stream_idle_s: float = setting(
+        "STREAM_IDLE_SECONDS",
+        10.0,
+        "A stream that sends no audio for this long is over (Twilio sends a frame every "
+        "20 ms, even in silence).",
+        parse=number(1, 600),
+        shown="`10`",
     )
 
 

@@ -60,15 +60,18 @@ class ThrottledLog:
         self._last: dict[str, float] = {}
         self._repeats: dict[str, int] = {}
 
-    def note(self, message: str) -> None:
+    def note(self, message: str, key: str | None = None) -> None:
+        """Log `message` unless one of the same `key` (default: the message) was logged in
+        the last minute."""
+        key = message if key is None else key
         now = time.monotonic()
-        last = self._last.get(message)
+        last = self._last.get(key)
         if last is not None and now - last < self.INTERVAL_S:
-            self._repeats[message] = self._repeats.get(message, 0) + 1
+            self._repeats[key] = self._repeats.get(key, 0) + 1
             return
-        if len(self._last) > 1000:  # messages are few; a flood of distinct ones is cut short
+        if len(self._last) > 1000:  # keys are few; a flood of distinct ones is cut short
             self._last.clear()
-        self._last[message] = now
-        repeats = self._repeats.pop(message, 0)
+        self._last[key] = now
+        repeats = self._repeats.pop(key, 0)
         suffix = f" ({repeats} more since the last report)" if repeats else ""
         self._logger.warning("%s%s", message, suffix)

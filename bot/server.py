@@ -30,6 +30,7 @@ logger = logging.getLogger("bot.server")
 
 MAX_WEBSOCKET_FRAME_BYTES: Final = 1024 * 1024  # a Twilio frame is ~300 bytes; bigger is abuse
 _FINISH_S: Final = 5.0  # after the grace period: how long ended calls may take to close
+_SETTLE_S: Final = 0.1
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -146,11 +147,14 @@ async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
     hurry = asyncio.create_task(now.wait())
     await asyncio.wait({idle, hurry}, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
     hurry.cancel()
-    if not idle.done():
-        # Calls still running are ended politely: the caller hears the fallback message.
-        registry.end_all_calls("server shutting down")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(idle, _FINISH_S)
+    # Calls still running are ended politely: the caller hears the fallback message. So is
+    # a stream that was still connecting; a moment lets one in flight reach the app.
+    registry.end_all_calls("server shutting down")
+    await asyncio.sleep(_SETTLE_S)
+    if idle.done():
+        idle = asyncio.create_task(registry.wait_idle())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(idle, _FINISH_S)
     server.should_exit = True
     await serving
     logger.info("stopped after %d call(s)", registry.calls_started)

@@ -13,6 +13,7 @@ from bot.call.journal import SessionLabel
 from bot.call.loop import CallServices
 from bot.call.metrics import Metrics
 from bot.call.registry import CallRegistry
+from bot.call.stream_tokens import StreamTokens
 from bot.call.tools import Tool
 from bot.call.twilio_actions import TwilioActions
 from bot.calllog.writer import CallLog
@@ -41,7 +42,7 @@ class MemoryPhone:
     # -- what the test does --------------------------------------------------------------
 
     def start(self, now: float, **parameters: str) -> None:
-        token = issue_stream_token(SECRET, CALL_SID, now, 60)
+        token = issue_stream_token(SECRET, CALL_SID, now, 60, parameters)
         params = {"token": token, **parameters}
         self._inbox.put_nowait(twilio.TwilioStart(STREAM_SID, CALL_SID, ACCOUNT, params))
 
@@ -147,7 +148,7 @@ async def memory_call(
     registry = CallRegistry(dial)
     services = CallServices(
         registry=registry,
-        admission=Admission(SECRET, None, 1.0),
+        admission=Admission(StreamTokens(SECRET, 60), None, 1.0),
         settings=settings.call,
         audio=rt.AudioFormat.G711_ULAW,
         label=SessionLabel("memory", "scripted", "none", "g711_ulaw"),

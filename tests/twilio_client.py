@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import xml.etree.ElementTree as ET
 
@@ -16,10 +17,15 @@ def new_call_sid() -> str:
 
 
 async def fetch_twiml(
-    app_url: str, secret: str | None, call_sid: str, *, signature: str | None = None
+    app_url: str,
+    secret: str | None,
+    call_sid: str,
+    *,
+    signature: str | None = None,
+    form: dict[str, str] | None = None,
 ) -> tuple[int, str]:
     url = app_url + "/twilio/voice"
-    params = {"CallSid": call_sid, "From": "+15550100001", "To": "+15550100002"}
+    params = {"CallSid": call_sid, "From": "+15550100001", "To": "+15550100002", **(form or {})}
     headers = {}
     if signature is not None:
         headers["X-Twilio-Signature"] = signature
@@ -51,3 +57,10 @@ def start_frame(
 
 def media_frame(ulaw: bytes, index: int = 0) -> str:
     return twilio.phone_media("MZ" + "0" * 32, ulaw, index)
+
+
+def media_at(ulaw: bytes, timestamp: int | str) -> str:
+    """A media frame with any timestamp at all, as a hostile peer would send it."""
+    frame = json.loads(media_frame(ulaw))
+    frame["media"]["timestamp"] = str(timestamp)
+    return json.dumps(frame)

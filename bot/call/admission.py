@@ -1,5 +1,6 @@
-"""Admission: a media stream becomes a call only once its `start` carries a valid, unexpired
-stream token for its own CallSid (and comes from the configured account).
+"""Admission: a media stream becomes a call only once its `start` carries a valid, unexpired,
+unspent stream token for its own CallSid and parameters (and comes from the configured
+account), and the instance has room for another call.
 
 Nothing is opened for a stream before this says yes, so strangers cannot spend the Realtime
 quota. A socket that sends no valid `start` in time is not Twilio.
@@ -9,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Final
 
 from bot.call.channels import ChannelClosed, TwilioChannel
-from bot.core.tokens import verify_stream_token
+from bot.call.stream_tokens import StreamTokens
+from bot.core.tokens import TOKEN_PARAMETER, bound_parameters
 from bot.core.twilio import TwilioStart, TwilioStop
 from bot.errors import TwilioProtocolError
 from bot.log import CallLogger, FrameErrors
@@ -23,14 +25,18 @@ __all__ = ["Admission", "Admitted", "Refused", "admit"]
 
 logger = logging.getLogger("bot.call")
 
+CALL_LOG_CHECK_S: Final = 1.0  # a slow call log must not hold up a caller
+
 
 @dataclass(frozen=True)
 class Admission:
     """What a stream must show to be let in."""
 
-    secret: str
+    tokens: StreamTokens
     account_sid: str | None
     start_timeout_s: float = 10.0  # Twilio sends `start` at once
+    # Whether the call log already holds a stream for a CallSid: what other instances saw.
+    already_streamed: Callable[[str], Awaitable[bool]] | None = None
 
 
 @dataclass(frozen=True)
@@ -47,9 +53,7 @@ class Refused:
     log: CallLogger
 
 
-async def admit(
-    channel: TwilioChannel, admission: Admission, clock: Callable[[], float] = time.time
-) -> Admitted | Refused:
+async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refused:
     errors = FrameErrors(CallLogger(logger, {}))
     try:
         start = await asyncio.wait_for(_start(channel, errors), admission.start_timeout_s)
@@ -58,13 +62,33 @@ async def admit(
             f"no valid start within {admission.start_timeout_s:.1f} s", False, errors.log
         )
     errors.log = CallLogger(logger, {"call_sid": start.call_sid, "stream_sid": start.stream_sid})
-    token = start.custom_parameters.get("token")
-    problem = verify_stream_token(admission.secret, token, start.call_sid, clock())
+    tokens, call_sid = admission.tokens, start.call_sid
+    parameters = bound_parameters(start.custom_parameters)
+    token = start.custom_parameters.get(TOKEN_PARAMETER)
+    problem = tokens.verify(call_sid, token, parameters)
     if problem is None and admission.account_sid not in (None, start.account_sid):
         problem = "start.accountSid is not this account"
+    if problem is None and await _streamed_elsewhere(admission, call_sid, errors.log):
+        problem = "this call already had a stream (call log)"
+    # Checked again after the wait above: the check and the spending must be one step.
+    if problem is None:
+        problem = tokens.verify(call_sid, token, parameters)
     if problem is not None:
         return Refused(problem, True, errors.log)
+    tokens.spend(call_sid)
     return Admitted(start, errors.log, errors)
+
+
+async def _streamed_elsewhere(admission: Admission, call_sid: str, log: CallLogger) -> bool:
+    if admission.already_streamed is None:
+        return False
+    try:
+        return await asyncio.wait_for(admission.already_streamed(call_sid), CALL_LOG_CHECK_S)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the call log is down or slow: the call still goes ahead
+        log.warning("could not ask the call log about earlier streams (%s)", type(exc).__name__)
+        return False
 
 
 async def _start(channel: TwilioChannel, errors: FrameErrors) -> TwilioStart:

@@ -63,20 +63,32 @@ class CallServices:
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
     """Serve one Media Stream from `connected` to close. Never raises for call failures."""
-    admitted = await admit(channel, services.admission)
-    if isinstance(admitted, Refused):
-        if admitted.unauthorized:
-            admitted.log.warning(
-                "stream rejected, no Realtime session opened for it: %s", admitted.reason
-            )
-            services.metrics.call_finished("rejected", None)
-        else:
-            admitted.log.warning("stream closed: %s", admitted.reason)
-        await channel.close(
-            POLICY_VIOLATION, "unauthorized" if admitted.unauthorized else "no start"
+    registry = services.registry
+    with registry.media_socket():
+        admitted = await admit(channel, services.admission)
+        if isinstance(admitted, Refused):
+            await _refuse(channel, services, admitted)
+            return
+        if len(registry.calls) >= services.settings.max_calls:
+            # The webhook answers "busy" past MAX_CALLS; this is a burst that got past it.
+            admitted.log.warning("stream closed: %d calls already (MAX_CALLS)", len(registry.calls))
+            services.metrics.call_finished("busy", None)
+            await channel.close(1000, "busy")  # Twilio plays the fallback message
+            return
+        call = LiveCall(channel, services, admitted)
+        registry.register(call)  # with no wait after admission: one stream per call
+        await call.run()
+
+
+async def _refuse(channel: TwilioChannel, services: CallServices, refused: Refused) -> None:
+    if refused.unauthorized:
+        refused.log.warning(
+            "stream rejected, no Realtime session opened for it: %s", refused.reason
         )
-        return
-    await LiveCall(channel, services, admitted).run()
+        services.metrics.call_finished("rejected", None)
+    else:
+        refused.log.warning("stream closed: %s", refused.reason)
+    await channel.close(POLICY_VIOLATION, "unauthorized" if refused.unauthorized else "no start")
 
 
 class _CallEnded(Exception):
@@ -114,7 +126,8 @@ class LiveCall:
         recorder = None
         if services.recordings is not None:
             recorder = CallRecorder(
-                services.recordings / f"{start.call_sid}-{start.stream_sid}.wav"
+                services.recordings / f"{start.call_sid}-{start.stream_sid}.wav",
+                settings.max_call_s * 1000,
             )
         self.journal = CallJournal(
             start.call_sid, services.call_log, services.metrics, self.log, recorder
@@ -146,8 +159,8 @@ class LiveCall:
     # ---- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
+        """Serve the call; it is registered already."""
         registry = self.services.registry
-        registry.register(self)
         started = time.monotonic()
         end_by, end_reason = "bridge", "unknown"
         try:
@@ -171,6 +184,7 @@ class LiveCall:
                     group.create_task(self._pump_twilio())
                     group.create_task(self._pump_realtime())
                     group.create_task(self._await_stop())
+                    group.create_task(self._watch(started))
             except* _CallEnded as ended:
                 first = ended.exceptions[0]
                 assert isinstance(first, _CallEnded)
@@ -210,6 +224,24 @@ class LiveCall:
     async def _await_stop(self) -> None:
         await self._stop.wait()
         raise _CallEnded("bridge", self._stop_reason)
+
+    async def _watch(self, started: float) -> None:
+        """Ends a stream that went quiet and a call that reached its time limit. Checking
+        once a second costs nothing per frame."""
+        settings = self.services.settings
+        stats = self.session.stats
+        frames, quiet_since = stats.frames_in, started
+        tick = min(1.0, settings.stream_idle_s / 4)
+        while True:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if stats.frames_in != frames:
+                frames, quiet_since = stats.frames_in, now
+            elif now - quiet_since >= settings.stream_idle_s:
+                raise _CallEnded("bridge", f"no audio from Twilio for {settings.stream_idle_s:g} s")
+            if now - started >= settings.max_call_s:
+                self.log.info("time limit of %d s reached", settings.max_call_s)
+                self._carried_out(await self.services.actions.time_up(self.call_sid))
 
     async def _pump_twilio(self) -> None:
         session, channel = self.session, self.channel

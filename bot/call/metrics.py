@@ -10,6 +10,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from bot.call.core.session import CallStats
+from bot.calllog.writer import CallLog
 
 __all__ = ["Metrics"]
 
@@ -17,7 +18,9 @@ LATENCY_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 
 
 class Metrics:
-    def __init__(self, live_stats: Callable[[], Iterable[CallStats]]) -> None:
+    def __init__(
+        self, live_stats: Callable[[], Iterable[CallStats]], call_log: CallLog | None = None
+    ) -> None:
         self.registry = CollectorRegistry()
         self.calls = Counter("bot_calls", "Calls by outcome", ["outcome"], registry=self.registry)
         self.barge_ins = Counter("bot_barge_ins", "Caller barge-ins", registry=self.registry)
@@ -33,6 +36,7 @@ class Metrics:
         self.finished_frames_in = 0
         self.finished_frames_out = 0
         self._live_stats = live_stats
+        self.call_log = call_log
         self.registry.register(_LiveCollector(self))
 
     def call_finished(self, outcome: str, stats: CallStats | None) -> None:
@@ -60,4 +64,23 @@ class _LiveCollector(Collector):
         frames.add_metric(
             ["out"], self._metrics.finished_frames_out + sum(s.playback.frames_out for s in live)
         )
-        return [active, frames]
+        families: list[Metric] = [active, frames]
+        call_log = self._metrics.call_log
+        if call_log is not None:
+            pending = GaugeMetricFamily("bot_call_log_pending", "Records waiting to be written")
+            pending.add_metric([], call_log.pending)
+            quarantined = CounterMetricFamily(
+                "bot_call_log_quarantined", "Records the database refused", labels=["kind"]
+            )
+            dropped = CounterMetricFamily(
+                "bot_call_log_dropped", "Records dropped past the bound", labels=["kind"]
+            )
+            for kind in ("call", "increment", "turn", "event"):
+                quarantined.add_metric([kind], call_log.quarantined[kind])
+                dropped.add_metric([kind], call_log.dropped[kind])
+            writer_errors = CounterMetricFamily(
+                "bot_call_log_writer_errors", "Unexpected errors the writer survived"
+            )
+            writer_errors.add_metric([], call_log.writer_errors)
+            families += [pending, quarantined, dropped, writer_errors]
+        return families

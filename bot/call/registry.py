@@ -4,6 +4,7 @@ and answering-machine verdicts that arrive before their stream."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -38,10 +39,16 @@ class CallRegistry:
     calls: dict[str, RegisteredCall] = field(default_factory=dict)  # live, by CallSid
     calls_started: int = 0
     cleanups: set[asyncio.Task[None]] = field(default_factory=set)  # calls finishing
+    sockets: int = 0  # media sockets open, calls or not (yet)
     _verdicts: dict[str, str] = field(default_factory=dict)
     _prewarmed: dict[str, asyncio.Task[RealtimeChannel]] = field(default_factory=dict)
     _shutting_down: bool = False
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def load(self) -> int:
+        """Calls live or about to be: a webhook answered, its stream not yet here."""
+        return len(self.calls) + len(self._prewarmed)
 
     def live_stats(self) -> Iterator[CallStats]:
         return (call.stats for call in self.calls.values())
@@ -75,11 +82,11 @@ class CallRegistry:
         return await task
 
     def register(self, call: RegisteredCall) -> None:
-        previous = self.calls.get(call.call_sid)
-        if previous is not None:
-            # Twilio may open a second stream for the same call (a network handover);
-            # two bots on one line would talk over each other.
-            previous.end("replaced by a new stream for the same call")
+        if call.call_sid in self.calls:
+            # Admission lets one stream per call in; two bots on one line would talk over
+            # each other, and the live one is the one the caller is hearing.
+            call.end("the call already has a live stream")
+            return
         if self._shutting_down:
             call.end("server shutting down")
         self.calls[call.call_sid] = call
@@ -89,6 +96,17 @@ class CallRegistry:
         if self.calls.get(call.call_sid) is call:
             del self.calls[call.call_sid]
         self._changed.set()
+
+    @contextlib.contextmanager
+    def media_socket(self) -> Iterator[None]:
+        """A media socket from accept to close: shutdown waits for it to become a call and
+        end, or to be refused."""
+        self.sockets += 1
+        try:
+            yield
+        finally:
+            self.sockets -= 1
+            self._changed.set()
 
     def track_cleanup(self, cleanup: asyncio.Task[None]) -> None:
         """The clean-up of an ended call: shutdown waits for it."""
@@ -101,8 +119,9 @@ class CallRegistry:
         cleanup.add_done_callback(done)
 
     async def wait_idle(self) -> None:
-        """Until no call is live and every ended call is written up."""
-        while self.calls or self.cleanups:
+        """Until no media socket is open, no call is live and every ended call is written
+        up."""
+        while self.calls or self.cleanups or self.sockets:
             self._changed.clear()
             await self._changed.wait()
 

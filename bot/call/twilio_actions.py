@@ -1,4 +1,4 @@
-"""Hang-up, transfer and voicemail: the actions a call takes through Twilio's REST API."""
+"""Hang-up, transfer, voicemail, time limit: what a call does through Twilio's REST API."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from bot.config import CallSettings
-from bot.core.twiml import transfer_twiml, voicemail_twiml
+from bot.core.twiml import say_then_hang_up, transfer_twiml
 from bot.errors import TwilioApiError
 from bot.twilio_rest import TwilioRest
 
@@ -48,9 +48,17 @@ class TwilioActions:
         message = self.settings.voicemail_message
         if message:
             return await _attempt(
-                "voicemail left", self.rest.redirect(call_sid, voicemail_twiml(message))
+                "voicemail left", self.rest.redirect(call_sid, say_then_hang_up(message))
             )
         return await _attempt(f"answered by {answered_by}: hung up", self.rest.hang_up(call_sid))
+
+    async def time_up(self, call_sid: str) -> ActionOutcome:
+        """The call reached MAX_CALL_SECONDS: Twilio says goodbye and hangs up."""
+        summary = f"time limit of {self.settings.max_call_s} s reached"
+        if self.rest is None:
+            return ActionOutcome(summary)  # closing the stream plays the fallback message
+        twiml = say_then_hang_up(self.settings.time_limit_message)
+        return await _attempt(summary, self.rest.redirect(call_sid, twiml))
 
 
 async def _attempt(summary: str, request: Awaitable[bool]) -> ActionOutcome:

@@ -1,43 +1,80 @@
-"""Twilio's Media Stream over Quart's WebSocket, as a `TwilioChannel`.
+"""Twilio's Media Stream straight on ASGI, as a `TwilioChannel`, and the router that sends
+the media socket here and everything else to Quart.
 
-Frames are decoded and encoded here (`bot.core.twilio`). A socket that is gone, found by a
-receive or a send, is `ChannelClosed`; Quart may also cancel the handler outright.
+The media socket skips Quart's WebSocket wrapper on purpose. Quart reads the socket in a
+task of its own and cancels the handler as soon as the peer closes, dropping the frames it
+had read but the handler had not (Twilio's last audio and its `stop`), and it hops every
+frame through a queue and a signal: about 150 times a second per call. Here the call reads
+the server's `receive` itself, so every frame before the close is read, in order.
 """
 
 from __future__ import annotations
 
 import contextlib
-
-from quart.wrappers.base import ClientDisconnectedError
-from quart.wrappers.websocket import Websocket
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from bot.call.channels import ChannelClosed
 from bot.core import twilio
 from bot.core.twilio import TwilioEvent, TwilioMessage
 
-__all__ = ["QuartTwilioChannel"]
+__all__ = ["AsgiApp", "AsgiTwilioChannel", "Receive", "Scope", "Send", "route_websockets"]
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class QuartTwilioChannel:
-    def __init__(self, ws: Websocket) -> None:
-        self._ws = ws
+class AsgiTwilioChannel:
+    """An accepted ASGI WebSocket carrying a Twilio Media Stream."""
+
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
+        self._gone = False
 
     async def receive(self) -> TwilioEvent:
-        while True:
-            try:
-                frame = await self._ws.receive()
-            except ClientDisconnectedError as exc:
-                raise ChannelClosed("twilio", "media socket closed") from exc
-            event = twilio.decode(frame)
-            if event is not None:
-                return event
+        while not self._gone:
+            message = await self._receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                frame = message.get("text")
+                if frame is None:
+                    frame = message.get("bytes") or b""
+                event = twilio.decode(frame)
+                if event is not None:
+                    return event
+            elif kind == "websocket.disconnect":
+                self._gone = True
+        raise ChannelClosed("twilio", "media socket closed")
 
     async def send(self, message: TwilioMessage) -> None:
+        if self._gone:
+            raise ChannelClosed("twilio", "media socket closed")
         try:
-            await self._ws.send(twilio.encode(message))
-        except ClientDisconnectedError as exc:
+            await self._send({"type": "websocket.send", "text": twilio.encode(message)})
+        except (OSError, RuntimeError) as exc:  # the server's word for a socket that is gone
+            self._gone = True
             raise ChannelClosed("twilio", "media socket closed") from exc
 
     async def close(self, code: int, reason: str) -> None:
-        with contextlib.suppress(Exception):
-            await self._ws.close(code, reason)
+        if self._gone:
+            return
+        self._gone = True
+        with contextlib.suppress(OSError, RuntimeError):
+            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def route_websockets(fallback: AsgiApp, routes: dict[str, AsgiApp]) -> AsgiApp:
+    """WebSocket connections to one of `routes`' paths go there; all else to `fallback`."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            handler = routes.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await fallback(scope, receive, send)
+
+    return app

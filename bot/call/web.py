@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 from urllib.parse import parse_qsl, urlsplit
 
-from quart import Blueprint, Response, abort, request, websocket
+from quart import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
 from bot.call.loop import CallServices, serve_stream
-from bot.call.twilio_socket import QuartTwilioChannel
+from bot.call.twilio_socket import AsgiApp, AsgiTwilioChannel, Receive, Scope, Send
 from bot.config import ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
-from bot.core.tokens import issue_stream_token
-from bot.core.twiml import render_connect_stream
+from bot.core.tokens import TOKEN_PARAMETER
+from bot.core.twiml import render_connect_stream, say_then_hang_up, xml_safe
 from bot.log import ThrottledLog
 from bot.store.schema import utcnow
 
@@ -30,6 +29,7 @@ __all__ = [
     "STATUS_PATH",
     "VOICE_PATH",
     "call_blueprint",
+    "media_endpoint",
     "stream_url",
     "twiml_dir",
 ]
@@ -42,6 +42,7 @@ AMD_PATH: Final = "/twilio/amd"
 STATUS_PATH: Final = "/twilio/status"
 # Outbound calls carry these in their (signed) webhook URL; they become stream parameters.
 OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
+HANG_UP: Final = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
 MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields
 _SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of an HMAC-SHA1
@@ -115,25 +116,42 @@ def call_blueprint(
     @blueprint.post(VOICE_PATH)
     async def voice() -> Response:
         form, call_sid = await twilio_form(VOICE_PATH, "voice webhook")
-        ttl = twilio.stream_token_ttl_s
+        # Cleaned before the token binds them: Twilio sends back exactly what it was given.
         parameters = {
-            "token": issue_stream_token(signing_secret, call_sid, time.time(), ttl),
-            "from": form.get("From", "")[:64],
-            "to": form.get("To", "")[:64],
-            "direction": form.get("Direction", "inbound")[:32],
+            "from": _one_line(form.get("From", ""), 64),
+            "to": _one_line(form.get("To", ""), 64),
+            "direction": _one_line(form.get("Direction", "inbound"), 32),
         }
         for name, value in request.args.items():
             if name in OUTBOUND_PARAMETERS or name.startswith("var_"):
-                parameters[name] = value
+                parameters[xml_safe(name)] = xml_safe(value)
         calls = services()
-        calls.registry.prewarm(call_sid)
+        token = calls.admission.tokens.issue(call_sid, parameters)
+        if token is None:
+            # A replayed webhook (its signature is still good): this call had its stream.
+            rejections.note(f"[{call_sid} -] voice webhook for a call that already had its stream")
+            return Response(HANG_UP, content_type="text/xml")
+        now = utcnow()
         calls.call_log.call(
             call_sid,
-            started_at=utcnow(),
+            started_at=now,
             direction=parameters["direction"],
             from_number=parameters["from"] or None,
             to_number=parameters["to"] or None,
         )
+        if calls.registry.load >= calls.settings.max_calls:
+            logger.warning(
+                "[%s -] busy: %d calls already (MAX_CALLS); the caller is asked to call again",
+                call_sid,
+                calls.registry.load,
+            )
+            calls.call_log.call(
+                call_sid, ended_at=now, ended_by="busy", end_reason="MAX_CALLS reached"
+            )
+            calls.metrics.call_finished("busy", None)
+            return Response(say_then_hang_up(calls.settings.busy_message), content_type="text/xml")
+        parameters[TOKEN_PARAMETER] = token
+        calls.registry.prewarm(call_sid)
         logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
         twiml = render_connect_stream(template, media_url, parameters, fallback_message)
         return Response(twiml, content_type="text/xml")
@@ -160,16 +178,47 @@ def call_blueprint(
         services().call_log.call(call_sid, **fields)
         return "", 204
 
-    @blueprint.websocket(MEDIA_PATH)
-    async def media() -> tuple[str, int] | None:
-        signature = websocket.headers.get("X-Twilio-Signature")
-        if signature is not None:
-            candidates = [media_url, media_url + "/"]
-            if not any(validator.validate(url, {}, signature) for url in candidates):
-                rejections.note("media stream rejected: bad X-Twilio-Signature on upgrade")
-                return "invalid signature", 403
-        await websocket.accept()
-        await serve_stream(QuartTwilioChannel(websocket._get_current_object()), services())
-        return None
-
     return blueprint
+
+
+def media_endpoint(
+    server: ServerSettings,
+    signing_secret: str,
+    services: Callable[[], CallServices],
+) -> AsgiApp:
+    """The media socket, on ASGI (see `twilio_socket`). Twilio signs the upgrade request
+    when it can; a bad signature is refused before the socket is accepted. A stream is let
+    in by its token, in `serve_stream`."""
+    validator = RequestValidator(signing_secret)
+    media_url = stream_url(server.base_url)
+    candidates = (media_url, media_url + "/")
+    rejections = ThrottledLog(logger)
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        signature = _header(scope, b"x-twilio-signature")
+        if signature is not None and not (
+            _SIGNATURE.fullmatch(signature)
+            and any(validator.validate(url, {}, signature) for url in candidates)
+        ):
+            rejections.note("media stream rejected: bad X-Twilio-Signature on upgrade")
+            await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+            return
+        await send({"type": "websocket.accept"})
+        await serve_stream(AsgiTwilioChannel(receive, send), services())
+
+    return endpoint
+
+
+def _one_line(value: str, limit: int) -> str:
+    """A number or a word from a form: no control characters, so it is safe in XML and in
+    a log line."""
+    return " ".join(xml_safe(value).split())[:limit]
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return bytes(value).decode("latin-1")
+    return None

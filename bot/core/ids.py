@@ -16,20 +16,20 @@ _ACCOUNT_SID: Final = re.compile(r"^AC[0-9a-zA-Z]{32}$")
 
 def is_e164(number: str) -> bool:
     """E.164 is the only form Twilio takes without guessing."""
-    return bool(_E164.match(number))
+    return bool(_E164.fullmatch(number))
 
 
 def is_sid(value: str) -> bool:
     """Alphanumeric and short: safe to log and to splice into messages unescaped."""
-    return bool(_SID.match(value))
+    return bool(_SID.fullmatch(value))
 
 
 def is_call_sid(value: str) -> bool:
-    return bool(_CALL_SID.match(value))
+    return bool(_CALL_SID.fullmatch(value))
 
 
 def is_account_sid(value: str) -> bool:
-    return bool(_ACCOUNT_SID.match(value))
+    return bool(_ACCOUNT_SID.fullmatch(value))
 
 
 def is_loopback(host: str | None) -> bool:

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from string import Template
+from typing import Final
 from xml.sax.saxutils import escape, quoteattr
 
 __all__ = [
     "MAX_PARAMETER_CHARS",
     "render_connect_stream",
+    "say_then_hang_up",
     "transfer_twiml",
-    "voicemail_twiml",
+    "xml_safe",
 ]
 
 MAX_PARAMETER_CHARS = 499  # Twilio: name + value of each <Parameter> under 500 characters
+# Characters XML 1.0 cannot carry at all, escaped or not.
+_NOT_XML: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def xml_safe(text: str) -> str:
+    """`text` without the characters no XML document may hold."""
+    return _NOT_XML.sub("", text)
 
 
 def render_connect_stream(
@@ -24,11 +34,12 @@ def render_connect_stream(
     for name, value in parameters.items():
         if len(name) + len(value) > MAX_PARAMETER_CHARS:
             raise ValueError(f"stream parameter {name!r} is too long for Twilio")
+        name, value = xml_safe(name), xml_safe(value)
         lines.append(f"      <Parameter name={quoteattr(name)} value={quoteattr(value)}/>")
     return Template(template).substitute(
         stream_url=quoteattr(stream_url),
         parameters="\n".join(lines),
-        fallback=escape(fallback),
+        fallback=escape(xml_safe(fallback)),
     )
 
 
@@ -38,5 +49,6 @@ def transfer_twiml(target: str, announcement: str) -> str:
     return f"<Response><Say>{escape(announcement)}</Say><Dial>{dial}</Dial></Response>"
 
 
-def voicemail_twiml(message: str) -> str:
-    return f"<Response><Say>{escape(message)}</Say><Hangup/></Response>"
+def say_then_hang_up(message: str) -> str:
+    """A voicemail, a busy line, a time limit: a few words, then the end of the call."""
+    return f"<Response><Say>{escape(xml_safe(message))}</Say><Hangup/></Response>"

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import case, func, literal, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.elements import ColumnElement
 
+from bot.store.fit import INT_MAX, fit_int, fit_row
 from bot.store.schema import call_events, calls, turns, utcnow
 
 __all__ = ["CallFilter", "CallRecords", "LogBatch"]
@@ -41,6 +42,41 @@ class LogBatch:
     def __len__(self) -> int:
         return len(self.calls) + len(self.increments) + len(self.turns) + len(self.events)
 
+    def extend(self, newer: LogBatch) -> None:
+        self.calls += newer.calls
+        self.increments += newer.increments
+        self.turns += newer.turns
+        self.events += newer.events
+
+    def singles(self) -> list[LogBatch]:
+        """One batch per record, in the order `write` applies them."""
+        return (
+            [LogBatch(calls=[c]) for c in self.calls]
+            + [LogBatch(increments=[i]) for i in self.increments]
+            + [LogBatch(turns=[t]) for t in self.turns]
+            + [LogBatch(events=[e]) for e in self.events]
+        )
+
+    def trim(self, limit: int) -> dict[str, int]:
+        """Drop the oldest records until at most `limit` are left, and say how many of each
+        kind went: events go first, call updates last, since they say that a call happened
+        and how it ended."""
+        dropped: dict[str, int] = {}
+        for kind, records in (
+            ("event", self.events),
+            ("increment", self.increments),
+            ("turn", self.turns),
+            ("call", self.calls),
+        ):
+            excess = len(self) - limit
+            if excess <= 0:
+                break
+            cut = min(excess, len(records))
+            if cut:
+                del records[:cut]
+                dropped[kind] = cut
+        return dropped
+
 
 def _status_expression() -> ColumnElement[str]:
     return func.coalesce(
@@ -59,6 +95,7 @@ class CallRecords:
     # ---- writing --------------------------------------------------------------------------
 
     async def write(self, batch: LogBatch) -> None:
+        """Apply `batch` in one transaction, every value fitted to its column first."""
         async with self.engine.begin() as conn:
             for call_sid, fields in _merge_calls(batch.calls):
                 await self._upsert_call(conn, call_sid, fields)
@@ -66,7 +103,7 @@ class CallRecords:
                 await conn.execute(
                     update(calls)
                     .where(calls.c.call_sid == call_sid)
-                    .values({name: calls.c[name] + n for name, n in counts.items()})
+                    .values({name: _add_capped(name, n) for name, n in counts.items()})
                 )
             for row in _latest_turns(batch.turns):
                 statement = self._insert(turns).values(**row)
@@ -81,12 +118,18 @@ class CallRecords:
                     )
                 )
             if batch.events:
-                await conn.execute(call_events.insert(), batch.events)
+                events = [fit_row(call_events, event) for event in batch.events]
+                await conn.execute(call_events.insert(), events)
+
+    async def ping(self) -> None:
+        """Raises if the database cannot be reached."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def _upsert_call(
         self, conn: AsyncConnection, call_sid: str, fields: dict[str, Any]
     ) -> None:
-        values = {**fields, "updated_at": utcnow()}
+        values = fit_row(calls, {**fields, "updated_at": utcnow()})
         statement = self._insert(calls).values(call_sid=call_sid, **values)
         # The webhook and the stream may be served by different instances, in any order:
         # the first word on when and between whom a call started is kept.
@@ -118,6 +161,14 @@ class CallRecords:
             )
         )
         await self.write(batch)
+
+    async def had_stream(self, call_sid: str) -> bool:
+        """Whether a media stream of this call was admitted (by any instance)."""
+        async with self.engine.connect() as conn:
+            stream_sid = (
+                await conn.execute(select(calls.c.stream_sid).where(calls.c.call_sid == call_sid))
+            ).scalar_one_or_none()
+        return stream_sid is not None
 
     async def clear_recording(self, call_sid: str) -> None:
         async with self.engine.begin() as conn:
@@ -238,6 +289,12 @@ class CallRecords:
             return [(row.call_sid, row.recording_path) for row in rows]
 
 
+def _add_capped(column: str, n: int) -> ColumnElement[int]:
+    """`column + n`, never past what an integer column holds."""
+    total = calls.c[column] + (fit_int(n) or 0)
+    return case((total > literal(INT_MAX), literal(INT_MAX)), else_=total)
+
+
 def _merge_calls(updates: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
     merged: dict[str, dict[str, Any]] = {}
     for call_sid, fields in updates:
@@ -248,5 +305,5 @@ def _merge_calls(updates: Sequence[tuple[str, dict[str, Any]]]) -> list[tuple[st
 def _latest_turns(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     latest: dict[tuple[str, str], dict[str, Any]] = {}
     for row in rows:
-        latest[(row["call_sid"], row["item_id"])] = dict(row)
+        latest[(row["call_sid"], row["item_id"])] = fit_row(turns, row)
     return list(latest.values())

@@ -144,8 +144,8 @@ async def test_calls_still_running_after_the_grace_period_are_ended_politely(
             await eventually(lambda: bool(fake.connections), what="the call connecting")
             process.send_signal(signal.SIGTERM)
             result = await asyncio.wait_for(call, 10)
-            assert result.close_code == 1000 and result.duration_s < 3
             assert await asyncio.wait_for(process.wait(), 10) == 0
+            assert result.close_code == 1000 and result.duration_s < 3, "".join(lines)
         assert "server shutting down" in "".join(lines)
 
 

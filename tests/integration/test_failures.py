@@ -196,35 +196,36 @@ async def test_caller_hanging_up_closes_the_realtime_socket_within_a_second(
             assert len(app.registry.calls) == 0
 
 
-async def test_a_second_stream_for_the_same_call_replaces_the_first(
+async def test_a_second_stream_with_the_same_token_is_refused_and_the_call_goes_on(
     base_env: dict[str, str],
 ) -> None:
+    """Issue 9, finding 4: a token used to work for its whole lifetime and kicked the live
+    stream off the call."""
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
         settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             call = new_call_sid()
             _, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
             stream_url, params = stream_parameters(twiml)
-            first = await websockets.connect(stream_url)
-            await first.send(start_frame(call, params))
-            await first.send(media_frame(SILENCE))
-            await eventually(lambda: call in app.registry.calls, what="the first stream starting")
-            async with websockets.connect(stream_url) as second:
-                await second.send(start_frame(call, params))
-                with pytest.raises(websockets.ConnectionClosed) as closed:
-                    await asyncio.wait_for(first.recv(), 2)
-                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
-                await second.send(media_frame(SILENCE))
-
-                def second_appended() -> bool:
-                    return len(fake.connections) == 2 and bool(
-                        fake.connections[1].of_type("input_audio_buffer.append")
-                    )
-
-                await eventually(second_appended, what="the second stream's audio arriving")
-                assert len(app.registry.calls) == 1
-                assert fake.connections[0].closed_at is not None
-                assert len(fake.connections[1].of_type("input_audio_buffer.append")) == 1
+            async with websockets.connect(stream_url) as first:
+                await first.send(start_frame(call, params))
+                await first.send(media_frame(SILENCE))
+                await eventually(lambda: call in app.registry.calls, what="the first stream")
+                async with websockets.connect(stream_url) as second:
+                    await second.send(start_frame(call, params))
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await asyncio.wait_for(second.recv(), 2)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+                # A replayed webhook gets no new token: the call had its stream.
+                status, replayed = await fetch_twiml(app.url, LOCAL_SECRET, call)
+                assert status == 200 and "<Stream" not in replayed and "<Hangup/>" in replayed
+                await first.send(media_frame(SILENCE, 1))
+                await eventually(
+                    lambda: len(fake.connections[0].of_type("input_audio_buffer.append")) == 2,
+                    what="the first stream's audio still arriving",
+                )
+                assert len(fake.connections) == 1 and fake.connections[0].closed_at is None
+                assert list(app.registry.calls) == [call]
 
 
 class _ExplodingChannel:
@@ -255,7 +256,7 @@ async def test_an_internal_error_ends_only_that_call_politely(
         settings = settings_from(base_env, REALTIME_URL=fake.url)
         async with run_app(settings) as app:
             call = new_call_sid()
-            token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60)
+            token = issue_stream_token(LOCAL_SECRET, call, time.time(), 60, {})
             channel = _ExplodingChannel([start_frame(call, {"token": token}), media_frame(SILENCE)])
             await serve_stream(channel, call_services(app.app))
             assert not app.registry.calls

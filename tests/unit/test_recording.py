@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from bot.calllog.core.timeline import StereoTimeline
@@ -33,3 +35,19 @@ def test_audio_is_released_after_the_hold_time_only() -> None:
     ready = timeline.take_ready(now_ms=2000)
     assert len(ready) == 1000 * 8 * 4
     assert len(timeline.take_all()) == 1000 * 8 * 4
+
+
+def test_a_leaping_clock_cannot_grow_the_recording_or_its_memory(tmp_path: Path) -> None:
+    """Issue 9, finding 7: a timestamp that jumped 30 minutes allocated 57.6 MB at once.
+    The session lets the clock leap 2 s a frame at most; the recorder caps the length."""
+    from bot.calllog.recorder import CallRecorder
+
+    recorder = CallRecorder(tmp_path / "leap.wav", max_ms=60_000)
+    biggest = 0
+    for frame in range(3000):
+        recorder.caller(b"\xff" * 160, frame * 2000)
+        timeline = recorder._timeline
+        biggest = max(biggest, len(timeline._left) + len(timeline._right))
+    recorder.close()
+    assert biggest < 256 * 1024
+    assert (tmp_path / "leap.wav").stat().st_size <= 44 + 60_000 * 32

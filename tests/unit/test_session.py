@@ -222,14 +222,24 @@ def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
 
 def test_dtmf_is_reported() -> None:
     session = pcm_session()
-    session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 2340))
+    session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 1340))
     commands = session.handle_twilio(tw.TwilioDtmf("5"))
-    assert session.take_reports() == [DigitPressed("5", 2340)]
+    assert session.take_reports() == [DigitPressed("5", 1340)]
     item, create = to_realtime(commands)
     assert item["item"]["content"] == [
         {"type": "input_text", "text": "[The caller pressed 5 on the phone keypad]"}
     ]
     assert create["type"] == "response.create"
+
+
+def test_the_call_clock_never_runs_back_or_leaps() -> None:
+    """Issue 9, finding 7: a forged timestamp moved the clock (and the recording) anywhere."""
+    session = pcm_session()
+    clock = []
+    for stamp in (20, 40, 10**20, 10**20 + 20, -5, None, 6_000, 6_020):
+        session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, stamp))
+        clock.append(session.now_ms)
+    assert clock == [20, 40, 2_040, 4_040, 4_040, 4_040, 6_000, 6_020]
 
 
 def test_barge_in_resets_the_output_resampler() -> None:
@@ -248,9 +258,15 @@ def test_barge_in_resets_the_output_resampler() -> None:
     assert payloads(after) == payloads(clean)
 
 
-def at(session: CallSession, ms: int) -> None:
-    """Advance the session clock the way Twilio does: with a media frame."""
-    session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, ms))
+def at(session: CallSession, ms: int) -> list[Command]:
+    """Advance the session clock the way Twilio does: with media frames, a second apart at
+    most (the session refuses longer leaps). Returns every command they produced."""
+    commands: list[Command] = []
+    while session.now_ms < ms:
+        before = session.now_ms
+        commands += session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, min(ms, before + 1000)))
+        assert session.now_ms > before, "the clock stopped"
+    return commands
 
 
 def turns(session: CallSession) -> list[TurnRecord]:
@@ -381,10 +397,8 @@ def test_an_action_happens_at_the_deadline_if_marks_never_come_back() -> None:
     session.handle_realtime(delta("a1", tone(500, 0.2, 24000)))
     session.handle_realtime(function_call("transfer_call"))
     session.handle_realtime(done())
-    assert not actions(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 5_000)))
-    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 20_000)) == [
-        Transfer("the caller asked for a person")
-    ]
+    assert not actions(at(session, 5_000))
+    assert actions(at(session, 20_000)) == [Transfer("the caller asked for a person")]
 
 
 def test_custom_tools_run_in_the_shell_and_their_result_goes_back() -> None:
@@ -435,7 +449,7 @@ def test_a_machine_gets_the_voicemail_and_no_greeting() -> None:
 def test_no_verdict_in_time_means_greeting_anyway() -> None:
     session = pcm_session(greeting="Hi", hold_for_human=True)
     session.begin()
-    assert session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 7_980)) == []
+    assert at(session, 7_980) == []
     [greet] = to_realtime(session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 8_000)))
     assert greet["type"] == "response.create"
     [notice] = session.take_reports()

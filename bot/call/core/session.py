@@ -82,7 +82,10 @@ from bot.core.twilio import (
     TwilioStop,
 )
 
-__all__ = ["FATAL_ERROR_CODES", "CallSession", "CallStats", "Phase"]
+__all__ = ["FATAL_ERROR_CODES", "MAX_CLOCK_STEP_MS", "CallSession", "CallStats", "Phase"]
+
+# How far one media frame may move the call's clock; Twilio's step is 20 ms.
+MAX_CLOCK_STEP_MS: Final = 2_000
 
 # Error codes after which the Realtime session is of no further use for this call.
 FATAL_ERROR_CODES: Final = frozenset(
@@ -215,7 +218,10 @@ class CallSession:
 
     def _caller_audio(self, event: TwilioMedia) -> list[Command]:
         stats = self.stats
-        self.now_ms = event.timestamp_ms if event.timestamp_ms is not None else stats.frames_in * 20
+        stamped = event.timestamp_ms if event.timestamp_ms is not None else stats.frames_in * 20
+        # The clock never runs back and never leaps: a forged timestamp must not stretch the
+        # recording or the call log (a lost packet or two is a short gap).
+        self.now_ms = min(max(stamped, self.now_ms), self.now_ms + MAX_CLOCK_STEP_MS)
         stats.frames_in += 1
         if self._pending is not None:
             action = self._act_when_drained()  # the deadline is measured in call time
