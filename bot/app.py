@@ -32,7 +32,13 @@ from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint
 from bot.calllog.retention import prune_recordings
 from bot.calllog.review import review_blueprint
 from bot.calllog.writer import CallLog
-from bot.config import RealtimeSettings, Settings, environment, load_local_secret
+from bot.config import (
+    RealtimeSettings,
+    Settings,
+    environment,
+    load_local_secret,
+    local_realtime_key,
+)
 from bot.core.realtime.events import (
     AudioFormat,
     SessionConfig,
@@ -150,7 +156,8 @@ def create_app(
             urlsplit(realtime.url).hostname, realtime.model, realtime.dialect.value, audio.value
         )
     if local_providers is not None:
-        app.register_blueprint(realtime_blueprint(local_providers))
+        key = local_realtime_key(settings.local, settings.server.data_dir)
+        app.register_blueprint(realtime_blueprint(local_providers, key))
 
     state: dict[str, _Running] = {}
 
@@ -166,7 +173,9 @@ def create_app(
             lambda: running().services,
         )
     )
-    app.register_blueprint(review_blueprint(settings.calllog, lambda: running().store.calls))
+    app.register_blueprint(
+        review_blueprint(settings.calllog, lambda: running().store.calls, app.secret_key)
+    )
     media = media_endpoint(settings.server, signing_secret, lambda: running().services)
     app.asgi_app = route_websockets(  # type: ignore[method-assign,assignment]
         cast(AsgiApp, app.asgi_app), {MEDIA_PATH: media, MEDIA_PATH + "/": media}

@@ -10,7 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.calllog.cli import add_calls_parser, run_calls
-from bot.config import Settings, environment, simulator_defaults
+from bot.config import (
+    LOCAL_REALTIME_KEY_FILE,
+    Settings,
+    environment,
+    local_realtime_key,
+    simulator_defaults,
+)
 from bot.errors import ConfigError
 from bot.log import configure_logging
 from bot.outbound.cli import (
@@ -110,15 +116,20 @@ def _realtime_server(port: int, settings: Settings) -> int:
 
     configure_logging(settings.server.log_level)
     try:
-        app = create_realtime_app(local_providers(settings.local))
+        providers = local_providers(settings.local)
     except ConfigError as exc:
         print(f"bot: {exc}", file=sys.stderr)
         return 2
+    data_dir = settings.server.data_dir
+    app = create_realtime_app(providers, local_realtime_key(settings.local, data_dir))
     sock = bind_socket("127.0.0.1", port)
     logging.getLogger("bot.realtime_server").info(
-        "listening on ws://127.0.0.1:%d%s (loopback only)",
+        "listening on ws://127.0.0.1:%d%s (loopback only; the key is %s)",
         sock.getsockname()[1],
         LOCAL_REALTIME_PATH,
+        "LOCAL_REALTIME_KEY"
+        if settings.local.realtime_key
+        else f"in {data_dir / LOCAL_REALTIME_KEY_FILE}",
     )
     uvicorn.Server(server_config(app)).run(sockets=[sock])  # stops on SIGTERM or Ctrl-C
     return 0

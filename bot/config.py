@@ -26,6 +26,7 @@ from bot.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REALTIME_URL",
+    "LOCAL_REALTIME_KEY_FILE",
     "CallLogSettings",
     "CallSettings",
     "LocalBackendSettings",
@@ -37,6 +38,7 @@ __all__ = [
     "TwilioSettings",
     "environment",
     "load_local_secret",
+    "local_realtime_key",
     "settings_tables",
     "simulator_defaults",
 ]
@@ -53,6 +55,7 @@ DEFAULT_FALLBACK: Final = (
     "Sorry, the assistant is not available right now. Please call again later. Goodbye."
 )
 LOCAL_SECRET_FILE: Final = "local-secret"
+LOCAL_REALTIME_KEY_FILE: Final = "local-realtime-key"
 LOCAL_GREETING: Final = "Hello! I am the demo assistant. Ask me about an order, like order 4417."
 LOCAL_TOOLS: Final = "bot.example_tools"
 
@@ -416,7 +419,7 @@ class CallSettings:
         "A call is ended after this long, with `TIME_LIMIT_MESSAGE` (needs Twilio "
         "credentials; otherwise the caller hears `BOT_FALLBACK_MESSAGE`). Also caps each "
         "recording.",
-        parse=whole(10, 86_400),
+        parse=whole(2, 86_400),
     )
     time_limit_message: str = setting(
         "TIME_LIMIT_MESSAGE",
@@ -553,6 +556,14 @@ class LocalBackendSettings:
     )
     api_key: Secret | None = setting(
         "LOCAL_API_KEY", None, "Bearer key for those services, if they need one.", parse=secret
+    )
+    realtime_key: Secret | None = setting(
+        "LOCAL_REALTIME_KEY",
+        None,
+        "The key clients of `/v1/realtime` present (`Authorization: Bearer`, `api-key`, or "
+        "the `openai-insecure-api-key.` subprotocol).",
+        parse=secret,
+        shown="a new one each start, in `$BOT_DATA_DIR/local-realtime-key`",
     )
 
 
@@ -733,6 +744,23 @@ def simulator_defaults(env: Mapping[str, str]) -> tuple[str, str | None, str | N
         data_dir = Path(env.get("BOT_DATA_DIR", "").strip() or "data")
         token = load_local_secret(data_dir, create=False)
     return base, token, env.get("TWILIO_ACCOUNT_SID", "").strip() or None
+
+
+def local_realtime_key(settings: LocalBackendSettings, data_dir: Path) -> str:
+    """The key of `/v1/realtime`: LOCAL_REALTIME_KEY, or a new one for this process, left
+    in a 0600 file for the clients on this machine."""
+    if settings.realtime_key is not None:
+        return settings.realtime_key.reveal()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    path = data_dir / LOCAL_REALTIME_KEY_FILE
+    temporary = path.with_suffix(".new")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(value + "\n")
+    temporary.replace(path)
+    return value
 
 
 def load_local_secret(data_dir: Path, *, create: bool = True) -> str | None:

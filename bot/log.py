@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import MutableMapping
 from typing import Any, Final
 
 __all__ = ["CallLogger", "FrameErrors", "ThrottledLog", "configure_logging"]
+
+_NUMBERS: Final = re.compile(r"[0-9]+")
 
 
 def configure_logging(level: str) -> None:
@@ -31,14 +34,24 @@ class CallLogger(logging.LoggerAdapter[logging.Logger]):
 
 
 class FrameErrors:
-    """Malformed frames from a peer: each kind is logged once per call, then only counted."""
+    """Malformed frames from a peer: each kind is logged once per call, then only counted.
+
+    The kind is the message with its numbers taken out: a peer that varies a size or a
+    position must not get a warning line per frame. Kinds are few; past `MAX_KINDS` the
+    rest share one count, so the peer cannot grow this either.
+    """
+
+    MAX_KINDS: Final = 32
 
     def __init__(self, log: CallLogger) -> None:
         self.log = log
         self.counts: dict[str, int] = {}
 
     def report(self, side: str, problem: Exception) -> None:
-        key = f"{side}: {problem}"
+        kind = _NUMBERS.sub("N", str(problem))[:200]
+        key = f"{side}: {kind}"
+        if key not in self.counts and len(self.counts) >= self.MAX_KINDS:
+            key = f"{side}: other malformed frames"
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
         if not seen:

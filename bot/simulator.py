@@ -22,6 +22,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 import websockets
+import yarl
 from twilio.request_validator import RequestValidator
 
 from bot.core import twilio
@@ -95,6 +96,8 @@ class SimulationResult:
     duration_s: float = 0.0
     unexpected: list[str] = field(default_factory=list)
     mark_acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each ack
+    media_received_at: list[float] = field(default_factory=list)  # time.monotonic() of each
+    frames_sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     output_ulaw: bytes = b""
 
     def summary(self) -> str:
@@ -190,7 +193,9 @@ async def simulate(
             voice_url, params
         )
     async with aiohttp.ClientSession() as http:
-        async with http.post(voice_url, data=params, headers=headers) as response:
+        # encoded=True: send the URL exactly as signed (yarl would requote "%2C" as ",").
+        target = yarl.URL(voice_url, encoded=True)
+        async with http.post(target, data=params, headers=headers) as response:
             result.webhook_status = response.status
             twiml = await response.text()
     if result.webhook_status != 200:
@@ -286,6 +291,7 @@ async def _run_stream(
                         if result.first_audio_s is None:
                             result.first_audio_s = time.monotonic() - started
                         result.media_received += 1
+                        result.media_received_at.append(time.monotonic())
                         result.bytes_received += len(audio)
                         result.bytes_after_last_clear += len(audio)
                         playback.queue.append(audio)
@@ -375,6 +381,7 @@ async def _run_stream(
             frame += SILENCE[len(frame) :]
             result.frames_sent += 1
             result.bytes_sent += len(frame)
+            result.frames_sent_at.append(time.monotonic())
             await send(twilio.phone_media(sid, frame, index, next_seq()))
         await send(twilio.phone_stop(sid, result.call_sid, account_sid, next_seq()))
         await ws.close()

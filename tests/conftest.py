@@ -102,6 +102,7 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     """The variables of a bridge that talks to a (fake) hosted model."""
     return {
         "REALTIME_API_KEY": TEST_KEY,
+        "LOCAL_REALTIME_KEY": TEST_KEY,  # what clients of /v1/realtime present
         "BOT_DATA_DIR": str(tmp_path),
         "REALTIME_CONNECT_TIMEOUT": "2",
         "REALTIME_TRANSCRIPTION_MODEL": "gpt-4o-mini-transcribe",

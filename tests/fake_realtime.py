@@ -45,6 +45,7 @@ class FakeConnection:
     closed_at: float | None = None
     speech_started_at: float | None = None
     late_deltas_sent: int = 0
+    appended_at: list[float] = field(default_factory=list)  # time.monotonic() of each append
     sent: list[str] = field(default_factory=list)  # the types of the events sent, in order
     socket: ServerConnection | None = None
 
@@ -69,6 +70,7 @@ class FakeRealtime:
         dialect: str = "ga",
         answer: bytes = b"",
         delta_ms: int = 100,
+        speed: float = 20.0,
         vad_threshold_rms: float = 1500.0,
         reject_status: int | None = None,
         close_after_s: float | None = None,
@@ -84,6 +86,7 @@ class FakeRealtime:
         self.dialect = dialect
         self.answer = answer  # in the session's output format; PCM16 24 kHz by default
         self.delta_ms = delta_ms
+        self.speed = speed  # how much faster than real time the answer streams
         self.vad_threshold_rms = vad_threshold_rms
         self.reject_status = reject_status
         self.close_after_s = close_after_s
@@ -153,6 +156,7 @@ class FakeRealtime:
                     await self._send(ws, {"type": "session.updated", "session": event["session"]})
                 elif kind == "input_audio_buffer.append":
                     conn.events.append({"type": kind, "bytes": len(event["audio"])})
+                    conn.appended_at.append(time.monotonic())
                     await self._on_audio(ws, conn, state, base64.b64decode(event["audio"]))
                 elif kind == "response.create":
                     task = asyncio.create_task(self._respond(ws, conn, state))
@@ -310,12 +314,13 @@ class FakeRealtime:
                 },
             )
 
+        streaming_from = time.monotonic()
         for start in range(0, len(scripted.audio), step):
             if state.interrupted.is_set():
                 break
             await delta(scripted.audio[start : start + step])
             # Faster than real time, like the hosted API, but not all at once.
-            await asyncio.sleep(self.delta_ms / 1000 / 20)
+            await asyncio.sleep(self.delta_ms / 1000 / self.speed)
         if scripted.tool is not None:
             name, arguments = scripted.tool
             await self._send(
@@ -333,8 +338,9 @@ class FakeRealtime:
         # Stay "in progress" while the caller could still be hearing the answer, so that
         # speaking over it interrupts an active response.
         playback_s = len(scripted.audio) / bytes_per_ms / 1000
+        playback_s -= time.monotonic() - streaming_from  # streamed in real time: less left
         try:
-            await asyncio.wait_for(state.interrupted.wait(), playback_s)
+            await asyncio.wait_for(state.interrupted.wait(), max(0.0, playback_s))
         except TimeoutError:
             pass
         if state.interrupted.is_set():

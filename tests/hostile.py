@@ -5,10 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 import secrets
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from urllib.parse import urlsplit
+
+import aiohttp
+import websockets
+from twilio.request_validator import RequestValidator
+
+from bot.core import twilio
 
 MB = 1024 * 1024
 
@@ -106,3 +114,108 @@ async def junk_socket(url: str, payload: bytes) -> None:
         writer.close()
     except (ConnectionError, OSError):
         pass
+
+
+# ---- the hostile-load loop ---------------------------------------------------------------
+
+
+async def _signed_webhook(url: str, secret: str, form: dict[str, str]) -> str:
+    """A voice webhook signed as Twilio would: the attacker here is a careless operator or
+    a compromised upstream, whose input is signed but still hostile."""
+    voice = url + "/twilio/voice"
+    signature = RequestValidator(secret).compute_signature(voice, form)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(voice, data=form, headers={"X-Twilio-Signature": signature}) as r:
+            return await r.text()
+
+
+async def signed_stream(url: str, secret: str, form: dict[str, str], frames: list[str]) -> None:
+    """A signed call whose stream then sends `frames` (after its `start`) and hangs up."""
+    twiml = await _signed_webhook(url, secret, form)
+    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    if stream is None:
+        return
+    params = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
+    stream_sid = "MZ" + secrets.token_hex(16)
+    try:
+        async with websockets.connect(stream.attrib["url"], max_size=None) as ws:
+            await ws.send(twilio.phone_start(stream_sid, form["CallSid"], "AC" + "3" * 32, params))
+            for frame in frames:
+                await ws.send(frame)
+                await asyncio.sleep(0.005)
+            await ws.send(twilio.phone_stop(stream_sid, form["CallSid"], "AC" + "3" * 32, 99))
+    except (OSError, websockets.WebSocketException):
+        pass
+
+
+def _bad_timestamp_frames() -> list[str]:
+    frames = []
+    stamps: list[object] = [20, 10**20, -5, "²", 1_800_000, 10**9, "9" * 5000, 2**31 + 7, 40]
+    for stamp in stamps:
+        frame = json.loads(twilio.phone_media("MZ" + "0" * 32, b"\xff" * 160, 0))
+        frame["media"]["timestamp"] = stamp if isinstance(stamp, int) else str(stamp)
+        frames.append(json.dumps(frame))
+        frames.append(twilio.phone_dtmf("MZ" + "0" * 32, "5", 1))
+    return frames
+
+
+def call_form(**more: str) -> dict[str, str]:
+    return {
+        "CallSid": "CA" + secrets.token_hex(16),
+        "AccountSid": "AC" + "3" * 32,
+        "From": "+15550100009",
+        "To": "+15550100002",
+        "Direction": "inbound",
+        **more,
+    }
+
+
+async def attack(url: str, secret: str, seconds: float) -> int:
+    """Rounds of every kind of hostile input, for `seconds`; returns the rounds run."""
+    body = form_body()
+    media = url.replace("http://", "ws://") + "/twilio/media"
+    forged = base64.b64encode(os.urandom(20)).decode()
+    junk = [
+        os.urandom(4096),
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # a TLS hello
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 200_000 + b"\r\n\r\n",
+        b"POST /twilio/voice HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\nab",
+        b"GET /twilio/media HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n" + os.urandom(512),
+    ]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    rounds = 0
+    while loop.time() < deadline:
+        rounds += 1
+        long = "9" * 4000
+        await asyncio.gather(
+            *(huge_form(url + "/twilio/voice", body, s) for s in (None, "x" * 28, forged)),
+            huge_form(url + "/twilio/status", body, forged),
+            huge_frame(media, 256 * MB),
+            *(huge_frame(media, 16 * MB) for _ in range(4)),
+            *(junk_socket(url, payload) for payload in junk),
+            signed_stream(url, secret, call_form(), _bad_timestamp_frames()),
+            signed_stream(
+                url,
+                secret,
+                call_form(
+                    From="+1" + long,
+                    To="+1555\x00\x01" + long,
+                    CallerName="\ud7ff" + "é" * 3000,
+                    FromCity="<x>&" * 500,
+                ),
+                [twilio.phone_media("MZ" + "0" * 32, b"\xff" * 160, 0)] * 5,
+            ),
+            return_exceptions=True,
+        )
+    return rounds
+
+
+if __name__ == "__main__":
+    import sys
+    import time
+
+    # A real attacker's CPU is on its own machines; here it must not take the server's.
+    os.nice(10)
+    rounds = asyncio.run(attack(sys.argv[1], os.environ["HOSTILE_SECRET"], float(sys.argv[2])))
+    print(f"{rounds} rounds, {time.process_time():.1f} s of CPU", flush=True)

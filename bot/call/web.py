@@ -45,6 +45,7 @@ OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "camp
 HANG_UP: Final = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
 MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields
+_WHOLE_SECONDS: Final = re.compile(r"[0-9]{1,9}")
 _SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of an HMAC-SHA1
 
 
@@ -173,7 +174,7 @@ def call_blueprint(
         form, call_sid = await twilio_form(STATUS_PATH, "status callback")
         fields: dict[str, object] = {"twilio_status": form.get("CallStatus", "")[:32] or None}
         duration = form.get("CallDuration", "")
-        if duration.isdigit():
+        if _WHOLE_SECONDS.fullmatch(duration):  # "²" is a digit to str.isdigit()
             fields["twilio_duration_s"] = int(duration)
         services().call_log.call(call_sid, **fields)
         return "", 204

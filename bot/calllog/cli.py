@@ -11,6 +11,7 @@ import asyncio
 import csv
 import datetime as dt
 import json
+import re
 import sys
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
@@ -200,12 +201,25 @@ async def _export(store: CallRecords, args: argparse.Namespace, output: TextIO) 
     with tqdm(total=total, unit="call", file=sys.stderr, disable=total < PROGRESS_FROM) as bar:
         async for call in store.iter_calls(query_filter):
             if writer is not None:
-                writer.writerow(_flat(call))
+                writer.writerow({k: _inert(v) for k, v in _flat(call).items()})
             else:
                 output.write(json.dumps(jsonable(call), ensure_ascii=False) + "\n")
             bar.update()
     print(f"exported {total} call(s)", file=sys.stderr)
     return 0
+
+
+_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER: Final = re.compile(r"[+-]?[0-9][0-9 .]*")
+
+
+def _inert(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one starting like a formula gets a quote first
+    (a caller's words can be "=HYPERLINK(…)"), except plain numbers such as +15551230001."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        if not _PLAIN_NUMBER.fullmatch(value):
+            return "'" + value
+    return value
 
 
 def _flat(call: dict[str, Any]) -> dict[str, Any]:

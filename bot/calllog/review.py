@@ -2,7 +2,9 @@
 
 Everything here needs the review password (`REVIEW_PASSWORD`); without it set, review is
 off and every URL answers 403. Pages use a signed session cookie after `/login`; the JSON
-API also takes HTTP Basic auth with the password, for scripts and dashboards.
+API also takes HTTP Basic auth with the password, for scripts and dashboards. Guesses are
+limited per address and overall (`core/throttle.py`); logins end on logout, on a password
+change and after 12 hours (`core/logins.py`). No page may be cached or framed.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ import asyncio
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import hmac
 import math
+import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 from quart import Blueprint, Response, redirect, render_template, request, send_file, session
 from quart.typing import ResponseReturnValue
 
+from bot.calllog.core.logins import ReviewLogins
+from bot.calllog.core.throttle import LoginThrottle
 from bot.calllog.core.view import jsonable, timeline
 from bot.config import CallLogSettings
 from bot.store.calls import CallFilter, CallRecords
@@ -28,25 +34,59 @@ from bot.store.calls import CallFilter, CallRecords
 __all__ = ["PAGE_SIZE", "review_blueprint"]
 
 PAGE_SIZE: Final = 25
+MAX_PAGE: Final = 100_000
 _DISABLED: Final = "call review is disabled: set REVIEW_PASSWORD to enable it"
+_WRONG_PASSWORD_DELAY_S: Final = 0.5
+_PRIVATE: Final = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
-def review_blueprint(settings: CallLogSettings, records: Callable[[], CallRecords]) -> Blueprint:
-    """The review routes; `records` gives the call records once the app has started."""
+def review_blueprint(
+    settings: CallLogSettings, records: Callable[[], CallRecords], secret: bytes
+) -> Blueprint:
+    """The review routes; `records` gives the call records once the app has started, and
+    `secret` keys the login markers."""
     review = Blueprint("review", __name__, template_folder="templates")
     password = None if settings.review_password is None else settings.review_password.reveal()
+    logins = ReviewLogins(secret, password or "")
+    throttle = LoginThrottle()
     recordings_root = settings.recordings_path
+
+    async def guess(attempt: str) -> ResponseReturnValue | bool:
+        """Compare a password guess, if the throttle allows one: the refusal, or whether
+        it was right."""
+        assert password is not None
+        address, now = request.remote_addr or "?", time.monotonic()
+        wait = throttle.take(address, now)
+        if wait > 0:
+            headers = {"Retry-After": str(math.ceil(wait))}
+            return {"error": "too many tries; wait and try again"}, 429, headers
+        if hmac.compare_digest(attempt.encode(), password.encode()):
+            throttle.give_back(address, now)
+            return True
+        await asyncio.sleep(_WRONG_PASSWORD_DELAY_S)
+        return False
 
     async def denied() -> ResponseReturnValue | None:
         """None when the request may see call data; otherwise the refusal."""
         api = request.path.startswith("/api/")
         if password is None:
             return ({"error": _DISABLED}, 403) if api else (_DISABLED, 403)
-        if hmac.compare_digest(session.get("review", ""), _login_marker(password)):
+        if logins.is_valid(session.get("review"), time.time()):
             return None
         if api:
-            if _basic_auth_ok(password):
-                return None
+            attempt = _basic_auth_password()
+            if attempt is not None:
+                outcome = await guess(attempt)
+                if outcome is True:
+                    return None
+                if outcome is not False:
+                    return outcome
             return {"error": "login required"}, 401, {"WWW-Authenticate": 'Basic realm="calls"'}
         query = request.query_string.decode("latin-1")
         here = request.path + ("?" + query if query else "")
@@ -58,26 +98,34 @@ def review_blueprint(settings: CallLogSettings, records: Callable[[], CallRecord
             return None
         return await denied()
 
+    @review.after_request
+    async def private(response: Response) -> Response:
+        response.headers.update(_PRIVATE)
+        return response
+
     @review.route("/login", methods=["GET", "POST"])
     async def login() -> ResponseReturnValue:
         if password is None:
             return _DISABLED, 403
         if request.method == "GET":
-            next_url = request.args.get("next", "")
+            next_url = _local_path(request.args.get("next", ""))
             return await render_template("login.html", error=None, next=next_url)
         form = await request.form
-        target = form.get("next", "")
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/calls"
-        if hmac.compare_digest(form.get("password", ""), password):
-            session["review"] = _login_marker(password)
+        target = _local_path(form.get("next", ""))
+        outcome = await guess(form.get("password", ""))
+        if outcome is True:
+            session.clear()
+            session["review"] = logins.begin(secrets.token_urlsafe(16), time.time())
             return redirect(target)
-        await asyncio.sleep(0.5)  # slows down guessing
-        return await render_template("login.html", error="Wrong password.", next=target), 401
+        if outcome is False:
+            error = "Wrong password."
+            return await render_template("login.html", error=error, next=target), 401
+        return await render_template("login.html", error="Too many tries.", next=target), 429
 
     @review.post("/logout")
     async def logout() -> ResponseReturnValue:
-        session.pop("review", None)
+        logins.end(session.get("review"), time.time())
+        session.clear()
         return redirect("/login")
 
     async def listing() -> tuple[list[dict[str, Any]], int, int, dict[str, str]]:
@@ -142,20 +190,31 @@ def review_blueprint(settings: CallLogSettings, records: Callable[[], CallRecord
     return review
 
 
-def _login_marker(password: str) -> str:
-    # Changing the password signs everybody out.
-    return hashlib.sha256(b"review-login:" + password.encode()).hexdigest()[:32]
+def _local_path(target: str) -> str:
+    """`target` if it is a path on this site, else `/calls`: never a way off-site."""
+    parts = urlsplit(target)
+    if (
+        not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or parts.scheme
+        or parts.netloc
+        or any(ord(c) < 0x20 or c == "\x7f" for c in target)
+    ):
+        return "/calls"
+    return target
 
 
-def _basic_auth_ok(password: str) -> bool:
+def _basic_auth_password() -> str | None:
+    """The password of an HTTP Basic `Authorization` header, if there is one."""
     header = request.headers.get("Authorization", "")
-    if not header.startswith("Basic "):
-        return False
+    if not header.startswith("Basic ") or len(header) > 1024:
+        return None
     try:
         decoded = base64.b64decode(header[6:], validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
-        return False
-    return hmac.compare_digest(decoded.partition(":")[2], password)
+        return None
+    return decoded.partition(":")[2]
 
 
 def _filter_from_args() -> tuple[CallFilter, dict[str, str]]:
@@ -166,8 +225,9 @@ def _filter_from_args() -> tuple[CallFilter, dict[str, str]]:
         if raw is None:
             return None
         try:
-            return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC) + dt.timedelta(days=shift)
-        except ValueError:
+            when = dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
+            return when + dt.timedelta(days=shift)
+        except (ValueError, OverflowError):  # not a date, or past the year 9999
             return None
 
     return (
@@ -184,10 +244,10 @@ def _filter_from_args() -> tuple[CallFilter, dict[str, str]]:
 
 
 def _page() -> int:
-    try:
-        return max(1, int(request.args.get("page", "1")))
-    except ValueError:
+    raw = request.args.get("page", "1")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 6):
         return 1
+    return min(max(1, int(raw)), MAX_PAGE)
 
 
 def _inside(path: Path, root: Path) -> Path | None:

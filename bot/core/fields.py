@@ -24,6 +24,8 @@ class FieldReader:
             message = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise self._error(f"{what} is not JSON") from exc
+        except RecursionError:  # "[[[[…": deeper than the parser goes
+            raise self._error(f"{what} is nested too deeply") from None
         if not isinstance(message, dict):
             raise self._error(f"{what} is not a JSON object")
         return message

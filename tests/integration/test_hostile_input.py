@@ -5,14 +5,50 @@ Every test here failed on the code before its fix."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
+import wave
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
+import websockets
+from twilio.request_validator import RequestValidator
 
-from tests.conftest import TEST_KEY
-from tests.hostile import MB, form_body, huge_form, huge_frame, rss_bytes
+from bot.call.core.session import MAX_CLOCK_STEP_MS
+from bot.config import Settings
+from bot.simulator import simulate
+from tests.conftest import (
+    LOCAL_SECRET,
+    TEST_KEY,
+    RunningApp,
+    eventually,
+    run_app,
+    settings_from,
+    stored_call,
+)
+from tests.fake_realtime import FakeRealtime, pcm16_tone
+from tests.fake_twilio import FakeTwilio
+from tests.hostile import (
+    MB,
+    call_form,
+    form_body,
+    huge_form,
+    huge_frame,
+    rss_bytes,
+    signed_stream,
+)
 from tests.processes import bot_server, clean_env
+from tests.twilio_client import (
+    fetch_twiml,
+    media_at,
+    media_frame,
+    new_call_sid,
+    start_frame,
+    stream_parameters,
+)
 
 HOSTED = {"REALTIME_URL": "ws://127.0.0.1:9/v1/realtime", "REALTIME_API_KEY": TEST_KEY}
 
@@ -57,3 +93,280 @@ async def test_a_huge_unsigned_form_never_blocks_the_loop(
         answered_after = await attack
     assert answered_after < 1.0, f"answered after {answered_after:.1f} s"
     assert worst < 0.1, f"/healthz waited {worst:.2f} s"
+
+
+async def test_the_local_realtime_backend_needs_its_key_and_no_proxy(tmp_path: Path) -> None:
+    """Finding 5: `/v1/realtime` trusted "the peer is loopback", which every stranger is
+    behind a tunnel or a reverse proxy on the same machine."""
+    async with bot_server(clean_env(tmp_path, PORT="0"), tmp_path) as (_, url, _):
+        realtime = url.replace("http", "ws") + "/v1/realtime?model=local"
+        key = (tmp_path / "data" / "local-realtime-key").read_text().strip()
+        refusals = [
+            ({}, 401),  # a stranger through a tunnel, which adds no header
+            ({"Authorization": "Bearer not-the-key"}, 401),
+            ({"Authorization": f"Bearer {key}é"}, 401),
+            ({"Authorization": f"Bearer {key}", "X-Forwarded-For": "203.0.113.9"}, 403),
+            ({"Authorization": f"Bearer {key}", "Forwarded": "for=203.0.113.9"}, 403),
+            ({"api-key": key, "CF-Connecting-IP": "203.0.113.9"}, 403),
+        ]
+        for headers, status in refusals:
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(realtime, additional_headers=headers)
+            assert refused.value.response.status_code == status, headers
+        for headers, subprotocols in (
+            ({"Authorization": f"Bearer {key}"}, None),
+            ({"api-key": key}, None),
+            ({}, ["realtime", f"openai-insecure-api-key.{key}"]),
+        ):
+            async with websockets.connect(
+                realtime, additional_headers=headers, subprotocols=subprotocols
+            ) as ws:
+                created = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                assert created["type"] == "session.created"
+
+
+# ---- finding 8: the smaller faults, and the caps -------------------------------------------
+
+SILENCE = b"\xff" * 160
+
+
+async def _open_stream(
+    app: RunningApp, form: dict[str, str] | None = None
+) -> tuple[str, websockets.ClientConnection]:
+    call = new_call_sid()
+    status, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call, form=form)
+    assert status == 200, twiml
+    stream_url, params = stream_parameters(twiml)
+    ws = await websockets.connect(stream_url)
+    await ws.send(start_frame(call, params))
+    return call, ws
+
+
+def _bot_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.ERROR and r.name.startswith("bot")
+    ]
+
+
+async def test_a_caller_who_drops_the_line_is_not_a_bridge_failure(
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An abrupt disconnect was logged as ERROR "bridge failure" and counted as
+    `outcome=bridge`."""
+    caplog.set_level(logging.INFO)
+    answer = pcm16_tone(700, 5.0)
+    async with FakeRealtime(answer=answer, vad_threshold_rms=1e9, delta_ms=20, speed=1) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
+        async with run_app(settings) as app:
+            call, ws = await _open_stream(app)
+            for index in range(5):
+                await ws.send(media_frame(SILENCE, index))
+            for _ in range(3):  # the answer is streaming to the phone
+                assert '"event":"m' in str(await asyncio.wait_for(ws.recv(), 5))  # media, mark
+            ws.transport.abort()  # no close frame: a TCP reset, mid-answer
+            await eventually(lambda: not app.registry.calls, what="the call ending")
+            await app.calls_done()
+            async with aiohttp.ClientSession() as http:
+                async with http.get(app.url + "/metrics") as response:
+                    metrics = await response.text()
+    row = await stored_call(settings, call)
+    assert (row["ended_by"], row["end_reason"]) == ("caller", "media socket closed")
+    assert "bridge failure" not in caplog.text and _bot_errors(caplog) == []
+    assert 'bot_calls_total{outcome="caller"} 1.0' in metrics
+    assert 'outcome="bridge"' not in metrics
+    assert fake.connections[0].closed_at is not None
+
+
+async def test_odd_placeholders_in_the_instructions_are_left_as_written(
+    base_env: dict[str, str],
+) -> None:
+    """`{name.first}` raised AttributeError and the caller heard the fallback."""
+    template = "Hello {name.first}, {name[0]}, {0}, {} and {name}. {unknown} {{kept}}"
+    async with FakeRealtime(answer=pcm16_tone(700, 0.5), vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=LOCAL_SECRET,
+                duration_s=1.5,
+                webhook_query={"instructions": template, "var_name": "Ann"},
+            )
+    updates = fake.connections[0].of_type("session.update")
+    told = [u["session"]["instructions"] for u in updates]  # type: ignore[index]
+    assert told[-1] == (
+        "Hello {name.first}, {name[0]}, {0}, {} and Ann. {unknown} {{kept}}"
+        "\n\nAbout this call: name: Ann."
+    )
+    assert result.bytes_played > 0 and result.close_code == 1000
+    row = await stored_call(settings, result.call_sid)
+    assert row["ended_by"] == "caller"
+
+
+async def test_malformed_frames_of_one_kind_log_one_line(
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each distinct size of oversized frame wrote its own warning line."""
+    caplog.set_level(logging.INFO)
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            call, ws = await _open_stream(app)
+            await ws.send(media_frame(SILENCE))
+            for extra in range(40):
+                await ws.send('{"event":"media","pad":"' + "x" * (70_000 + extra) + '"}')
+                await ws.send("{not json" + " " * extra)
+                await ws.send(f'{{"event":"invented-{extra}"}}')
+            await ws.send(media_frame(SILENCE, 1))
+            await eventually(
+                lambda: len(fake.connections[0].of_type("input_audio_buffer.append")) == 2,
+                what="the valid frames passing",
+            )
+            await ws.close()
+            await app.calls_done()
+    warnings = [r.getMessage() for r in caplog.records if "skipped malformed" in r.getMessage()]
+    assert len(warnings) <= 3, warnings
+    assert sum("oversized" in w for w in warnings) == 1
+    row = await stored_call(settings, call)
+    assert row["ended_by"] == "caller"
+
+
+async def test_a_stream_that_goes_quiet_is_ended(base_env: dict[str, str]) -> None:
+    """A stream that said nothing after `start` stayed open forever."""
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url, STREAM_IDLE_SECONDS="1")
+        async with run_app(settings) as app:
+            call, ws = await _open_stream(app)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    await asyncio.wait_for(ws.recv(), 5)
+            waited = asyncio.get_running_loop().time() - started
+            await app.calls_done()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
+    assert 1.0 <= waited < 2.5
+    row = await stored_call(settings, call)
+    assert (row["ended_by"], row["end_reason"]) == ("bridge", "no audio from Twilio for 1 s")
+    assert fake.connections[0].closed_at is not None
+
+
+async def test_past_max_calls_a_caller_hears_the_busy_message(base_env: dict[str, str]) -> None:
+    """There was no cap on concurrent calls."""
+    busy = "All lines are busy & please call back."
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url, MAX_CALLS="2", BUSY_MESSAGE=busy)
+        async with run_app(settings) as app:
+            first, first_ws = await _open_stream(app)
+            # A ringing call (webhook answered, stream not yet open) holds its place too.
+            ringing = new_call_sid()
+            status, twiml = await fetch_twiml(app.url, LOCAL_SECRET, ringing)
+            assert status == 200 and "<Stream" in twiml
+            refused = new_call_sid()
+            status, twiml = await fetch_twiml(app.url, LOCAL_SECRET, refused)
+            assert status == 200
+            assert twiml == (
+                "<Response><Say>All lines are busy &amp; please call back.</Say>"
+                "<Hangup/></Response>"
+            )
+            assert len(fake.connections) <= 2  # no Realtime session for the busy caller
+            await first_ws.close()
+            await eventually(lambda: first not in app.registry.calls, what="the first call")
+            app.registry.end_all_calls("test over")  # the ringing call never streams
+            await app.calls_done()
+            status, twiml = await fetch_twiml(app.url, LOCAL_SECRET, new_call_sid())
+            assert status == 200 and "<Stream" in twiml  # a free line again
+            async with aiohttp.ClientSession() as http:
+                async with http.get(app.url + "/metrics") as response:
+                    metrics = await response.text()
+    row = await stored_call(settings, refused)
+    assert (row["ended_by"], row["end_reason"]) == ("busy", "MAX_CALLS reached")
+    assert 'bot_calls_total{outcome="busy"} 1.0' in metrics
+
+
+async def test_a_call_at_its_time_limit_hears_goodbye(base_env: dict[str, str]) -> None:
+    """There was no maximum call duration."""
+    account, token = "AC" + "7" * 32, "twilio-token-for-limits-000"
+    async with (
+        FakeTwilio(account, token) as fake_twilio,
+        FakeRealtime(vad_threshold_rms=1e9) as fake,
+    ):
+        settings = settings_from(
+            base_env,
+            REALTIME_URL=fake.url,
+            TWILIO_ACCOUNT_SID=account,
+            TWILIO_AUTH_TOKEN=token,
+            TWILIO_API_URL=fake_twilio.url,
+            PUBLIC_URL="http://127.0.0.1:0",
+            MAX_CALL_SECONDS="2",
+            TIME_LIMIT_MESSAGE="Time is up, goodbye.",
+        )
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=token, account_sid=account, duration_s=6)
+            await app.calls_done()
+    [redirect] = fake_twilio.of("POST", f"/Calls/{result.call_sid}.json")
+    assert redirect.form == {
+        "Twiml": ["<Response><Say>Time is up, goodbye.</Say><Hangup/></Response>"]
+    }
+    assert 2.0 <= result.duration_s < 4.0  # the bridge ended its side, too
+    row = await stored_call(settings, result.call_sid)
+    assert (row["ended_by"], row["end_reason"]) == ("bot", "time limit of 2 s reached")
+
+
+@pytest.mark.parametrize("duration", ["²", "٣", "9" * 5000, "-4", "99999999999"])
+async def test_odd_call_durations_on_the_status_callback_are_ignored(
+    base_env: dict[str, str], duration: str
+) -> None:
+    """`CallDuration="²"` answered 500."""
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=0.3)
+            url = app.url + "/twilio/status"
+            params = {
+                "CallSid": result.call_sid,
+                "CallStatus": "completed",
+                "CallDuration": duration,
+            }
+            signature = RequestValidator(LOCAL_SECRET).compute_signature(url, params)
+            async with aiohttp.ClientSession() as http:
+                async with http.post(
+                    url, data=params, headers={"X-Twilio-Signature": signature}
+                ) as response:
+                    assert response.status == 204
+            await app.calls_done()
+    row = await stored_call(settings, result.call_sid)
+    assert (row["twilio_status"], row["twilio_duration_s"]) == ("completed", None)
+
+
+async def test_timestamp_leaps_cost_a_recording_no_memory(tmp_path: Path) -> None:
+    """Finding 7: a timestamp 30 minutes on allocated a 57.6 MB WAV of silence at once, and
+    memory followed the leap (10^9 ms would have needed about 16 GB)."""
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        env = clean_env(tmp_path, PORT="0", REALTIME_URL=fake.url, RECORD_AUDIO="true")
+        env["REALTIME_API_KEY"] = TEST_KEY
+        async with bot_server(env, tmp_path) as (process, url, _):
+            secret = (tmp_path / "data" / "local-secret").read_text().strip()
+            await signed_stream(url, secret, call_form(), [])  # warms the call path up
+            before = rss_bytes(process.pid, peak=True)
+            form = call_form()
+            frames = [media_at(b"\x55" * 160, stamp) for stamp in (20, 1_800_000, 10**9, 10**20)]
+            await signed_stream(url, secret, form, frames)
+            row = await _logged(Settings.from_env(env), form["CallSid"])
+            grown = rss_bytes(process.pid, peak=True) - before
+    assert grown < 16 * MB, f"RSS grew by {grown // MB} MB"
+    with wave.open(row["recording_path"]) as wav:
+        seconds = wav.getnframes() / wav.getframerate()
+    assert seconds <= 4 * MAX_CLOCK_STEP_MS / 1000 + 1  # each frame moves the clock ≤ 2 s
+
+
+async def _logged(settings: Settings, call_sid: str) -> dict[str, Any]:
+    """The call's row once the server has written its end."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        with contextlib.suppress(AssertionError):
+            row = await stored_call(settings, call_sid)
+            if row["ended_by"] is not None and row["recording_path"]:
+                return row
+        assert asyncio.get_running_loop().time() < deadline, "the call was not logged"
+        await asyncio.sleep(0.2)

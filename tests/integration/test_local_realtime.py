@@ -27,7 +27,14 @@ from bot.localrt.providers import Providers, Speech
 from bot.localrt.runner import LocalSession
 from bot.simulator import simulate
 from tests.audio_tools import tone
-from tests.conftest import LOCAL_SECRET, eventually, run_app, settings_from, stored_call
+from tests.conftest import (
+    LOCAL_SECRET,
+    TEST_KEY,
+    eventually,
+    run_app,
+    settings_from,
+    stored_call,
+)
 from tests.local_backend import FixedTranscript, RecordingChat, ToneVoice
 from tests.realtime_types import ORDER_TOOL, BetaEvent, ask, collect, validate
 
@@ -41,7 +48,7 @@ async def test_the_openai_sdk_drives_the_local_backend(
     providers = Providers(FixedTranscript("unused"), DemoAgent(), ToneVoice())
     async with run_app(base_settings, local_providers=providers) as app:
         client = AsyncOpenAI(
-            api_key="local", websocket_base_url=app.url.replace("http", "ws") + "/v1"
+            api_key=TEST_KEY, websocket_base_url=app.url.replace("http", "ws") + "/v1"
         )
         realtime = client.realtime if dialect == "ga" else client.beta.realtime
         async with realtime.connect(model="local-demo") as conn:
@@ -228,7 +235,8 @@ async def test_bot_realtime_server_runs_the_backend_alone(tmp_path) -> None:  # 
             assert line, "realtime-server exited"
             if found := re.search(r"listening on (ws://127\.0\.0\.1:\d+)/v1/realtime", line):
                 url = found.group(1)
-        client = AsyncOpenAI(api_key="unused", websocket_base_url=url + "/v1")
+        key = (tmp_path / "data" / "local-realtime-key").read_text().strip()
+        client = AsyncOpenAI(api_key=key, websocket_base_url=url + "/v1")
         async with client.realtime.connect(model="local") as conn:
             await collect(conn, "ga", "session.created")
             answer = await ask(conn, "Hello there")

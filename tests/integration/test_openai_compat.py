@@ -13,7 +13,7 @@ from bot.localrt.openai_compat import (
 )
 from bot.localrt.providers import ChatDone, TextDelta, ToolCall
 from bot.localrt.services import local_providers
-from tests.conftest import run_app, settings_from
+from tests.conftest import TEST_KEY, run_app, settings_from
 from tests.fake_openai import FakeOpenAI
 from tests.realtime_types import ORDER_TOOL, ask
 
@@ -91,7 +91,7 @@ async def test_the_local_backend_on_compatible_services(base_env: dict[str, str]
         assert isinstance(providers.chat, CompatibleChat)
         async with run_app(settings, local_providers=providers) as app:
             client = AsyncOpenAI(
-                api_key="x", websocket_base_url=app.url.replace("http", "ws") + "/v1"
+                api_key=TEST_KEY, websocket_base_url=app.url.replace("http", "ws") + "/v1"
             )
             async with client.realtime.connect(model="local") as conn:
                 events = await ask(conn, "Hi")

@@ -200,3 +200,181 @@ async def test_cli_list_show_and_export(
     assert CUT_CALL in target.read_text() and "caller: Sorry, who is this?" in target.read_text()
     code, _, err = await run_cli(database_settings, capsys, "show", "CA" + "9" * 32)
     assert code == 1 and "no call" in err
+
+
+# ---- issue 9, finding 6 and the review's smaller faults -----------------------------------
+
+
+def _session_payload(set_cookie: str) -> str:
+    """What the browser holds: the session cookie's payload, decoded (it is signed, not
+    encrypted)."""
+    import zlib
+
+    value = set_cookie.split("session=", 1)[1].split(";", 1)[0]
+    payload = value.lstrip(".").split(".", 1)[0]
+    raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    return (zlib.decompress(raw) if value.startswith(".") else raw).decode()
+
+
+async def test_password_guessing_is_throttled_per_address_and_in_parallel(
+    review_app: RunningApp,
+) -> None:
+    """300 Basic guesses took 0.4 s; 100 parallel form logins took 0.6 s, all compared."""
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for n in range(300):
+            async with http.get(
+                review_app.url + "/api/calls", headers=basic(f"guess {n}")
+            ) as response:
+                statuses.append(response.status)
+                if response.status == 429:
+                    assert int(response.headers["Retry-After"]) >= 1
+        # Ten tries, plus at most a refill or two (one per 6 s) while the wrong ones are slowed.
+        assert statuses.count(401) <= 12 and statuses.count(429) >= 288
+
+        async def form_guess(n: int) -> int:
+            async with http.post(
+                review_app.url + "/login", data={"password": f"guess {n}"}, allow_redirects=False
+            ) as response:
+                return response.status
+
+        parallel = await asyncio.gather(*(form_guess(n) for n in range(100)))
+        assert parallel.count(429) >= 99  # the address has used its tries
+
+
+async def test_parallel_guesses_get_the_same_few_tries(review_app: RunningApp) -> None:
+    async with aiohttp.ClientSession() as http:
+
+        async def form_guess(n: int) -> int:
+            async with http.post(
+                review_app.url + "/login", data={"password": f"guess {n}"}, allow_redirects=False
+            ) as response:
+                return response.status
+
+        parallel = await asyncio.gather(*(form_guess(n) for n in range(100)))
+    assert parallel.count(401) <= 10 and parallel.count(429) >= 90
+
+
+async def test_the_login_cookie_holds_no_password_hash_and_logout_ends_it(
+    review_app: RunningApp,
+) -> None:
+    import hashlib
+
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.post(
+            review_app.url + "/login", data={"password": PASSWORD}, allow_redirects=False
+        ) as response:
+            assert response.status == 302
+            kept = response.headers["Set-Cookie"].split(";", 1)[0]
+        payload = _session_payload(kept)
+        unsalted = hashlib.sha256(b"review-login:" + PASSWORD.encode()).hexdigest()[:32]
+        assert unsalted not in payload and PASSWORD not in payload
+        async with http.post(review_app.url + "/logout", allow_redirects=False) as response:
+            assert response.status == 302
+    # The cookie kept from before the logout is worth nothing now.
+    async with aiohttp.ClientSession() as http:
+        async with http.get(review_app.url + "/calls", headers={"Cookie": kept}) as response:
+            assert response.status == 401
+
+
+async def test_a_new_password_ends_every_login_and_any_password_may_be_used(
+    database_env: dict[str, str],
+) -> None:
+    """A non-ASCII password answered 500; a non-ASCII REVIEW_PASSWORD locked everyone out."""
+    first = settings_from(database_env, REVIEW_PASSWORD="pässwörd-ÄÖÜ-€")
+    await seeded(first)
+    async with run_app(first) as app, aiohttp.ClientSession() as http:
+        async with http.post(
+            app.url + "/login", data={"password": "wröng-ü"}, allow_redirects=False
+        ) as response:
+            assert response.status == 401
+        async with http.post(
+            app.url + "/login", data={"password": "pässwörd-ÄÖÜ-€"}, allow_redirects=False
+        ) as response:
+            assert response.status == 302
+            cookie = response.headers["Set-Cookie"].split(";", 1)[0]
+        async with http.get(app.url + "/calls", headers={"Cookie": cookie}) as response:
+            assert response.status == 200
+    second = settings_from(database_env, REVIEW_PASSWORD="another password")
+    async with run_app(second) as app, aiohttp.ClientSession() as http:
+        async with http.get(app.url + "/calls", headers={"Cookie": cookie}) as response:
+            assert response.status == 401
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["/\\evil.example", "//evil.example", "https://evil.example/", "/\\/evil", "\\\\evil", "/\tx"],
+)
+async def test_login_redirects_only_to_a_local_path(review_app: RunningApp, target: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            review_app.url + "/login",
+            data={"password": PASSWORD, "next": target},
+            allow_redirects=False,
+        ) as response:
+            assert response.status == 302 and response.headers["Location"] == "/calls"
+
+
+async def test_review_pages_are_never_cached_or_framed(review_app: RunningApp) -> None:
+    async with aiohttp.ClientSession() as http:
+        for path, headers in (
+            ("/login", {}),
+            ("/calls", {}),
+            ("/api/calls", basic(PASSWORD)),
+            (f"/api/calls/{ORDER_CALL}", basic(PASSWORD)),
+        ):
+            async with http.get(review_app.url + path, headers=headers) as response:
+                assert response.headers["Cache-Control"] == "no-store", path
+                assert response.headers["X-Frame-Options"] == "DENY", path
+
+
+async def test_odd_dates_and_pages_are_ignored_not_a_500(review_app: RunningApp) -> None:
+    odd = [
+        "from=9999-12-31&to=9999-12-31",
+        "from=0001-01-01",
+        "to=²",
+        "page=" + "9" * 40,
+        "page=²",
+        "page=-5",
+        "from=2026-13-45",
+    ]
+    async with aiohttp.ClientSession(headers=basic(PASSWORD)) as http:
+        for query in odd:
+            async with http.get(review_app.url + "/api/calls?" + query) as response:
+                assert response.status == 200, query
+            async with http.get(review_app.url + "/calls?" + query) as response:
+                assert response.status == 401, query  # pages need the login, not Basic
+
+
+async def test_csv_cells_never_start_a_formula(
+    base_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.store.calls import LogBatch
+
+    store = await Store.open(base_settings.calllog.database)
+    batch = LogBatch()
+    batch.calls.append(
+        (
+            "CA" + "7" * 32,
+            {
+                "from_number": "+15551230001",
+                "to_number": '=HYPERLINK("http://evil.example","click")',
+                "end_reason": "@SUM(1+1)*cmd|' /C calc'!A0",
+            },
+        )
+    )
+    await store.calls.write(batch)
+    await store.close()
+    target = tmp_path / "out.csv"
+    code, _, _ = await run_cli(
+        base_settings, capsys, "export", "--format", "csv", "-o", str(target)
+    )
+    import csv as csv_module
+
+    with target.open() as exported:
+        [row] = list(csv_module.DictReader(exported))
+    assert code == 0
+    assert row["from_number"] == "+15551230001"  # a number stays a number
+    assert row["to_number"].startswith("'=HYPERLINK")
+    assert row["end_reason"].startswith("'@SUM")

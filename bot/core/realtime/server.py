@@ -90,7 +90,7 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
     """
     try:
         event = json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ClientEventError("invalid_json", "The event is not valid JSON.") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise ClientEventError("invalid_event", "The 'type' field is missing.")
@@ -99,7 +99,7 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
     event_id = raw_id if isinstance(raw_id, str) else None
     try:
         return _decode(kind, event, event_id)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise ClientEventError("invalid_value", f"Invalid {kind}: {exc}", event_id) from None
 
 

@@ -1,0 +1,121 @@
+"""Issue 9's hostile load: while one legitimate call streams, another process sends, round
+after round, huge unsigned forms, 256 MB and 16 MB frames, junk sockets, and signed calls
+with bad timestamps and over-long parameters. The legitimate call must not notice."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.core.codec import pcm16_to_ulaw
+from bot.simulator import simulate
+from tests.audio_tools import tone
+from tests.conftest import stored_call
+from tests.fake_realtime import FakeRealtime, pcm16_tone
+from tests.hostile import MB, rss_bytes
+from tests.processes import bot_server, clean_env
+
+ROOT = Path(__file__).resolve().parents[2]
+CALL_S = 9.0
+ANSWER_S = 6.0
+
+
+async def _logged(settings: Settings, call_sid: str) -> dict[str, Any]:
+    """The call's row once the server has written its end (the writer flushes each second)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        try:
+            row = await stored_call(settings, call_sid)
+            if row["ended_by"] is not None:
+                return row
+        except AssertionError:
+            pass
+        assert asyncio.get_running_loop().time() < deadline, "the call was not logged"
+        await asyncio.sleep(0.2)
+
+
+def _largest_gap(times: list[float]) -> float:
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "sqlite":
+        return {}
+    return {"DATABASE_URL": request.getfixturevalue("postgres_url")}
+
+
+async def test_one_call_streams_through_a_hostile_load(
+    tmp_path: Path, database: dict[str, str]
+) -> None:
+    extra = {"RECORD_AUDIO": "true", "FORWARD_DTMF": "false", **database}
+    async with FakeRealtime(
+        answer=pcm16_tone(700, ANSWER_S),
+        answer_text="Your order ships today.",
+        caller_texts=("Where is my order",),
+        auto_respond=True,
+        delta_ms=20,
+        speed=1.0,  # the answer streams in real time, so a stalled bridge shows as a gap
+    ) as fake:
+        env = clean_env(tmp_path, PORT="0", REALTIME_URL=fake.url, **extra)
+        env["REALTIME_API_KEY"] = "sk-test-hostile-load"
+        gc.collect()
+        gc.freeze()  # this process plays the phone and the model: its own pauses are noise
+        async with bot_server(env, tmp_path) as (process, url, lines):
+            secret = (tmp_path / "data" / "local-secret").read_text().strip()
+            question = pcm16_to_ulaw(tone(600, 0.8, 8000, dbfs=-10))
+            call = asyncio.create_task(
+                simulate(url, auth_token=secret, say=question, duration_s=CALL_S, dtmf=[(7.0, "5")])
+            )
+            await asyncio.sleep(1.0)  # the call is up: every lazy part of the server is loaded
+            before = rss_bytes(process.pid, peak=True)
+            attacker = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.hostile",
+                url,
+                str(CALL_S - 2.0),
+                cwd=ROOT,
+                env={**os.environ, "HOSTILE_SECRET": secret},
+                stdout=asyncio.subprocess.PIPE,
+            )
+            result = await call
+            gc.unfreeze()
+            out, _ = await asyncio.wait_for(attacker.communicate(), 60)
+            grown = rss_bytes(process.pid, peak=True) - before
+            settings = Settings.from_env(env)
+            row = await _logged(settings, result.call_sid)
+    rounds = int(out.split()[0])
+    assert rounds >= 5, out
+    assert attacker.returncode == 0
+    # The legitimate call, as the phone and the model saw it.
+    legit = fake.connections[0]
+    inbound_gap = _largest_gap(legit.appended_at)
+    # Each frame from the phone's send to the model's receipt: what the bridge added.
+    latency = max(b - a for a, b in zip(result.frames_sent_at, legit.appended_at, strict=True))
+    received = result.media_received_at
+    outbound_gap = _largest_gap(received)
+    log = "".join(lines)
+    assert "Traceback" not in log, log[-3000:]
+    assert inbound_gap < 0.1, f"inbound gap {inbound_gap * 1000:.0f} ms"
+    assert latency < 0.1, f"a caller frame took {latency * 1000:.0f} ms through the bridge"
+    assert outbound_gap < 0.1, f"outbound gap {outbound_gap * 1000:.0f} ms"
+    assert received[-1] - received[0] > ANSWER_S - 1.0  # the whole answer was streamed
+    assert result.frames_sent == int(CALL_S * 50)
+    assert len(legit.appended_at) == result.frames_sent
+    assert grown < 64 * MB, f"RSS grew by {grown / MB:.0f} MB"
+    # Logged completely.
+    assert (row["ended_by"], row["end_reason"]) == ("caller", "caller hung up")
+    caller, bot = row["turns"]  # (the DTMF is not forwarded: no second answer)
+    assert (caller["speaker"], caller["text"]) == ("caller", "Where is my order")
+    assert (bot["speaker"], bot["text"]) == ("assistant", "Your order ships today.")
+    assert not bot["interrupted"]
+    assert [e["detail"] for e in row["events"] if e["kind"] == "dtmf"] == ["5"]
+    assert row["recording_path"] and Path(row["recording_path"]).stat().st_size > 0
