@@ -19,6 +19,7 @@ from typing import Final
 
 import uvicorn
 from quart import Quart
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bot.app import call_services, create_app
 from bot.call.realtime_socket import realtime_url, redact_url
@@ -30,6 +31,9 @@ __all__ = ["AppServer", "bind_socket", "serve", "server_config"]
 logger = logging.getLogger("bot.server")
 
 MAX_WEBSOCKET_FRAME_BYTES: Final = 1024 * 1024  # a Twilio frame is ~300 bytes; bigger is abuse
+MAX_REQUEST_HEAD_BYTES: Final = 128 * 1024  # request line and headers (with what follows them
+# in the same read: a webhook body is at most 64 KiB)
+REQUEST_HEAD_TIMEOUT_S: Final = 10.0  # to send a request's head, once the connection is idle
 _FINISH_S: Final = 5.0  # after the grace period: how long ended calls may take to close
 _SETTLE_S: Final = 0.1
 
@@ -45,10 +49,73 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class BoundedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a bound on each request's head, in bytes and time.
+
+    httptools buffers a header until it ends, without limit: one 200 MB header line cost the
+    server 400 MB. A head that grows past `MAX_REQUEST_HEAD_BYTES` gets 431; one that takes
+    longer than `REQUEST_HEAD_TIMEOUT_S` (a slow-loris holding sockets) is closed.
+    """
+
+    _in_head = True
+    _head_bytes = 0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._in_head:
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._in_head = False
+                self._stop_head_timer()
+                self._refuse(b"431 Request Header Fields Too Large")
+                return
+        super().data_received(data)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        if not self.parser.should_upgrade():  # an upgraded socket is no longer ours
+            self._await_head()
+
+    def _await_head(self) -> None:
+        self._in_head, self._head_bytes = True, 0
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(REQUEST_HEAD_TIMEOUT_S, self._head_too_slow)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        transport = self.transport
+        if self._in_head and transport.get_protocol() is self and not transport.is_closing():
+            transport.close()
+
+    def _refuse(self, status: bytes) -> None:
+        self.transport.write(
+            b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        self.transport.close()
+
+
 def server_config(app: Quart) -> uvicorn.Config:
     return uvicorn.Config(
         app,
-        http="httptools",
+        http=BoundedHttpToolsProtocol,
         ws="websockets-sansio",
         ws_max_size=MAX_WEBSOCKET_FRAME_BYTES,
         ws_per_message_deflate=False,  # Twilio does not compress; inflating is a bomb risk

@@ -17,6 +17,7 @@ import pytest
 import websockets
 from twilio.request_validator import RequestValidator
 
+from bot import server
 from bot.call.core.session import MAX_CLOCK_STEP_MS
 from bot.config import Settings
 from bot.simulator import simulate
@@ -370,3 +371,48 @@ async def _logged(settings: Settings, call_sid: str) -> dict[str, Any]:
                 return row
         assert asyncio.get_running_loop().time() < deadline, "the call was not logged"
         await asyncio.sleep(0.2)
+
+
+async def test_a_request_head_is_bounded_in_size_and_time(
+    base_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httptools buffered a header line without limit: 200 MB of header cost 400 MB. And a
+    slow head (a slow-loris) held its socket forever."""
+    monkeypatch.setattr(server, "REQUEST_HEAD_TIMEOUT_S", 1.0)
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            port = int(app.url.rsplit(":", 1)[1])
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 140_000)
+            answer = await asyncio.wait_for(reader.read(), 5)
+            assert answer.startswith(b"HTTP/1.1 431 ")
+            writer.close()
+            # Sent on and on, the header is cut short: the server stops reading it.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: ")
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                while sent < 64 * MB:
+                    writer.write(bytes(MB))
+                    await asyncio.wait_for(writer.drain(), 5)
+                    sent += MB
+            assert sent < 16 * MB  # refused after 128 KiB (plus the sockets' buffers)
+            writer.close()
+            # A media stream outlives the head timeout: it is not a slow request.
+            call, ws = await _open_stream(app)
+            slow_reader, slow = await asyncio.open_connection("127.0.0.1", port)
+            slow.write(b"GET /healthz HTTP/1.1\r\nHo")
+            for index in range(100):  # 2 s
+                await ws.send(media_frame(SILENCE, index))
+                await asyncio.sleep(0.02)
+            assert await asyncio.wait_for(slow_reader.read(), 1) == b""  # closed by the server
+            slow.close()
+            await ws.send(media_frame(SILENCE, 100))
+            await eventually(
+                lambda: len(fake.connections[0].of_type("input_audio_buffer.append")) == 101,
+                what="the stream's frames",
+            )
+            await ws.close()
+    row = await stored_call(settings, call)
+    assert row["ended_by"] == "caller"

@@ -66,7 +66,6 @@ async def test_one_call_streams_through_a_hostile_load(
     ) as fake:
         env = clean_env(tmp_path, PORT="0", REALTIME_URL=fake.url, **extra)
         env["REALTIME_API_KEY"] = "sk-test-hostile-load"
-        gc.collect()
         gc.freeze()  # this process plays the phone and the model: its own pauses are noise
         async with bot_server(env, tmp_path) as (process, url, lines):
             secret = (tmp_path / "data" / "local-secret").read_text().strip()
