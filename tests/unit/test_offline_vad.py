@@ -22,7 +22,9 @@ def frames(pcm: bytes, rate_hz: int) -> list[bytes]:
 def test_webrtc_vad_hears_speech_and_not_silence(rate_hz: int) -> None:
     from bot.localrt.offline import PiperVoice, WebRtcVad
 
-    speech = asyncio.run(PiperVoice().synthesize("Where is my order four four one seven?", "joe"))
+    speech = asyncio.run(
+        PiperVoice(varied=False).synthesize("Where is my order four four one seven?", "joe")
+    )
     pcm = resample(speech.pcm16, speech.rate_hz, rate_hz)
     vad = WebRtcVad()
     decisions = [vad(frame, rate_hz, 0.5) for frame in frames(pcm, rate_hz)]
