@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import signal
 import socket
@@ -190,6 +191,17 @@ def serve(settings: Settings) -> None:
     asyncio.run(_serve(app, sock, server.shutdown_grace_s))
 
 
+async def _freeze_when_started(server: uvicorn.Server) -> None:
+    """Once start-up is over, its objects (modules, the app, migrations) are moved out of
+    the garbage collector's sight. Without this, full collections came often (the young
+    heap looked large next to the few objects counted as long-lived) and each scanned
+    every module: calls paused for 70-140 ms under the hostile load, against 10 ms."""
+    while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+        await asyncio.sleep(0.05)
+    gc.collect()
+    gc.freeze()
+
+
 async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -198,7 +210,9 @@ async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
     server = AppServer(server_config(app))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
+    freezing = asyncio.create_task(_freeze_when_started(server))
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    freezing.cancel()
     if serving.done():  # it could not start
         stopping.cancel()
         await serving

@@ -281,7 +281,10 @@ class LiveCall:
                     try:
                         await self.channel.send(message)
                     except ChannelClosed:
-                        raise _CallEnded("caller", "media socket closed") from None
+                        # The caller hung up while frames are still queued to be read: the
+                        # pump reads them (the caller's last words, Twilio's `stop`) and
+                        # then ends the call.
+                        pass
                 case SendToRealtime(event):
                     assert self.realtime is not None
                     try:

@@ -32,10 +32,13 @@ class AsgiTwilioChannel:
     def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
-        self._gone = False
+        self._disconnected = False  # the server said so: nothing more to read
+        self._unwritable = False  # a send failed, or we closed: nothing more to write
 
     async def receive(self) -> TwilioEvent:
-        while not self._gone:
+        """The next frame. Frames read before the peer left are all returned first, even
+        after a send has failed: they hold the caller's last words and Twilio's `stop`."""
+        while not self._disconnected:
             message = await self._receive()
             kind = message["type"]
             if kind == "websocket.receive":
@@ -46,22 +49,22 @@ class AsgiTwilioChannel:
                 if event is not None:
                     return event
             elif kind == "websocket.disconnect":
-                self._gone = True
+                self._disconnected = True
         raise ChannelClosed("twilio", "media socket closed")
 
     async def send(self, message: TwilioMessage) -> None:
-        if self._gone:
+        if self._unwritable or self._disconnected:
             raise ChannelClosed("twilio", "media socket closed")
         try:
             await self._send({"type": "websocket.send", "text": twilio.encode(message)})
         except (OSError, RuntimeError) as exc:  # the server's word for a socket that is gone
-            self._gone = True
+            self._unwritable = True
             raise ChannelClosed("twilio", "media socket closed") from exc
 
     async def close(self, code: int, reason: str) -> None:
-        if self._gone:
+        if self._unwritable or self._disconnected:
             return
-        self._gone = True
+        self._unwritable = True
         with contextlib.suppress(OSError, RuntimeError):
             await self._send({"type": "websocket.close", "code": code, "reason": reason})
 

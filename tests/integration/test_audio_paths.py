@@ -9,7 +9,7 @@ import pytest
 from bot.core.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from bot.simulator import simulate
 from tests.audio_tools import active_region, dominant_hz, level_dbfs_at, tone
-from tests.conftest import run_app, settings_from
+from tests.conftest import eventually, run_app, settings_from
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 
 
@@ -98,7 +98,9 @@ async def test_fast_mode_streams_without_real_time_pacing(base_env: dict[str, st
             result = await simulate(
                 app.url, auth_token=app.secret, say=caller, duration_s=3.0, fast=True
             )
+            [conn] = fake.connections
+            # The fake reads what the bridge sent before its close in its own time.
+            await eventually(lambda: conn.closed_at is not None, what="the model's socket closing")
     assert result.frames_sent == 150
     assert result.duration_s < 1.5
-    [conn] = fake.connections
     assert len(conn.input_audio) == 150 * 960

@@ -1,0 +1,289 @@
+"""Many simulated calls against a real `bot serve`, with an echoing Realtime backend.
+
+Three processes share the machine, and each one's CPU is reported:
+  * the server under test, `bot serve`, with the hosted-provider code path;
+  * an echo backend (this script with `--echo`): a Realtime server that answers each
+    caller frame with the same audio as a model delta, at once;
+  * the phones (this script): `bot.simulator` calls, started 50 ms apart, each sending
+    20 ms frames in real time and playing back what comes, acknowledging marks.
+
+Figures, over the steady part of the run (every call connected):
+  * server CPU per call, in % of one core;
+  * phone→model latency, p50 and p99: each frame from the phone's send to the backend's
+    receipt (CLOCK_MONOTONIC is one clock for every process);
+  * audio delivered each way: frames the backend got of those the phones sent, and audio
+    the phones got of what the backend sent;
+  * the largest gap between consecutive frames at the backend and media at the phones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+STAGGER_S = 0.05
+_CALL_TAG = re.compile(r"loadtest: (\d+)")
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process and its finished children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return (utime + stime + cutime + cstime) / CLK_TCK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU of a process and of its live children (the workers)."""
+    total = process_cpu(pid)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children = task / "children"
+        if children.exists():
+            for child in children.read_text().split():
+                total += tree_cpu(int(child))
+    return total
+
+
+# ---- the echo backend ----------------------------------------------------------------------
+
+
+async def echo_server(port_file: Path, results: Path) -> None:
+    """Answer every `input_audio_buffer.append` with the same audio as an output delta."""
+    import websockets
+
+    arrivals: dict[str, list[float]] = {}
+    sent: dict[str, list[tuple[float, int]]] = {}
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+
+    async def handle(ws: websockets.ServerConnection) -> None:
+        await ws.send(json.dumps({"type": "session.created", "session": {"id": "sess"}}))
+        call = f"anonymous-{id(ws)}"
+        ulaw = False
+        started = False
+        async for raw in ws:
+            if '"input_audio_buffer.append"' in raw[:60]:
+                now = time.monotonic()
+                event = json.loads(raw)
+                arrivals.setdefault(call, []).append(now)
+                if not started:
+                    started = True
+                    for message in (
+                        {"type": "response.created", "response": {"id": "r1", "status": "x"}},
+                        {
+                            "type": "response.output_item.added",
+                            "response_id": "r1",
+                            "output_index": 0,
+                            "item": {"id": "i1", "type": "message", "role": "assistant"},
+                        },
+                    ):
+                        await ws.send(json.dumps(message))
+                audio = event["audio"]
+                size = len(base64.b64decode(audio))
+                await ws.send(
+                    '{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1",'
+                    f'"output_index":0,"content_index":0,"delta":"{audio}"}}'
+                )
+                sent.setdefault(call, []).append((time.monotonic(), size if ulaw else size // 6))
+                continue
+            event = json.loads(raw)
+            if event.get("type") == "session.update":
+                session = event["session"]
+                if match := _CALL_TAG.search(str(session.get("instructions", ""))):
+                    call = match.group(1)
+                fmt = json.dumps(session.get("audio", session.get("input_audio_format", "")))
+                ulaw = ulaw or "pcmu" in fmt or "g711_ulaw" in fmt
+                await ws.send(json.dumps({"type": "session.updated", "session": session}))
+
+    async with websockets.serve(handle, "127.0.0.1", 0, max_size=None, compression=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        port_file.write_text(str(port))  # noqa: ASYNC240 (once, before any call)
+        await stop.wait()
+    results.write_text(json.dumps({"arrivals": arrivals, "sent": sent}))  # noqa: ASYNC240
+
+
+# ---- the phones and the report ---------------------------------------------------------------
+
+
+@dataclass
+class Figures:
+    label: str
+    calls: int
+    server_pct_per_call: float
+    echo_pct: float
+    phones_pct: float
+    p50_ms: float
+    p99_ms: float
+    to_model_pct: float
+    to_phone_pct: float
+    inbound_gap_ms: float
+    outbound_gap_ms: float
+
+    def row(self) -> str:
+        return (
+            f"| {self.label} | {self.calls} | {self.server_pct_per_call:.2f} % | "
+            f"{self.p50_ms:.1f} / {self.p99_ms:.1f} ms | {self.to_model_pct:.1f} % | "
+            f"{self.to_phone_pct:.1f} % | {self.inbound_gap_ms:.0f} / {self.outbound_gap_ms:.0f} ms"
+            f" | {self.echo_pct:.0f} % / {self.phones_pct:.0f} % |"
+        )
+
+
+HEADER = (
+    "| path | calls | server CPU per call | phone→model p50 / p99 | delivered to model | "
+    "delivered to phone | largest gap in / out | echo / phones CPU |\n"
+    "|---|---|---|---|---|---|---|---|"
+)
+
+
+def _largest_gap(times: list[float]) -> float:
+    return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
+    from bot.simulator import SimulationResult, simulate
+
+    with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
+        work = Path(scratch)
+        port_file, results = work / "echo-port", work / "echo.json"
+        echo = await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--echo", str(port_file), str(results)
+        )
+        while not port_file.exists() or not port_file.read_text():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("TWILIO_", "OPENAI_", "REALTIME_", "BOT_", "DATABASE_URL"))
+        }
+        env.update(
+            {
+                "BOT_DATA_DIR": str(work / "data"),
+                "PORT": "0",
+                "REALTIME_URL": f"ws://127.0.0.1:{port_file.read_text()}/v1/realtime",
+                "REALTIME_API_KEY": "sk-loadtest",
+                "REALTIME_AUDIO": audio,
+                "REALTIME_TRANSCRIPTION_MODEL": "",
+                "MAX_CALLS": str(max(calls, 1)),
+                "LOG_LEVEL": "WARNING",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        command = [sys.executable, "-m", "bot", "serve"]
+        if workers > 1:
+            command += ["--workers", str(workers)]
+        server = await asyncio.create_subprocess_exec(
+            *command, env=env, stderr=asyncio.subprocess.PIPE
+        )
+        assert server.stderr is not None
+        url = ""
+        while not url:
+            line = (await asyncio.wait_for(server.stderr.readline(), 60)).decode()
+            if not line:
+                raise SystemExit("the server did not start")
+            if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+                url = match.group(1)
+
+        async def drain() -> None:
+            assert server.stderr is not None
+            async for line in server.stderr:
+                if b"ERROR" in line or b"Traceback" in line:
+                    sys.stderr.write(line.decode())
+
+        draining = asyncio.create_task(drain())
+        secret = (work / "data" / "local-secret").read_text().strip()
+
+        async def phone(n: int) -> SimulationResult:
+            await asyncio.sleep(n * STAGGER_S)
+            return await simulate(
+                url,
+                auth_token=secret,
+                duration_s=seconds,
+                webhook_query={"var_loadtest": str(n), "instructions": "loadtest: {loadtest}"},
+            )
+
+        tasks = [asyncio.create_task(phone(n)) for n in range(calls)]
+        # Steady state: every call has started, none has ended.
+        ramp = calls * STAGGER_S + 1.0
+        await asyncio.sleep(ramp)
+        window = max(1.0, seconds - 2.0 - calls * STAGGER_S)
+        server_before, echo_before = tree_cpu(server.pid), process_cpu(echo.pid)
+        phones_before, wall_before = time.process_time(), time.monotonic()
+        await asyncio.sleep(window)
+        server_spent = tree_cpu(server.pid) - server_before
+        echo_spent = process_cpu(echo.pid) - echo_before
+        phones_spent = time.process_time() - phones_before
+        wall = time.monotonic() - wall_before
+        phones = await asyncio.gather(*tasks)
+        echo.send_signal(signal.SIGTERM)
+        await echo.wait()
+        server.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(server.wait(), 60)
+        draining.cancel()
+        data = json.loads(results.read_text())
+
+    latencies: list[float] = []
+    to_model = to_phone = sent_frames = sent_by_echo = 0
+    inbound_gap = outbound_gap = 0.0
+    for n, result in enumerate(phones):
+        arrived = data["arrivals"].get(str(n), [])
+        echoed = data["sent"].get(str(n), [])
+        sent_frames += result.frames_sent
+        to_model += len(arrived)
+        sent_by_echo += sum(size for _, size in echoed)
+        to_phone += result.bytes_received
+        latencies += [b - a for a, b in zip(result.frames_sent_at, arrived, strict=False)]
+        inbound_gap = max(inbound_gap, _largest_gap(arrived))
+        outbound_gap = max(outbound_gap, _largest_gap(result.media_received_at))
+    latencies.sort()
+    label = "PCM16, transcoded" if audio == "pcm16" else "μ-law, passed through"
+    if workers > 1:
+        label += f", {workers} workers"
+    return Figures(
+        label=label,
+        calls=calls,
+        server_pct_per_call=100 * server_spent / wall / calls,
+        echo_pct=100 * echo_spent / wall,
+        phones_pct=100 * phones_spent / wall,
+        p50_ms=1000 * statistics.median(latencies) if latencies else float("nan"),
+        p99_ms=1000 * latencies[int(0.99 * (len(latencies) - 1))] if latencies else float("nan"),
+        to_model_pct=100 * to_model / max(1, sent_frames),
+        to_phone_pct=100 * to_phone / max(1, sent_by_echo),
+        inbound_gap_ms=1000 * inbound_gap,
+        outbound_gap_ms=1000 * outbound_gap,
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--echo":
+        asyncio.run(echo_server(Path(sys.argv[2]), Path(sys.argv[3])))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, nargs="+", default=[20, 50])
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--audio", choices=["pcm16", "g711_ulaw"], nargs="+", default=["pcm16", "g711_ulaw"]
+    )
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    print(HEADER, flush=True)
+    for audio in args.audio:
+        for calls in args.calls:
+            figures = asyncio.run(run(calls, args.seconds, audio, args.workers))
+            print(figures.row(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
