@@ -98,6 +98,7 @@ class SimulationResult:
     mark_acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each ack
     media_received_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     frames_sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
+    media_received_bytes: list[int] = field(default_factory=list)  # the audio of each
     output_ulaw: bytes = b""
 
     def summary(self) -> str:
@@ -292,6 +293,7 @@ async def _run_stream(
                             result.first_audio_s = time.monotonic() - started
                         result.media_received += 1
                         result.media_received_at.append(time.monotonic())
+                        result.media_received_bytes.append(len(audio))
                         result.bytes_received += len(audio)
                         result.bytes_after_last_clear += len(audio)
                         playback.queue.append(audio)

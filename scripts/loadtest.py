@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
+import contextlib
 import json
 import os
 import re
@@ -70,43 +70,51 @@ async def echo_server(port_file: Path, results: Path) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
 
     async def handle(ws: websockets.ServerConnection) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await serve_one(ws)
+
+    async def serve_one(ws: websockets.ServerConnection) -> None:
         await ws.send(json.dumps({"type": "session.created", "session": {"id": "sess"}}))
         call = f"anonymous-{id(ws)}"
         ulaw = False
         started = False
         async for raw in ws:
-            if '"input_audio_buffer.append"' in raw[:60]:
-                now = time.monotonic()
+            now = time.monotonic()
+            # Appends are nearly all the traffic: read their audio without a JSON parse.
+            if isinstance(raw, str) and raw.startswith('{"type":"input_audio_buffer.append"'):
+                audio = raw[raw.index('"audio":"') + 9 : raw.rindex('"')]
+            else:
                 event = json.loads(raw)
-                arrivals.setdefault(call, []).append(now)
-                if not started:
-                    started = True
-                    for message in (
-                        {"type": "response.created", "response": {"id": "r1", "status": "x"}},
-                        {
-                            "type": "response.output_item.added",
-                            "response_id": "r1",
-                            "output_index": 0,
-                            "item": {"id": "i1", "type": "message", "role": "assistant"},
-                        },
-                    ):
-                        await ws.send(json.dumps(message))
+                kind = event.get("type")
+                if kind == "session.update":
+                    session = event["session"]
+                    if match := _CALL_TAG.search(str(session.get("instructions", ""))):
+                        call = match.group(1)
+                    fmt = json.dumps(session.get("audio", session.get("input_audio_format", "")))
+                    ulaw = ulaw or "pcmu" in fmt or "g711_ulaw" in fmt
+                    await ws.send(json.dumps({"type": "session.updated", "session": session}))
+                if kind != "input_audio_buffer.append":
+                    continue
                 audio = event["audio"]
-                size = len(base64.b64decode(audio))
-                await ws.send(
-                    '{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1",'
-                    f'"output_index":0,"content_index":0,"delta":"{audio}"}}'
-                )
-                sent.setdefault(call, []).append((time.monotonic(), size if ulaw else size // 6))
-                continue
-            event = json.loads(raw)
-            if event.get("type") == "session.update":
-                session = event["session"]
-                if match := _CALL_TAG.search(str(session.get("instructions", ""))):
-                    call = match.group(1)
-                fmt = json.dumps(session.get("audio", session.get("input_audio_format", "")))
-                ulaw = ulaw or "pcmu" in fmt or "g711_ulaw" in fmt
-                await ws.send(json.dumps({"type": "session.updated", "session": session}))
+            arrivals.setdefault(call, []).append(now)
+            if not started:
+                started = True
+                for message in (
+                    {"type": "response.created", "response": {"id": "r1", "status": "x"}},
+                    {
+                        "type": "response.output_item.added",
+                        "response_id": "r1",
+                        "output_index": 0,
+                        "item": {"id": "i1", "type": "message", "role": "assistant"},
+                    },
+                ):
+                    await ws.send(json.dumps(message))
+            await ws.send(
+                '{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1",'
+                f'"output_index":0,"content_index":0,"delta":"{audio}"}}'
+            )
+            size = len(audio) * 3 // 4 - audio[-2:].count("=")
+            sent.setdefault(call, []).append((time.monotonic(), size if ulaw else size // 6))
 
     async with websockets.serve(handle, "127.0.0.1", 0, max_size=None, compression=None) as server:
         port = server.sockets[0].getsockname()[1]
@@ -177,7 +185,7 @@ async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
                 "REALTIME_AUDIO": audio,
                 "REALTIME_TRANSCRIPTION_MODEL": "",
                 "MAX_CALLS": str(max(calls, 1)),
-                "LOG_LEVEL": "WARNING",
+                "LOG_LEVEL": "INFO",  # the "listening on" line
                 "PYTHONUNBUFFERED": "1",
             }
         )
@@ -237,16 +245,27 @@ async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
     latencies: list[float] = []
     to_model = to_phone = sent_frames = sent_by_echo = 0
     inbound_gap = outbound_gap = 0.0
+    steady_from, steady_to = wall_before, wall_before + wall
     for n, result in enumerate(phones):
         arrived = data["arrivals"].get(str(n), [])
         echoed = data["sent"].get(str(n), [])
         sent_frames += result.frames_sent
         to_model += len(arrived)
-        sent_by_echo += sum(size for _, size in echoed)
-        to_phone += result.bytes_received
-        latencies += [b - a for a, b in zip(result.frames_sent_at, arrived, strict=False)]
-        inbound_gap = max(inbound_gap, _largest_gap(arrived))
-        outbound_gap = max(outbound_gap, _largest_gap(result.media_received_at))
+        # The echoes of the last frames cross the phone's hang-up: the phone must have
+        # got everything echoed up to 100 ms before its last frame.
+        last_frame = result.frames_sent_at[-1] if result.frames_sent_at else 0.0
+        expected = sum(size for at, size in echoed if at < last_frame - 0.1)
+        sent_by_echo += expected
+        to_phone += min(expected, sum(result.media_received_bytes))
+        steady = [
+            (sent, at)
+            for sent, at in zip(result.frames_sent_at, arrived, strict=False)
+            if steady_from <= sent <= steady_to
+        ]
+        latencies += [at - sent for sent, at in steady]
+        inbound_gap = max(inbound_gap, _largest_gap([at for _, at in steady]))
+        received = [at for at in result.media_received_at if steady_from <= at <= steady_to]
+        outbound_gap = max(outbound_gap, _largest_gap(received))
     latencies.sort()
     label = "PCM16, transcoded" if audio == "pcm16" else "μ-law, passed through"
     if workers > 1:
