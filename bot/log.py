@@ -8,7 +8,14 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, Final
 
-__all__ = ["CallLogger", "FrameErrors", "ThrottledLog", "configure_logging"]
+__all__ = [
+    "CallLogger",
+    "FrameErrors",
+    "StrangerNoise",
+    "ThrottledLog",
+    "configure_logging",
+    "quiet_stranger_noise",
+]
 
 _NUMBERS: Final = re.compile(r"[0-9]+")
 
@@ -43,8 +50,11 @@ class FrameErrors:
 
     MAX_KINDS: Final = 32
 
-    def __init__(self, log: CallLogger) -> None:
+    def __init__(self, log: CallLogger, strangers: ThrottledLog | None = None) -> None:
         self.log = log
+        # Before a stream has shown its token anyone may be sending: its warnings go
+        # through a log shared by every such socket, at most once a minute per kind.
+        self.strangers = strangers
         self.counts: dict[str, int] = {}
 
     def report(self, side: str, problem: Exception) -> None:
@@ -54,12 +64,47 @@ class FrameErrors:
             key = f"{side}: other malformed frames"
         seen = self.counts.get(key, 0)
         self.counts[key] = seen + 1
-        if not seen:
+        if self.strangers is not None:
+            self.strangers.note(f"skipped malformed {side} frame: {problem}", key=key)
+        elif not seen:
             self.log.warning("skipped malformed %s frame: %s", side, problem)
 
     def summary(self) -> str:
         """The kinds seen more than once, for the call's last log line."""
         return "".join(f"; {n} x {key}" for key, n in self.counts.items() if n > 1)
+
+
+class StrangerNoise(logging.Filter):
+    """For uvicorn's own lines about bad input ("Invalid HTTP request received.", "Invalid
+    UTF-8 sequence…", each with a traceback): at most one a minute of each, without the
+    traceback. Anyone can send such input; it must not flood the log."""
+
+    NOISY: Final = ("Invalid HTTP request", "Invalid UTF-8 sequence")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        kind = next((noisy for noisy in self.NOISY if message.startswith(noisy)), None)
+        if kind is None:
+            return True
+        now = time.monotonic()
+        if now - self._last.get(kind, -ThrottledLog.INTERVAL_S) < ThrottledLog.INTERVAL_S:
+            return False
+        self._last[kind] = now
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def quiet_stranger_noise() -> None:
+    """Install `StrangerNoise` on uvicorn's error log, once."""
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, StrangerNoise) for f in uvicorn_log.filters):
+        uvicorn_log.addFilter(StrangerNoise())
 
 
 class ThrottledLog:

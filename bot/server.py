@@ -25,6 +25,7 @@ from bot.app import call_services, create_app
 from bot.call.realtime_socket import realtime_url, redact_url
 from bot.call.web import MEDIA_PATH, VOICE_PATH
 from bot.config import LOCAL_REALTIME_KEY_FILE, Settings
+from bot.log import quiet_stranger_noise
 
 __all__ = ["AppServer", "bind_socket", "serve", "server_config"]
 
@@ -113,6 +114,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
 
 def server_config(app: Quart) -> uvicorn.Config:
+    quiet_stranger_noise()
     return uvicorn.Config(
         app,
         http=BoundedHttpToolsProtocol,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -219,3 +220,24 @@ if __name__ == "__main__":
     os.nice(10)
     rounds = asyncio.run(attack(sys.argv[1], os.environ["HOSTILE_SECRET"], float(sys.argv[2])))
     print(f"{rounds} rounds, {time.process_time():.1f} s of CPU", flush=True)
+
+
+async def raw_text_frame(ws_url: str, payload: bytes) -> None:
+    """Open a WebSocket and send `payload` as one text frame, UTF-8 or not, then leave."""
+    reader, writer = await _open(ws_url.replace("ws://", "http://"))
+    parts = urlsplit(ws_url)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        (
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    mask = secrets.token_bytes(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # payload < 126 bytes
+    await writer.drain()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await asyncio.wait_for(reader.read(), 2)  # until the server closes
+    writer.close()

@@ -19,11 +19,13 @@ from bot.call.stream_tokens import StreamTokens
 from bot.core.tokens import TOKEN_PARAMETER, bound_parameters
 from bot.core.twilio import TwilioStart, TwilioStop
 from bot.errors import TwilioProtocolError
-from bot.log import CallLogger, FrameErrors
+from bot.log import CallLogger, FrameErrors, ThrottledLog
 
 __all__ = ["Admission", "Admitted", "Refused", "admit"]
 
 logger = logging.getLogger("bot.call")
+# What sockets that have not shown a valid token cause is logged at most once a minute.
+STRANGERS: Final = ThrottledLog(logger)
 
 CALL_LOG_CHECK_S: Final = 1.0  # a slow call log must not hold up a caller
 
@@ -54,7 +56,7 @@ class Refused:
 
 
 async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refused:
-    errors = FrameErrors(CallLogger(logger, {}))
+    errors = FrameErrors(CallLogger(logger, {}), STRANGERS)
     try:
         start = await asyncio.wait_for(_start(channel, errors), admission.start_timeout_s)
     except (TimeoutError, ChannelClosed):
@@ -76,6 +78,7 @@ async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refu
     if problem is not None:
         return Refused(problem, True, errors.log)
     tokens.spend(call_sid)
+    errors.strangers = None  # a known call from here on: its own log lines, once per kind
     return Admitted(start, errors.log, errors)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, assert_never
 
-from bot.call.admission import Admission, Admitted, Refused, admit
+from bot.call.admission import STRANGERS, Admission, Admitted, Refused, admit
 from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
 from bot.call.core.messages import (
     Command,
@@ -81,13 +81,16 @@ async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
 
 
 async def _refuse(channel: TwilioChannel, services: CallServices, refused: Refused) -> None:
+    # Anyone can open the media socket: these lines are throttled, a minute per reason.
+    where = refused.log.process("", {})[0]
     if refused.unauthorized:
-        refused.log.warning(
-            "stream rejected, no Realtime session opened for it: %s", refused.reason
+        STRANGERS.note(
+            f"{where}stream rejected, no Realtime session opened for it: {refused.reason}",
+            key=refused.reason,
         )
         services.metrics.call_finished("rejected", None)
     else:
-        refused.log.warning("stream closed: %s", refused.reason)
+        STRANGERS.note(f"{where}stream closed: {refused.reason}", key=refused.reason)
     await channel.close(POLICY_VIOLATION, "unauthorized" if refused.unauthorized else "no start")
 
 

@@ -38,6 +38,7 @@ from tests.hostile import (
     form_body,
     huge_form,
     huge_frame,
+    raw_text_frame,
     rss_bytes,
     signed_stream,
 )
@@ -416,3 +417,30 @@ async def test_a_request_head_is_bounded_in_size_and_time(
             await ws.close()
     row = await stored_call(settings, call)
     assert row["ended_by"] == "caller"
+
+
+async def test_strangers_on_the_media_socket_cannot_flood_the_log(
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every socket with junk before its start wrote its own warning, and uvicorn logged an
+    ERROR with a traceback for each text frame that was not UTF-8."""
+    caplog.set_level(logging.INFO)
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            media = app.url.replace("http", "ws") + "/twilio/media"
+
+            async def stranger(n: int) -> None:
+                await raw_text_frame(media, b"\xff\xfe not UTF-8 " + bytes([0x80 + n]))
+                await raw_text_frame(media, b'{"event": "media", "pad": "' + b"x" * n + b"}")
+                async with websockets.connect(media) as ws:
+                    await ws.send(start_frame(new_call_sid(), {"token": f"{n}.{'a' * 43}"}))
+                    with pytest.raises(websockets.ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 5)
+
+            await asyncio.gather(*(stranger(n) for n in range(20)))
+    assert not fake.connections  # no stranger got a Realtime session
+    lines = [r for r in caplog.records if r.name.startswith(("bot", "uvicorn.error"))]
+    noisy = [r.getMessage() for r in lines if r.levelno >= logging.WARNING]
+    assert len(noisy) <= 6, noisy  # one line a minute per kind, not one per socket
+    assert not [r for r in lines if r.exc_info], "no tracebacks for strangers' input"
