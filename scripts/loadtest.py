@@ -160,7 +160,9 @@ def _largest_gap(times: list[float]) -> float:
     return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
-async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
+async def run(
+    calls: int, seconds: float, audio: str, workers: int, server_tree: Path | None = None
+) -> Figures:
     from bot.simulator import SimulationResult, simulate
 
     with tempfile.TemporaryDirectory(prefix="loadtest-") as scratch:
@@ -192,8 +194,10 @@ async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
         command = [sys.executable, "-m", "bot", "serve"]
         if workers > 1:
             command += ["--workers", str(workers)]
+        if server_tree is not None:  # another checkout's server, for a before/after
+            env["PYTHONPATH"] = str(server_tree)
         server = await asyncio.create_subprocess_exec(
-            *command, env=env, stderr=asyncio.subprocess.PIPE
+            *command, env=env, cwd=server_tree, stderr=asyncio.subprocess.PIPE
         )
         assert server.stderr is not None
         url = ""
@@ -268,6 +272,8 @@ async def run(calls: int, seconds: float, audio: str, workers: int) -> Figures:
         outbound_gap = max(outbound_gap, _largest_gap(received))
     latencies.sort()
     label = "PCM16, transcoded" if audio == "pcm16" else "μ-law, passed through"
+    if server_tree is not None:
+        label += f" ({server_tree.name})"
     if workers > 1:
         label += f", {workers} workers"
     return Figures(
@@ -296,12 +302,22 @@ def main() -> None:
         "--audio", choices=["pcm16", "g711_ulaw"], nargs="+", default=["pcm16", "g711_ulaw"]
     )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the server of another checkout, interleaved with this one's",
+    )
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args()
+    trees: list[Path | None] = [None] if args.compare is None else [args.compare, None]
     print(HEADER, flush=True)
     for audio in args.audio:
         for calls in args.calls:
-            figures = asyncio.run(run(calls, args.seconds, audio, args.workers))
-            print(figures.row(), flush=True)
+            for _ in range(args.rounds):
+                for tree in trees:
+                    figures = asyncio.run(run(calls, args.seconds, audio, args.workers, tree))
+                    print(figures.row(), flush=True)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,18 @@ async def stored_call(settings: Settings, call_sid: str) -> dict[str, Any]:
         await store.close()
     assert call is not None, f"{call_sid} is not in the call log"
     return call
+
+
+async def ended_call(settings: Settings, call_sid: str, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The call's row once a server in another process has written its end (its writer
+    flushes a few times a second)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            row = await stored_call(settings, call_sid)
+            if row["ended_by"] is not None:
+                return row
+        except AssertionError:  # not in the log yet
+            pass
+        assert time.monotonic() < deadline, f"{call_sid} was not logged as ended"
+        await asyncio.sleep(0.2)

@@ -71,9 +71,10 @@ async def huge_form(url: str, body: bytes, signature: str | None = None) -> floa
     return loop.time() - started
 
 
-async def huge_frame(ws_url: str, size: int = 256 * MB) -> bool:
-    """Open a WebSocket and send one text frame of `size` bytes, by hand, so that the client
-    holds only a megabyte at a time. True if the server cut it short."""
+async def _upgrade(
+    ws_url: str,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
+    """A WebSocket handshake by hand; True if the server accepted it."""
     reader, writer = await _open(ws_url.replace("ws://", "http://"))
     parts = urlsplit(ws_url)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -85,7 +86,26 @@ async def huge_frame(ws_url: str, size: int = 256 * MB) -> bool:
     )
     await writer.drain()
     status = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    if b" 101 " not in status.split(b"\r\n", 1)[0]:
+    return reader, writer, b" 101 " in status.split(b"\r\n", 1)[0]
+
+
+async def raw_text_frame(ws_url: str, payload: bytes) -> None:
+    """Open a WebSocket and send `payload` as one text frame, UTF-8 or not, then leave."""
+    reader, writer, _ = await _upgrade(ws_url)
+    mask = secrets.token_bytes(4)
+    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
+    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # payload < 126 bytes
+    await writer.drain()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        await asyncio.wait_for(reader.read(), 2)  # until the server closes
+    writer.close()
+
+
+async def huge_frame(ws_url: str, size: int = 256 * MB) -> bool:
+    """Open a WebSocket and send one text frame of `size` bytes, by hand, so that the client
+    holds only a megabyte at a time. True if the server cut it short."""
+    _, writer, accepted = await _upgrade(ws_url)
+    if not accepted:
         writer.close()
         return True
     mask = secrets.token_bytes(4)
@@ -220,24 +240,3 @@ if __name__ == "__main__":
     os.nice(10)
     rounds = asyncio.run(attack(sys.argv[1], os.environ["HOSTILE_SECRET"], float(sys.argv[2])))
     print(f"{rounds} rounds, {time.process_time():.1f} s of CPU", flush=True)
-
-
-async def raw_text_frame(ws_url: str, payload: bytes) -> None:
-    """Open a WebSocket and send `payload` as one text frame, UTF-8 or not, then leave."""
-    reader, writer = await _open(ws_url.replace("ws://", "http://"))
-    parts = urlsplit(ws_url)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
-        (
-            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        ).encode()
-    )
-    await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    mask = secrets.token_bytes(4)
-    masked = bytes(byte ^ mask[i % 4] for i, byte in enumerate(payload))
-    writer.write(bytes([0x81, 0x80 | len(payload)]) + mask + masked)  # payload < 126 bytes
-    await writer.drain()
-    with contextlib.suppress(TimeoutError, ConnectionError):
-        await asyncio.wait_for(reader.read(), 2)  # until the server closes
-    writer.close()

@@ -10,7 +10,6 @@ import json
 import logging
 import wave
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -25,6 +24,7 @@ from tests.conftest import (
     LOCAL_SECRET,
     TEST_KEY,
     RunningApp,
+    ended_call,
     eventually,
     run_app,
     settings_from,
@@ -354,24 +354,12 @@ async def test_timestamp_leaps_cost_a_recording_no_memory(tmp_path: Path) -> Non
             form = call_form()
             frames = [media_at(b"\x55" * 160, stamp) for stamp in (20, 1_800_000, 10**9, 10**20)]
             await signed_stream(url, secret, form, frames)
-            row = await _logged(Settings.from_env(env), form["CallSid"])
+            row = await ended_call(Settings.from_env(env), form["CallSid"])
             grown = rss_bytes(process.pid, peak=True) - before
     assert grown < 16 * MB, f"RSS grew by {grown // MB} MB"
     with wave.open(row["recording_path"]) as wav:
         seconds = wav.getnframes() / wav.getframerate()
     assert seconds <= 4 * MAX_CLOCK_STEP_MS / 1000 + 1  # each frame moves the clock ≤ 2 s
-
-
-async def _logged(settings: Settings, call_sid: str) -> dict[str, Any]:
-    """The call's row once the server has written its end."""
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        with contextlib.suppress(AssertionError):
-            row = await stored_call(settings, call_sid)
-            if row["ended_by"] is not None and row["recording_path"]:
-                return row
-        assert asyncio.get_running_loop().time() < deadline, "the call was not logged"
-        await asyncio.sleep(0.2)
 
 
 async def test_a_request_head_is_bounded_in_size_and_time(

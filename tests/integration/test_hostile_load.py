@@ -10,7 +10,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -18,7 +17,7 @@ from bot.config import Settings
 from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import simulate
 from tests.audio_tools import tone
-from tests.conftest import stored_call
+from tests.conftest import ended_call
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.hostile import MB, rss_bytes
 from tests.processes import bot_server, clean_env
@@ -26,20 +25,6 @@ from tests.processes import bot_server, clean_env
 ROOT = Path(__file__).resolve().parents[2]
 CALL_S = 9.0
 ANSWER_S = 6.0
-
-
-async def _logged(settings: Settings, call_sid: str) -> dict[str, Any]:
-    """The call's row once the server has written its end (the writer flushes each second)."""
-    deadline = asyncio.get_running_loop().time() + 10
-    while True:
-        try:
-            row = await stored_call(settings, call_sid)
-            if row["ended_by"] is not None:
-                return row
-        except AssertionError:
-            pass
-        assert asyncio.get_running_loop().time() < deadline, "the call was not logged"
-        await asyncio.sleep(0.2)
 
 
 def _largest_gap(times: list[float]) -> float:
@@ -92,7 +77,7 @@ async def test_one_call_streams_through_a_hostile_load(
             out, _ = await asyncio.wait_for(attacker.communicate(), 60)
             grown = rss_bytes(process.pid, peak=True) - before
             settings = Settings.from_env(env)
-            row = await _logged(settings, result.call_sid)
+            row = await ended_call(settings, result.call_sid)
     rounds = int(out.split()[0])
     assert rounds >= 5, out
     assert attacker.returncode == 0

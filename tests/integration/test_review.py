@@ -216,6 +216,18 @@ def _session_payload(set_cookie: str) -> str:
     return (zlib.decompress(raw) if value.startswith(".") else raw).decode()
 
 
+async def _form_guesses(http: aiohttp.ClientSession, url: str, count: int) -> list[int]:
+    """`count` wrong passwords through the login form at once; their statuses."""
+
+    async def guess(n: int) -> int:
+        async with http.post(
+            url + "/login", data={"password": f"guess {n}"}, allow_redirects=False
+        ) as response:
+            return response.status
+
+    return await asyncio.gather(*(guess(n) for n in range(count)))
+
+
 async def test_password_guessing_is_throttled_per_address_and_in_parallel(
     review_app: RunningApp,
 ) -> None:
@@ -231,27 +243,13 @@ async def test_password_guessing_is_throttled_per_address_and_in_parallel(
                     assert int(response.headers["Retry-After"]) >= 1
         # Ten tries, plus at most a refill or two (one per 6 s) while the wrong ones are slowed.
         assert statuses.count(401) <= 12 and statuses.count(429) >= 288
-
-        async def form_guess(n: int) -> int:
-            async with http.post(
-                review_app.url + "/login", data={"password": f"guess {n}"}, allow_redirects=False
-            ) as response:
-                return response.status
-
-        parallel = await asyncio.gather(*(form_guess(n) for n in range(100)))
+        parallel = await _form_guesses(http, review_app.url, 100)
         assert parallel.count(429) >= 99  # the address has used its tries
 
 
 async def test_parallel_guesses_get_the_same_few_tries(review_app: RunningApp) -> None:
     async with aiohttp.ClientSession() as http:
-
-        async def form_guess(n: int) -> int:
-            async with http.post(
-                review_app.url + "/login", data={"password": f"guess {n}"}, allow_redirects=False
-            ) as response:
-                return response.status
-
-        parallel = await asyncio.gather(*(form_guess(n) for n in range(100)))
+        parallel = await _form_guesses(http, review_app.url, 100)
     assert parallel.count(401) <= 10 and parallel.count(429) >= 90
 
 
