@@ -161,7 +161,12 @@ def _largest_gap(times: list[float]) -> float:
 
 
 async def run(
-    calls: int, seconds: float, audio: str, workers: int, server_tree: Path | None = None
+    calls: int,
+    seconds: float,
+    audio: str,
+    workers: int,
+    server_tree: Path | None = None,
+    profile: Path | None = None,
 ) -> Figures:
     from bot.simulator import SimulationResult, simulate
 
@@ -233,12 +238,33 @@ async def run(
         window = max(1.0, seconds - 2.0 - calls * STAGGER_S)
         server_before, echo_before = tree_cpu(server.pid), process_cpu(echo.pid)
         phones_before, wall_before = time.process_time(), time.monotonic()
+        spy = None
+        if profile is not None:  # py-spy's collapsed stacks of the server's steady window
+            spy = await asyncio.create_subprocess_exec(
+                "py-spy",
+                "record",
+                "--pid",
+                str(server.pid),
+                "--subprocesses",
+                "--rate",
+                "250",
+                "--duration",
+                str(int(window)),
+                "--format",
+                "raw",
+                "--output",
+                str(profile),
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
         await asyncio.sleep(window)
         server_spent = tree_cpu(server.pid) - server_before
         echo_spent = process_cpu(echo.pid) - echo_before
         phones_spent = time.process_time() - phones_before
         wall = time.monotonic() - wall_before
         phones = await asyncio.gather(*tasks)
+        if spy is not None:
+            await spy.wait()
         echo.send_signal(signal.SIGTERM)
         await echo.wait()
         server.send_signal(signal.SIGTERM)
@@ -309,6 +335,9 @@ def main() -> None:
         help="also run the server of another checkout, interleaved with this one's",
     )
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument(
+        "--profile", type=Path, metavar="FILE", help="py-spy collapsed stacks of the server"
+    )
     args = parser.parse_args()
     trees: list[Path | None] = [None] if args.compare is None else [args.compare, None]
     print(HEADER, flush=True)
@@ -316,7 +345,9 @@ def main() -> None:
         for calls in args.calls:
             for _ in range(args.rounds):
                 for tree in trees:
-                    figures = asyncio.run(run(calls, args.seconds, audio, args.workers, tree))
+                    figures = asyncio.run(
+                        run(calls, args.seconds, audio, args.workers, tree, args.profile)
+                    )
                     print(figures.row(), flush=True)
 
 

@@ -4,6 +4,7 @@ the Realtime channel, speaking the typed protocol, so a whole call runs without 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,10 +83,10 @@ class MemoryPhone:
             raise ChannelClosed("twilio", "media socket closed")
         return event
 
-    async def send(self, message: twilio.TwilioMessage) -> None:
+    async def send(self, messages: Sequence[twilio.TwilioMessage]) -> None:
         if self.closed_with is not None:
             raise ChannelClosed("twilio", "media socket closed")
-        self.sent.append(message)
+        self.sent.extend(messages)
 
     async def close(self, code: int, reason: str) -> None:
         self.closed_with = code

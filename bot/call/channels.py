@@ -7,6 +7,7 @@ library carries the call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from bot.core.realtime.events import ClientEvent, ServerEvent
@@ -36,8 +37,13 @@ class TwilioChannel(Protocol):
         """
         ...
 
-    async def send(self, message: TwilioMessage) -> None:
-        """Raises ChannelClosed when the socket is gone."""
+    async def send(self, messages: Sequence[TwilioMessage]) -> None:
+        """Send messages in order, in one socket write where the server allows it (a media
+        message and its mark travel together).
+
+        Raises:
+            ChannelClosed: the socket is gone.
+        """
         ...
 
     async def close(self, code: int, reason: str) -> None:

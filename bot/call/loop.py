@@ -35,7 +35,7 @@ from bot.calllog.recorder import CallRecorder
 from bot.calllog.writer import CallLog
 from bot.config import CallSettings
 from bot.core.realtime.events import AudioFormat
-from bot.core.twilio import TwilioMedia
+from bot.core.twilio import TwilioMedia, TwilioMessage
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
 
 __all__ = ["CallServices", "LiveCall", "serve_stream"]
@@ -140,6 +140,7 @@ class LiveCall:
         self._group: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._stop_reason = ""
+        self._media_arrived, self._media_ms = time.monotonic(), 0
 
     # ---- what the registry sees ------------------------------------------------------------
 
@@ -246,6 +247,12 @@ class LiveCall:
                 self.log.info("time limit of %d s reached", settings.max_call_s)
                 self._carried_out(await self.services.actions.time_up(self.call_sid))
 
+    def _tick(self) -> None:
+        """The call clock between media frames: the newest frame's time plus the time since
+        it arrived."""
+        elapsed_ms = int((time.monotonic() - self._media_arrived) * 1000)
+        self.session.advance_clock(self._media_ms + elapsed_ms)
+
     async def _pump_twilio(self) -> None:
         session, channel = self.session, self.channel
         while True:
@@ -256,9 +263,13 @@ class LiveCall:
             except TwilioProtocolError as exc:
                 self.errors.report("twilio", exc)
                 continue
-            await self.execute(session.handle_twilio(event))
             if isinstance(event, TwilioMedia):
+                await self.execute(session.handle_twilio(event))
+                self._media_arrived, self._media_ms = time.monotonic(), session.now_ms
                 self.journal.caller_audio(event.ulaw, session.now_ms)
+            else:
+                self._tick()
+                await self.execute(session.handle_twilio(event))
 
     async def _pump_realtime(self) -> None:
         session, realtime = self.session, self.realtime
@@ -271,6 +282,7 @@ class LiveCall:
             except RealtimeProtocolError as exc:
                 self.errors.report("realtime", exc)
                 continue
+            self._tick()
             await self.execute(session.handle_realtime(event))
 
     async def execute(self, commands: list[Command]) -> None:
@@ -278,16 +290,22 @@ class LiveCall:
         reports = self.session.take_reports()
         if reports:
             self.journal.record(reports, self.session.now_ms)
-        for command in commands:
+        to_twilio: list[TwilioMessage] = []
+        for index, command in enumerate(commands):
             match command:
                 case SendToTwilio(message):
+                    to_twilio.append(message)
+                    following = commands[index + 1] if index + 1 < len(commands) else None
+                    if isinstance(following, SendToTwilio):
+                        continue  # sent together, in one write
                     try:
-                        await self.channel.send(message)
+                        await self.channel.send(to_twilio)
                     except ChannelClosed:
                         # The caller hung up while frames are still queued to be read: the
                         # pump reads them (the caller's last words, Twilio's `stop`) and
                         # then ends the call.
                         pass
+                    to_twilio = []
                 case SendToRealtime(event):
                     assert self.realtime is not None
                     try:

@@ -11,14 +11,22 @@ the server's `receive` itself, so every frame before the close is read, in order
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Final
 
 from bot.call.channels import ChannelClosed
 from bot.core import twilio
 from bot.core.twilio import TwilioEvent, TwilioMessage
 
-__all__ = ["AsgiApp", "AsgiTwilioChannel", "Receive", "Scope", "Send", "route_websockets"]
+__all__ = [
+    "SEND_BATCH",
+    "AsgiApp",
+    "AsgiTwilioChannel",
+    "Receive",
+    "Scope",
+    "Send",
+    "route_websockets",
+]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -26,12 +34,18 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+SEND_BATCH: Final = "bot.websocket.send_batch"
+"""An ASGI extension of our server (`bot/server.py`): `{"type": SEND_BATCH, "texts": [...]}`
+sends several text frames in one socket write."""
+
+
 class AsgiTwilioChannel:
     """An accepted ASGI WebSocket carrying a Twilio Media Stream."""
 
-    def __init__(self, receive: Receive, send: Send) -> None:
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
+        self._batches = SEND_BATCH in (scope.get("extensions") or {})
         self._disconnected = False  # the server said so: nothing more to read
         self._unwritable = False  # a send failed, or we closed: nothing more to write
 
@@ -52,11 +66,16 @@ class AsgiTwilioChannel:
                 self._disconnected = True
         raise ChannelClosed("twilio", "media socket closed")
 
-    async def send(self, message: TwilioMessage) -> None:
+    async def send(self, messages: Sequence[TwilioMessage]) -> None:
         if self._unwritable or self._disconnected:
             raise ChannelClosed("twilio", "media socket closed")
         try:
-            await self._send({"type": "websocket.send", "text": twilio.encode(message)})
+            if self._batches and len(messages) > 1:
+                texts = [twilio.encode(message) for message in messages]
+                await self._send({"type": SEND_BATCH, "texts": texts})
+            else:
+                for message in messages:
+                    await self._send({"type": "websocket.send", "text": twilio.encode(message)})
         except (OSError, RuntimeError) as exc:  # the server's word for a socket that is gone
             self._unwritable = True
             raise ChannelClosed("twilio", "media socket closed") from exc

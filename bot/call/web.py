@@ -207,7 +207,7 @@ def media_endpoint(
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
         await send({"type": "websocket.accept"})
-        await serve_stream(AsgiTwilioChannel(receive, send), services())
+        await serve_stream(AsgiTwilioChannel(scope, receive, send), services())
 
     return endpoint
 

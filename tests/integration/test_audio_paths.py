@@ -73,6 +73,42 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(
     assert result.bytes_played == pytest.approx(clear.played_ms * 8, abs=160)
 
 
+@pytest.mark.parametrize(
+    ("speed", "delta_ms", "barge_in_at_s"),
+    [(0.6, 200, 1.0), (0.6, 200, 1.15), (0.6, 200, 1.3), (0.8, 60, 1.1)],
+)
+async def test_with_a_slow_model_the_truncation_is_within_20_ms_of_what_played(
+    base_env: dict[str, str], speed: float, delta_ms: int, barge_in_at_s: float
+) -> None:
+    """The model streams slower than real time, so the phone runs dry between deltas (an
+    underrun after every one). Marks come once per delta; the heard position inside the
+    message that is playing comes from the call clock. The barge-in falls inside a message
+    or inside a gap, and the truncation stays within 20 ms of what the phone played."""
+    answer = pcm16_tone(440, 3.0, dbfs=-12)
+    async with FakeRealtime(answer=answer, speed=speed, delta_ms=delta_ms) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                barge_in_at_s=barge_in_at_s,
+                barge_in=pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6)),
+                duration_s=2.2,
+            )
+    [conn] = fake.connections
+    [truncate] = conn.truncates
+    if result.clears:  # audio was queued at the phone
+        [clear] = result.clears
+        played_ms = clear.played_ms
+    else:  # the barge-in fell in a gap: the phone had played all it got, and no more came
+        played_ms = result.bytes_played / 8
+    # The phone was silent part of the time: less played than the time that passed.
+    assert 300 <= played_ms <= 1000 * barge_in_at_s
+    print(f"truncated at {truncate['audio_end_ms']} ms, played {played_ms:.1f} ms")
+    assert abs(int(truncate["audio_end_ms"]) - played_ms) <= 20
+    assert result.marks_received == pytest.approx(result.media_received, abs=1)
+
+
 async def test_g711_mode_passes_payloads_through_untouched(base_env: dict[str, str]) -> None:
     answer = bytes(range(256)) * 40  # 1.28 s of arbitrary μ-law
     async with FakeRealtime(answer=answer, vad_threshold_rms=1e9) as fake:

@@ -76,6 +76,19 @@ def payloads(messages: list[dict[str, Any]]) -> list[bytes]:
     return [base64.b64decode(m["media"]["payload"]) for m in messages if m["event"] == "media"]
 
 
+def stream(
+    session: CallSession, item: str, audio: bytes, delta_ms: int = 20, response: str = "resp_1"
+) -> list[dict[str, Any]]:
+    """The model's audio for an item in deltas of `delta_ms` (PCM16 at 24 kHz): what Twilio
+    gets."""
+    size = 48 * delta_ms
+    sent: list[dict[str, Any]] = []
+    for start in range(0, len(audio), size):
+        piece = audio[start : start + size]
+        sent += to_twilio(session.handle_realtime(delta(item, piece, response)))
+    return sent
+
+
 def test_caller_audio_is_transcoded_to_24k_and_appended() -> None:
     session = pcm_session()
     [append] = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0))
@@ -83,28 +96,29 @@ def test_caller_audio_is_transcoded_to_24k_and_appended() -> None:
     assert len(append.event.audio) == 960  # 20 ms of 24 kHz PCM16
 
 
-def test_model_audio_goes_out_in_20_ms_chunks_each_followed_by_a_mark() -> None:
+def test_each_delta_goes_out_as_one_media_message_of_whole_20_ms_chunks_and_a_mark() -> None:
     session = pcm_session()
     session.handle_realtime(created())
     sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.105, 24000))))
-    assert len(marks(sent)) == 5
-    assert [m["event"] for m in sent] == ["media", "mark"] * 5
-    assert {len(p) for p in payloads(sent)} == {160}
+    assert [m["event"] for m in sent] == ["media", "mark"]
+    # 105 ms less the resampler's 1.6 ms of history: five whole chunks now, the rest later.
+    assert [len(p) for p in payloads(sent)] == [800]
     assert all(m["streamSid"] == SID for m in sent)
-    # The partial last chunk (5 ms) goes out when the audio is done.
+    more = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.02, 24000))))
+    assert [len(p) for p in payloads(more)] == [160]
+    # The partial last chunk goes out when the audio is done.
     tail = to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
     assert [m["event"] for m in tail] == ["media", "mark"]
     assert 0 < len(payloads(tail)[0]) < 160
-    assert len(set(marks(sent + tail))) == len(marks(sent + tail))
+    assert len(set(marks(sent + more + tail))) == 3
 
 
 def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
     session = pcm_session()
     session.handle_realtime(created())
-    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 1.0, 24000))))
-    names = marks(sent)
-    assert len(names) == 50  # 1 s of audio, 20 ms per chunk
-    for name in names[:10]:  # Twilio played 200 ms
+    names = marks(stream(session, "item_1", tone(500, 1.0, 24000), delta_ms=100))
+    assert len(names) == 10  # 1 s of audio in 100 ms deltas
+    for name in names[:2]:  # Twilio played 200 ms
         session.handle_twilio(tw.TwilioMark(name))
     commands = session.handle_realtime(rt.SpeechStarted(5000, "user_1"))
     assert to_twilio(commands) == [{"event": "clear", "streamSid": SID}]
@@ -119,6 +133,38 @@ def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
     [interrupted] = [r for r in session.take_reports() if isinstance(r, Interrupted)]
     assert interrupted == Interrupted("item_1", 200, 1000, cleared=True, at_ms=0)
     assert session.stats.playback.clears == 1 and session.stats.interruptions == 1
+
+
+def test_the_heard_position_runs_on_inside_the_message_that_is_playing() -> None:
+    """Twilio cannot run dry inside one media message: after the last acknowledged mark, the
+    next message plays from the echo's arrival (or from its sending, if it came later)."""
+    session = pcm_session()
+    at(session, 1000)
+    session.handle_realtime(created())
+    names = marks(stream(session, "item_1", tone(500, 1.0, 24000), delta_ms=500))
+    assert len(names) == 2
+    at(session, 1500)
+    session.handle_twilio(tw.TwilioMark(names[0]))  # 500 ms played
+    at(session, 1620)  # 120 ms into the second message
+    [truncate] = to_realtime(session.handle_realtime(rt.SpeechStarted(1600, "user_1")))
+    assert truncate["audio_end_ms"] == 620
+
+
+def test_an_underrun_between_messages_is_not_counted_as_heard() -> None:
+    """A slow model: the second delta comes 300 ms after the first one finished playing."""
+    session = pcm_session()
+    at(session, 1000)
+    session.handle_realtime(created())
+    first = marks(stream(session, "item_1", tone(500, 0.2, 24000), delta_ms=200))
+    at(session, 1200)
+    session.handle_twilio(tw.TwilioMark(first[0]))
+    at(session, 1500)  # silence at the phone: nothing was queued
+    stream(session, "item_1", tone(500, 0.2, 24000), delta_ms=200)
+    at(session, 1560)
+    [truncate] = to_realtime(session.handle_realtime(rt.SpeechStarted(1540, "user_1")))
+    # 200 ms, then 50 ms of the second message: it was sent at 1500 and starts with Twilio's
+    # next 20 ms packet (10 ms later on average). The resampler held 1.6 ms of the first.
+    assert truncate["audio_end_ms"] in (248, 249, 250)
 
 
 def test_after_clear_echoed_marks_and_late_deltas_change_nothing() -> None:
@@ -160,13 +206,13 @@ def test_barge_in_after_playback_finished_does_nothing() -> None:
 def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() -> None:
     session = pcm_session()
     session.handle_realtime(created())
-    sent = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))))
+    sent = stream(session, "item_1", tone(500, 0.1, 24000))
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
     commands = session.handle_realtime(rt.SpeechStarted(9000, "user_2"))
     assert to_twilio(commands) == []
     [truncate] = to_realtime(commands)
-    assert truncate["audio_end_ms"] == 100  # all 5 chunks played; the response goes on
+    assert truncate["audio_end_ms"] == 100  # all 5 deltas played; the response goes on
     assert session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))) == []
 
 
@@ -180,7 +226,7 @@ def test_truncation_never_exceeds_audio_received() -> None:
     assert truncate["audio_end_ms"] == 500 == 4000 // 8
 
 
-def test_passthrough_forwards_audio_untouched_in_20_ms_chunks() -> None:
+def test_passthrough_forwards_audio_untouched_in_whole_20_ms_chunks() -> None:
     session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW)
     inbound = bytes(range(160))
     [append] = session.handle_twilio(tw.TwilioMedia(inbound, 0))
@@ -189,7 +235,7 @@ def test_passthrough_forwards_audio_untouched_in_20_ms_chunks() -> None:
     sent = to_twilio(session.handle_realtime(delta("item_1", outbound)))
     sent += to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
     assert b"".join(payloads(sent)) == outbound
-    assert [len(p) for p in payloads(sent)] == [160, 160, 160, 160, 128]
+    assert [len(p) for p in payloads(sent)] == [640, 128]
 
 
 def test_greeting_asks_the_model_to_speak_first() -> None:
@@ -298,7 +344,7 @@ def test_an_answer_is_timed_by_marks_and_its_latency_runs_from_the_end_of_speech
     session.handle_realtime(rt.SpeechStopped(2900, "u1"))
     session.handle_realtime(created())
     session.handle_realtime(assistant_item("resp_1", "a1"))
-    sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 0.1, 24000))))
+    sent = stream(session, "a1", tone(500, 0.1, 24000))
     session.take_reports()
     session.handle_realtime(rt.TranscriptDone("resp_1", "a1", "It ships today."))
     assert turns(session)[0].ended_ms is None
@@ -314,12 +360,12 @@ def test_an_interrupted_answer_keeps_its_full_text_and_what_was_heard() -> None:
     session = pcm_session()
     session.handle_realtime(created())
     session.handle_realtime(assistant_item("resp_1", "a1"))
-    sent = to_twilio(session.handle_realtime(delta("a1", tone(500, 1.0, 24000))))
+    sent = stream(session, "a1", tone(500, 1.0, 24000))
     text = "one two three four five six seven eight nine ten"
     session.handle_realtime(rt.TranscriptDone("resp_1", "a1", text))
+    at(session, 4000)
     for name in marks(sent)[:25]:  # half of the answer played
         session.handle_twilio(tw.TwilioMark(name))
-    at(session, 4000)
     session.take_reports()
     session.handle_realtime(rt.SpeechStarted(3990, None))
     [record] = turns(session)
@@ -336,7 +382,7 @@ def test_transcript_deltas_place_the_cut_where_their_audio_played() -> None:
     sent: list[dict[str, Any]] = []
     for words, seconds in (("Yes. ", 1.0), ("Your order shipped on Monday afternoon. ", 1.0)):
         session.handle_realtime(rt.TranscriptDelta("resp_1", "a1", words))
-        sent += to_twilio(session.handle_realtime(delta("a1", tone(500, seconds, 24000))))
+        sent += stream(session, "a1", tone(500, seconds, 24000))
     session.handle_realtime(
         rt.TranscriptDone("resp_1", "a1", "Yes. Your order shipped on Monday afternoon.")
     )
@@ -354,8 +400,8 @@ def test_played_audio_is_reported_only_when_recording() -> None:
     for session in (quiet, recording):
         session.handle_realtime(created())
     answer = tone(500, 0.1, 24000)
-    sent_quiet = to_twilio(quiet.handle_realtime(delta("a1", answer)))
-    sent_recording = to_twilio(recording.handle_realtime(delta("a1", answer)))
+    sent_quiet = stream(quiet, "a1", answer)
+    sent_recording = stream(recording, "a1", answer)
     play_all(quiet, sent_quiet, 0)
     play_all(recording, sent_recording, 0)
     assert not [r for r in quiet.take_reports() if isinstance(r, PlayedAudio)]

@@ -1,13 +1,23 @@
-"""The playback ledger: model audio goes to Twilio in 20 ms chunks, each followed by a mark,
-and only acknowledged marks move what the caller has heard.
+"""The playback ledger: model audio goes to Twilio one message per delta, each followed by a
+mark; acknowledged marks move what the caller has heard, and the clock places the caller
+inside the message that is playing.
 
 Each delta is counted on the model's side of the codec (`received_bytes` of its item),
-transcoded to μ-law and cut into 20 ms chunks. Every chunk goes to Twilio as `media`
-followed by a uniquely named `mark`; the ledger remembers, per pending mark, which item it
-belongs to and how much of that item's μ-law ends with it. Twilio echoes a mark when the
-audio before it has played. `clear` forgets every pending mark, so the echoes Twilio sends
-for flushed audio find nothing: the heard position of an item never includes audio the
-caller did not hear.
+transcoded to μ-law and cut to whole 20 ms chunks; the chunks of one delta go to Twilio as
+one `media` message followed by a uniquely named `mark` (a short rest waits for the next
+delta). The ledger remembers, per pending mark, which item it belongs to, how much of that
+item's μ-law ends with it, and when it was sent. Twilio echoes a mark when the audio before
+it has played. `clear` forgets every pending mark, so the echoes Twilio sends for flushed
+audio find nothing: the heard position of an item never includes audio the caller did not
+hear.
+
+Inside a message Twilio cannot run dry: once a message starts, it plays to its end. So at
+a barge-in the heard position is the last acknowledged mark plus the time the next message
+has been playing. That message started when the previous mark was reached (its echo's
+arrival) or when it was sent (plus half a packet), whichever came later; an underrun
+between messages is the gap between the two. The shell keeps the call clock to the
+millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`). One mark per delta gives the same bound on the truncation error as
+one mark per 20 ms, the call clock's step, with fewer messages when deltas are long.
 """
 
 from __future__ import annotations
@@ -21,7 +31,9 @@ from bot.core.twilio import OutboundClear, OutboundMark, OutboundMedia, TwilioMe
 
 __all__ = ["CHUNK_ULAW_BYTES", "Cut", "Heard", "ItemPlayback", "Playback", "PlaybackStats"]
 
-CHUNK_ULAW_BYTES: Final = 160  # 20 ms: the heard position is known to within one chunk
+CHUNK_ULAW_BYTES: Final = 160  # 20 ms: Twilio's frame, and the call clock's step
+# Audio that finds Twilio's queue empty waits for the next 20 ms packet: 10 ms on average.
+PLAYOUT_ALIGN_MS: Final = 10
 
 
 @dataclass(slots=True)
@@ -41,10 +53,10 @@ class ItemPlayback:
 
 @dataclass(frozen=True, slots=True)
 class Heard:
-    """What acknowledged marks moved: each item that advanced (and whether its first audio
-    was heard just now), and the μ-law played, when audio is kept."""
+    """What acknowledged marks moved: each item that advanced, whether its first audio was
+    heard just now, and how many ms of it played; and the μ-law played, when audio is kept."""
 
-    items: list[tuple[ItemPlayback, bool]]
+    items: list[tuple[ItemPlayback, bool, int]]
     audio: bytes
 
 
@@ -67,8 +79,12 @@ class PlaybackStats:
 
 @dataclass(slots=True)
 class _Mark:
+    """A media message and the mark after it."""
+
     item: ItemPlayback
     end_ulaw_bytes: int
+    ulaw_bytes: int  # in the message
+    sent_ms: int  # on the call clock
     ulaw: bytes  # kept only when recording
 
 
@@ -84,6 +100,7 @@ class Playback:
         self._items: dict[str, ItemPlayback] = {}
         self._marks: OrderedDict[str, _Mark] = OrderedDict()
         self._mark_seq = 0
+        self._last_ack_ms = 0  # when the newest acknowledged mark came back
         self._partial = b""
         self._partial_item: ItemPlayback | None = None
 
@@ -96,68 +113,90 @@ class Playback:
         item = self._items.get(item_id)
         return 0 if item is None else item.received_bytes // self.bytes_per_ms
 
-    def add(self, item_id: str, response_id: str, audio: bytes) -> list[TwilioMessage]:
-        """Model audio for an item: whole 20 ms chunks go now, the rest waits for more."""
+    def add(self, item_id: str, response_id: str, audio: bytes, now_ms: int) -> list[TwilioMessage]:
+        """Model audio for an item: its whole 20 ms chunks go now as one message, the rest
+        waits for more."""
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = ItemPlayback(item_id, response_id)
         messages: list[TwilioMessage] = []
         if self._partial_item is not None and self._partial_item is not item:
-            messages += self.flush()
+            messages += self.flush(now_ms)
         item.received_bytes += len(audio)
         ulaw = self.transcoder.to_caller(audio)
         if self._partial:
             ulaw = self._partial + ulaw
         full = len(ulaw) - len(ulaw) % CHUNK_ULAW_BYTES
-        for start in range(0, full, CHUNK_ULAW_BYTES):
-            messages += self._send(item, ulaw[start : start + CHUNK_ULAW_BYTES])
+        if full:
+            messages += self._send(item, ulaw[:full], now_ms)
         self._partial = ulaw[full:]
         self._partial_item = item if self._partial else None
         return messages
 
-    def flush(self) -> list[TwilioMessage]:
+    def flush(self, now_ms: int) -> list[TwilioMessage]:
         """Send the short last chunk (the model's audio for the item is done)."""
         item, chunk = self._partial_item, self._partial
         self._partial, self._partial_item = b"", None
         if item is None or not chunk:
             return []
-        return self._send(item, chunk)
+        return self._send(item, chunk, now_ms)
 
-    def _send(self, item: ItemPlayback, chunk: bytes) -> list[TwilioMessage]:
-        item.sent_ulaw_bytes += len(chunk)
+    def _send(self, item: ItemPlayback, ulaw: bytes, now_ms: int) -> list[TwilioMessage]:
+        item.sent_ulaw_bytes += len(ulaw)
         self._mark_seq += 1
         name = f"m{self._mark_seq}"
-        self._marks[name] = _Mark(item, item.sent_ulaw_bytes, chunk if self.keep_audio else b"")
+        kept = ulaw if self.keep_audio else b""
+        self._marks[name] = _Mark(item, item.sent_ulaw_bytes, len(ulaw), now_ms, kept)
         stats = self.stats
         stats.frames_out += 1
         stats.marks_sent += 1
-        return [OutboundMedia(self.stream_sid, chunk), OutboundMark(self.stream_sid, name)]
+        return [OutboundMedia(self.stream_sid, ulaw), OutboundMark(self.stream_sid, name)]
 
-    def acknowledge(self, name: str) -> Heard | None:
+    def acknowledge(self, name: str, now_ms: int) -> Heard | None:
         """Twilio echoed a mark; None if it was flushed by a clear, or is not ours."""
         if name not in self._marks:
             return None
-        advanced: list[tuple[ItemPlayback, bool]] = []
+        advanced: dict[str, tuple[ItemPlayback, bool, int]] = {}
         played = b""
         # Twilio plays in order: marks before this one have played too.
         while self._marks:
             pending, mark = self._marks.popitem(last=False)
             item = mark.item
-            first = item.heard_ulaw_bytes == 0
+            _, first, ms = advanced.get(item.item_id, (item, item.heard_ulaw_bytes == 0, 0))
             item.heard_ulaw_bytes = mark.end_ulaw_bytes
+            advanced[item.item_id] = (item, first, ms + mark.ulaw_bytes // ULAW_BYTES_PER_MS)
             played += mark.ulaw
             self.stats.marks_played += 1
-            advanced.append((item, first))
             if pending == name:
                 break
-        return Heard(advanced, played)
+        self._last_ack_ms = now_ms
+        return Heard(list(advanced.values()), played)
 
-    def interrupt(self, active_response: str | None) -> tuple[OutboundClear | None, list[Cut]]:
+    def _playing_now(self, now_ms: int) -> dict[str, int]:
+        """μ-law bytes per item played of messages whose marks are still pending: Twilio's
+        queue replayed on the call clock, each message starting when the one before it ended
+        or when it was sent, whichever is later."""
+        playing: dict[str, int] = {}
+        cursor = self._last_ack_ms
+        for mark in self._marks.values():
+            start = max(cursor, mark.sent_ms + PLAYOUT_ALIGN_MS)
+            if start >= now_ms:
+                break
+            played = min(mark.ulaw_bytes, (now_ms - start) * ULAW_BYTES_PER_MS)
+            item_id = mark.item.item_id
+            playing[item_id] = playing.get(item_id, 0) + played
+            cursor = start + mark.ulaw_bytes // ULAW_BYTES_PER_MS
+        return playing
+
+    def interrupt(
+        self, active_response: str | None, now_ms: int
+    ) -> tuple[OutboundClear | None, list[Cut]]:
         """The caller spoke: clear what is queued at Twilio, and cut every item the caller
         has not heard completely (or whose response is still being generated)."""
         clear = OutboundClear(self.stream_sid) if self._marks else None
         if clear is not None:
             self.stats.clears += 1
+        playing = self._playing_now(now_ms)
         cuts = []
         for item in self._items.values():
             if (
@@ -167,7 +206,8 @@ class Playback:
             ):
                 continue
             received_ms = item.received_bytes // self.bytes_per_ms
-            heard_ms = min(item.heard_ulaw_bytes // ULAW_BYTES_PER_MS, received_ms)
+            heard_bytes = item.heard_ulaw_bytes + playing.get(item.item_id, 0)
+            heard_ms = min(heard_bytes // ULAW_BYTES_PER_MS, received_ms)
             cuts.append(Cut(item, heard_ms, received_ms))
         self._marks.clear()
         self._partial, self._partial_item = b"", None

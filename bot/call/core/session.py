@@ -67,10 +67,10 @@ from bot.call.core.messages import (
     SendToTwilio,
     ToolRecord,
 )
-from bot.call.core.playback import CHUNK_ULAW_BYTES, Playback, PlaybackStats
+from bot.call.core.playback import Playback, PlaybackStats
 from bot.call.core.prompt import greeting_request
 from bot.call.core.turns import Turns
-from bot.core.codec import ULAW_BYTES_PER_MS, PassthroughTranscoder, Pcm16Transcoder, Transcoder
+from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder
 from bot.core.realtime import events as rt
 from bot.core.twilio import (
     TwilioConnected,
@@ -98,7 +98,6 @@ FATAL_ERROR_CODES: Final = frozenset(
     }
 )
 _QUIET_ERROR_CODES: Final = frozenset({"response_cancel_not_active"})
-_CHUNK_MS: Final = CHUNK_ULAW_BYTES // ULAW_BYTES_PER_MS
 
 
 class Phase(Enum):
@@ -148,12 +147,20 @@ class CallSession:
         )
         self.turns = Turns()
         self.phase = Phase.AWAITING_PERSON if self.hold_for_human else Phase.CONVERSING
-        self.now_ms = 0  # call time: the newest Twilio media timestamp
+        self.now_ms = 0  # call time: the newest Twilio media timestamp, or later (see below)
+        self._media_ms = 0  # the newest media timestamp itself
         self._active_response: str | None = None
         self._response_wanted = False
         self._dropped_responses: set[str] = set()
         self._pending: PendingAction | None = None
         self._reports: list[Report] = []
+
+    def advance_clock(self, now_ms: int) -> None:
+        """Move the clock between media frames, from the shell's measure of the time since
+        the newest one. Frames come every 20 ms, and a barge-in needs better: the heard
+        position inside a message is the time it has been playing. The clock never runs
+        back, nor more than `MAX_CLOCK_STEP_MS` past the newest frame."""
+        self.now_ms = max(self.now_ms, min(now_ms, self._media_ms + MAX_CLOCK_STEP_MS))
 
     def take_reports(self) -> list[Report]:
         reports, self._reports = self._reports, []
@@ -222,6 +229,7 @@ class CallSession:
         # The clock never runs back and never leaps: a forged timestamp must not stretch the
         # recording or the call log (a lost packet or two is a short gap).
         self.now_ms = min(max(stamped, self.now_ms), self.now_ms + MAX_CLOCK_STEP_MS)
+        self._media_ms = self.now_ms
         stats.frames_in += 1
         if self._pending is not None:
             action = self._act_when_drained()  # the deadline is measured in call time
@@ -236,13 +244,13 @@ class CallSession:
         return [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(event.ulaw)))]
 
     def _mark_played(self, name: str) -> list[Command]:
-        heard = self.playback.acknowledge(name)
+        heard = self.playback.acknowledge(name, self.now_ms)
         if heard is None:
             return []  # flushed by a clear, or not ours
-        for item, first in heard.items:
+        for item, first, played_ms in heard.items:
             self._reports.extend(
                 self.turns.answer_heard(
-                    item.item_id, first, item.fully_heard, self.now_ms, _CHUNK_MS
+                    item.item_id, first, item.fully_heard, self.now_ms, played_ms
                 )
             )
         if heard.audio:
@@ -319,7 +327,7 @@ class CallSession:
         if event.response_id in self._dropped_responses:
             self.stats.deltas_dropped += 1
             return []
-        messages = self.playback.add(event.item_id, event.response_id, event.audio)
+        messages = self.playback.add(event.item_id, event.response_id, event.audio, self.now_ms)
         self.turns.answer_audio(
             event.item_id,
             len(event.audio) // self.audio.bytes_per_ms,
@@ -331,14 +339,14 @@ class CallSession:
         item = self.playback.item(item_id)
         if item is None or response_id in self._dropped_responses:
             return []
-        commands: list[Command] = [SendToTwilio(m) for m in self.playback.flush()]
+        commands: list[Command] = [SendToTwilio(m) for m in self.playback.flush(self.now_ms)]
         record = self.turns.answer_audio_done(item_id, item.fully_heard, self.now_ms)
         if record is not None:
             self._reports.append(record)
         return commands
 
     def _barge_in(self) -> list[Command]:
-        clear, cuts = self.playback.interrupt(self._active_response)
+        clear, cuts = self.playback.interrupt(self._active_response, self.now_ms)
         commands: list[Command] = [] if clear is None else [SendToTwilio(clear)]
         for cut in cuts:
             item_id = cut.item.item_id

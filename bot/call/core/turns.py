@@ -130,16 +130,16 @@ class Turns:
         return self._close(turn) if turn.ended_ms is not None else turn.record()
 
     def answer_heard(
-        self, item_id: str, first: bool, fully_heard: bool, now_ms: int, chunk_ms: int
+        self, item_id: str, first: bool, fully_heard: bool, now_ms: int, played_ms: int
     ) -> list[TurnRecord]:
-        """Twilio played more of an answer (its first chunk, if `first`)."""
+        """Twilio played `played_ms` more of an answer (its first audio, if `first`)."""
         turn = self._open.get(item_id)
         if turn is None:
             return []
         records = []
         if first:
-            # The mark comes back when its chunk has played: it began one chunk earlier.
-            turn.started_ms = max(0, now_ms - chunk_ms)
+            # The mark comes back when its audio has played: it began that much earlier.
+            turn.started_ms = max(0, now_ms - played_ms)
             if turn.speech_end_ms is not None:
                 turn.latency_ms = max(0, now_ms - turn.speech_end_ms)
             records.append(turn.record())
