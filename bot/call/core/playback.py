@@ -16,8 +16,9 @@ a barge-in the heard position is the last acknowledged mark plus the time the ne
 has been playing. That message started when the previous mark was reached (its echo's
 arrival) or when it was sent (plus half a packet), whichever came later; an underrun
 between messages is the gap between the two. The shell keeps the call clock to the
-millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`). One mark per delta gives the same bound on the truncation error as
-one mark per 20 ms, the call clock's step, with fewer messages when deltas are long.
+millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`). So one mark per
+delta keeps the truncation error within 20 ms, as one mark per 20 ms chunk did, with
+fewer messages when deltas are long.
 """
 
 from __future__ import annotations
