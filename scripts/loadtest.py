@@ -3,7 +3,8 @@
 Three processes share the machine, and each one's CPU is reported:
   * the server under test, `bot serve`, with the hosted-provider code path;
   * an echo backend (this script with `--echo`): a Realtime server that answers each
-    caller frame with the same audio as a model delta, at once;
+    caller frame with the same audio as a model delta, at once (`--delta-ms 100`: five
+    frames at a time, for a model that streams longer deltas);
   * the phones (this script): `bot.simulator` calls, started 50 ms apart, each sending
     20 ms frames in real time and playing back what comes, acknowledging marks.
 
@@ -60,8 +61,11 @@ def tree_cpu(pid: int) -> float:
 # ---- the echo backend ----------------------------------------------------------------------
 
 
-async def echo_server(port_file: Path, results: Path) -> None:
-    """Answer every `input_audio_buffer.append` with the same audio as an output delta."""
+async def echo_server(port_file: Path, results: Path, delta_frames: int) -> None:
+    """Answer `input_audio_buffer.append`s with the same audio as output deltas, one delta
+    per `delta_frames` appends."""
+    import base64
+
     import websockets
 
     arrivals: dict[str, list[float]] = {}
@@ -78,6 +82,7 @@ async def echo_server(port_file: Path, results: Path) -> None:
         call = f"anonymous-{id(ws)}"
         ulaw = False
         started = False
+        held: list[bytes] = []
         async for raw in ws:
             now = time.monotonic()
             # Appends are nearly all the traffic: read their audio without a JSON parse.
@@ -109,6 +114,12 @@ async def echo_server(port_file: Path, results: Path) -> None:
                     },
                 ):
                     await ws.send(json.dumps(message))
+            if delta_frames > 1:
+                held.append(base64.b64decode(audio))
+                if len(held) < delta_frames:
+                    continue
+                audio = base64.b64encode(b"".join(held)).decode("ascii")
+                held.clear()
             await ws.send(
                 '{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1",'
                 f'"output_index":0,"content_index":0,"delta":"{audio}"}}'
@@ -167,6 +178,7 @@ async def run(
     workers: int,
     server_tree: Path | None = None,
     profile: Path | None = None,
+    delta_ms: int = 20,
 ) -> Figures:
     from bot.simulator import SimulationResult, simulate
 
@@ -174,7 +186,7 @@ async def run(
         work = Path(scratch)
         port_file, results = work / "echo-port", work / "echo.json"
         echo = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--echo", str(port_file), str(results)
+            sys.executable, __file__, "--echo", str(port_file), str(results), str(delta_ms // 20)
         )
         while not port_file.exists() or not port_file.read_text():  # noqa: ASYNC110
             await asyncio.sleep(0.05)
@@ -298,6 +310,7 @@ async def run(
         outbound_gap = max(outbound_gap, _largest_gap(received))
     latencies.sort()
     label = "PCM16, transcoded" if audio == "pcm16" else "μ-law, passed through"
+    label += f", {delta_ms} ms deltas"
     if server_tree is not None:
         label += f" ({server_tree.name})"
     if workers > 1:
@@ -318,14 +331,21 @@ async def run(
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--echo":
-        asyncio.run(echo_server(Path(sys.argv[2]), Path(sys.argv[3])))
+    if len(sys.argv) == 5 and sys.argv[1] == "--echo":
+        asyncio.run(echo_server(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument(
         "--audio", choices=["pcm16", "g711_ulaw"], nargs="+", default=["pcm16", "g711_ulaw"]
+    )
+    parser.add_argument(
+        "--delta-ms",
+        type=int,
+        nargs="+",
+        default=[20],
+        help="the echo's model deltas: 20 answers each frame at once; 100 sends five at a time",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
@@ -336,19 +356,28 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--profile", type=Path, metavar="FILE", help="py-spy collapsed stacks of the server"
+        "--profile", type=Path, metavar="FILE", help="py-spy's collapsed stacks of the server (needs py-spy on PATH)"
     )
     args = parser.parse_args()
     trees: list[Path | None] = [None] if args.compare is None else [args.compare, None]
     print(HEADER, flush=True)
     for audio in args.audio:
-        for calls in args.calls:
-            for _ in range(args.rounds):
-                for tree in trees:
-                    figures = asyncio.run(
-                        run(calls, args.seconds, audio, args.workers, tree, args.profile)
-                    )
-                    print(figures.row(), flush=True)
+        for delta_ms in args.delta_ms:
+            for calls in args.calls:
+                for _ in range(args.rounds):
+                    for tree in trees:
+                        figures = asyncio.run(
+                            run(
+                                calls,
+                                args.seconds,
+                                audio,
+                                args.workers,
+                                tree,
+                                args.profile,
+                                delta_ms,
+                            )
+                        )
+                        print(figures.row(), flush=True)
 
 
 if __name__ == "__main__":
