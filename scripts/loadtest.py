@@ -356,7 +356,10 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument(
-        "--profile", type=Path, metavar="FILE", help="py-spy's collapsed stacks of the server (needs py-spy on PATH)"
+        "--profile",
+        type=Path,
+        metavar="FILE",
+        help="py-spy's collapsed stacks of the server (needs py-spy on PATH)",
     )
     args = parser.parse_args()
     trees: list[Path | None] = [None] if args.compare is None else [args.compare, None]
