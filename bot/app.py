@@ -32,6 +32,7 @@ from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint
 from bot.calllog.retention import prune_recordings
 from bot.calllog.review import review_blueprint
 from bot.calllog.writer import CallLog
+from bot.cluster.bus import Cluster, ClusterTimings
 from bot.config import (
     RealtimeSettings,
     Settings,
@@ -174,7 +175,12 @@ def create_app(
         )
     )
     app.register_blueprint(
-        review_blueprint(settings.calllog, lambda: running().store.calls, app.secret_key)
+        review_blueprint(
+            settings.calllog,
+            lambda: running().store.calls,
+            app.secret_key,
+            lambda: running().services.cluster.control,
+        )
     )
     media = media_endpoint(settings.server, signing_secret, lambda: running().services)
     app.asgi_app = route_websockets(  # type: ignore[method-assign,assignment]
@@ -192,12 +198,30 @@ def create_app(
             rest = TwilioRest(twilio.account_sid, twilio.auth_token.reveal(), twilio.api_url)
         registry = CallRegistry(dial)
         calllog = settings.calllog
+        cluster = Cluster(
+            registry,
+            store.cluster,
+            calllog.database,
+            settings.call.max_calls_total,
+            ClusterTimings(ringing_for_s=twilio.stream_token_ttl_s),
+        )
+        await cluster.start()
+
+        async def claim(call_sid: str) -> str | None:
+            result = await cluster.claim(call_sid)
+            if not result.claimed:
+                return "another stream has this call (another worker or instance)"
+            if result.answered_by is not None:  # the verdict came before the stream
+                registry.deliver_verdict(call_sid, result.answered_by)
+            return None
+
         services = CallServices(
             registry=registry,
             admission=Admission(
                 StreamTokens(signing_secret, twilio.stream_token_ttl_s),
                 twilio.account_sid,
-                already_streamed=store.calls.had_stream,
+                already_streamed=None if cluster.shared else store.calls.had_stream,
+                claim=claim if cluster.shared else None,
             ),
             settings=settings.call,
             audio=audio,
@@ -207,6 +231,7 @@ def create_app(
             actions=TwilioActions(rest, settings.call),
             tools=tools,
             recordings=calllog.recordings_path if calllog.record_audio else None,
+            cluster=cluster,
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:
@@ -222,6 +247,7 @@ def create_app(
         for task in current.background:
             task.cancel()
         await current.services.registry.close()
+        await current.services.cluster.stop()
         if current.rest is not None:
             await current.rest.close()
         await current.call_log.stop()

@@ -32,7 +32,15 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bot", description="Twilio ⇄ Realtime voice bot bridge")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="run the bridge (settings from the environment and .env)")
+    serve = commands.add_parser(
+        "serve", help="run the bridge (settings from the environment and .env)"
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving calls (default WORKERS: one per core with PostgreSQL, else 1)",
+    )
 
     sim = commands.add_parser("simulate", help="place a simulated phone call against a bridge")
     sim.add_argument(
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     env = dict(environ) if environ is not None else environment()
     if args.command == "simulate":
         return _simulate(args, env)
+    if args.command == "serve" and args.workers is not None:
+        env = {**env, "WORKERS": str(args.workers)}
     try:
         settings = Settings.from_env(env)
     except ConfigError as exc:

@@ -225,6 +225,15 @@ class ServerSettings:
         "Local state: the generated local-mode secret, the SQLite call log, recordings.",
         parse=Path,
     )
+    workers: int = setting(
+        "WORKERS",
+        0,
+        "Processes serving calls, sharing one port (`bot serve --workers N` too). `0`: one per "
+        "core with a PostgreSQL `DATABASE_URL`, else 1. More than one needs PostgreSQL, "
+        "through which workers share their calls.",
+        parse=whole(0, 256),
+        shown="one per core with PostgreSQL, else `1`",
+    )
     log_level: str = setting(
         "LOG_LEVEL",
         "INFO",
@@ -403,9 +412,19 @@ class CallSettings:
     max_calls: int = setting(
         "MAX_CALLS",
         25,
-        "Calls this instance serves at once (ringing ones included); past it a caller hears "
-        "`BUSY_MESSAGE`. Sized from the measured CPU per call (see Security and limits).",
+        "Calls each instance (each worker process) serves at once, ringing ones included; "
+        "past it a caller hears `BUSY_MESSAGE`. Sized from the measured CPU per call (see "
+        "Security and limits).",
         parse=whole(1, 100_000),
+    )
+    max_calls_total: int = setting(
+        "MAX_CALLS_TOTAL",
+        0,
+        "Calls all instances and workers on one PostgreSQL call log serve at once, ringing "
+        "ones included; past it a caller hears `BUSY_MESSAGE` and campaigns wait for a free "
+        "slot. `0`: no cap but each instance's `MAX_CALLS`.",
+        parse=whole(0, 1_000_000),
+        shown="`0` (none)",
     )
     busy_message: str = setting(
         "BUSY_MESSAGE",
@@ -655,6 +674,12 @@ class Settings:
         database_url = calllog.get("database_url")
         if database_url is not None and not database_url.startswith(("sqlite", "postgres")):
             problems.append("DATABASE_URL must be a sqlite:/// or postgresql:// URL")
+        shared = database_url is not None and database_url.startswith("postgres")
+        if server.get("workers", 0) > 1 and not shared:
+            problems.append(
+                "WORKERS above 1 needs a PostgreSQL DATABASE_URL: workers share their calls "
+                "through it"
+            )
         password = calllog.get("review_password")
         if password is not None and len(password.reveal()) < 8:
             problems.append("REVIEW_PASSWORD must be at least 8 characters")

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import gc
 import logging
+import os
 import signal
 import socket
+import time
 from collections.abc import Coroutine, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final, cast
 
@@ -32,7 +35,13 @@ from bot.app import call_services, create_app
 from bot.call.realtime_socket import realtime_url, redact_url
 from bot.call.twilio_socket import SEND_BATCH
 from bot.call.web import MEDIA_PATH, VOICE_PATH
-from bot.config import LOCAL_REALTIME_KEY_FILE, Settings
+from bot.config import (
+    LOCAL_REALTIME_KEY_FILE,
+    Secret,
+    Settings,
+    load_local_secret,
+    local_realtime_key,
+)
 from bot.log import quiet_stranger_noise
 
 __all__ = ["AppServer", "bind_socket", "run_event_loop", "serve", "server_config"]
@@ -45,6 +54,8 @@ MAX_REQUEST_HEAD_BYTES: Final = 128 * 1024  # request line and headers (with wha
 REQUEST_HEAD_TIMEOUT_S: Final = 10.0  # to send a request's head, once the connection is idle
 _FINISH_S: Final = 5.0  # after the grace period: how long ended calls may take to close
 _SETTLE_S: Final = 0.1
+_WORKER_MIN_LIFE_S: Final = 5.0  # a worker that dies sooner cannot start: do not spin
+_PR_SET_PDEATHSIG: Final = 1
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -180,13 +191,32 @@ class AppServer(uvicorn.Server):
             listener.close()
 
 
+def worker_count(settings: Settings) -> int:
+    """WORKERS, or one per core when a PostgreSQL call log lets workers share calls."""
+    if settings.server.workers:
+        return settings.server.workers
+    shared = settings.calllog.database.startswith("postgresql")
+    return (os.cpu_count() or 1) if shared else 1
+
+
 def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT; then refuse new calls and give active ones the grace period."""
+    """Run until SIGTERM/SIGINT; then refuse new calls and give active ones the grace period.
+    With several workers, each is a process of its own on the same listening socket."""
     server = settings.server
     sock = bind_socket(server.host, server.port)
     server = dataclasses.replace(server, port=sock.getsockname()[1])  # PORT=0 picks one
     settings = dataclasses.replace(settings, server=server)
-    app = create_app(settings)
+    workers = worker_count(settings)
+    if workers > 1:
+        # What every worker must share is made once, before they fork: the local-mode
+        # secret and the local backend's key.
+        if settings.twilio.auth_token is None:
+            load_local_secret(server.data_dir)
+        key = Secret(local_realtime_key(settings.local, server.data_dir))
+        settings = dataclasses.replace(
+            settings, local=dataclasses.replace(settings.local, realtime_key=key)
+        )
+    app = None if workers > 1 else create_app(settings)
 
     base = server.base_url
     for warning in settings.warnings:
@@ -228,7 +258,82 @@ def serve(settings: Settings) -> None:
             realtime.audio.value,
             realtime.auth,
         )
-    run_event_loop(_serve(app, sock, server.shutdown_grace_s))
+    if app is not None:
+        run_event_loop(_serve(app, sock, server.shutdown_grace_s))
+        return
+    logger.info("%d workers", workers)
+    _supervise(settings, sock, workers)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> None:
+    """Fork the workers and keep them running: one that dies is started again. SIGTERM or
+    SIGINT goes to every worker, and the supervisor waits for them all."""
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+    supervisor = os.getpid()
+
+    def fork() -> int:
+        pid = os.fork()
+        if pid == 0:  # the worker: its own app, event loop and database connections
+            _die_with_parent()
+            if os.getppid() != supervisor:  # it died before the line above took effect
+                os._exit(1)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                run_event_loop(_serve(create_app(settings), sock, settings.server.shutdown_grace_s))
+            except BaseException:
+                logger.exception("worker failed")
+                code = 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        return pid
+
+    children: set[int] = set()
+    started: dict[int, float] = {}
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for _ in range(workers):
+        pid = fork()
+        children.add(pid)
+        started[pid] = time.monotonic()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        children.discard(pid)
+        lived = time.monotonic() - started.pop(pid, 0.0)
+        if stopping:
+            continue
+        code = os.waitstatus_to_exitcode(status)
+        if lived < _WORKER_MIN_LIFE_S:  # it cannot start: starting it again would spin
+            logger.error("worker %d failed at start (status %d); stopping", pid, code)
+            forward(signal.SIGTERM, None)
+            continue
+        logger.error("worker %d ended (status %d); starting another", pid, code)
+        pid = fork()
+        children.add(pid)
+        started[pid] = time.monotonic()
+
+
+def _die_with_parent() -> None:
+    """A worker whose supervisor is killed (`kill -9`) is killed too: the instance is gone as
+    a whole, and other instances end its calls after its heartbeat stops (Linux only)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def run_event_loop(main: Coroutine[Any, Any, None]) -> None:

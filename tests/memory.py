@@ -18,6 +18,7 @@ from bot.call.stream_tokens import StreamTokens
 from bot.call.tools import Tool
 from bot.call.twilio_actions import TwilioActions
 from bot.calllog.writer import CallLog
+from bot.cluster.bus import Cluster
 from bot.config import Settings
 from bot.core import twilio
 from bot.core.realtime import events as rt
@@ -158,5 +159,6 @@ async def memory_call(
         actions=TwilioActions(None, settings.call),
         tools=tools or {},
         recordings=None,
+        cluster=Cluster(registry, None, "sqlite://", 0),  # alone: all of it local
     )
     return MemoryCall(MemoryPhone(), model, services, store)

@@ -16,10 +16,11 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if not k.startswith(
-            ("TWILIO_", "OPENAI_", "REALTIME_", "BOT_", "PUBLIC_URL", "HOST", "PORT")
+            ("TWILIO_", "OPENAI_", "REALTIME_", "BOT_", "PUBLIC_URL", "HOST", "PORT", "WORKERS")
         )
     }
-    env.update({"BOT_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1"})
+    # One process unless a test asks for workers: its pid is the server's.
+    env.update({"BOT_DATA_DIR": str(tmp_path / "data"), "PYTHONUNBUFFERED": "1", "WORKERS": "1"})
     env.update(extra)
     return env
 

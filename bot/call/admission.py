@@ -39,6 +39,8 @@ class Admission:
     start_timeout_s: float = 10.0  # Twilio sends `start` at once
     # Whether the call log already holds a stream for a CallSid: what other instances saw.
     already_streamed: Callable[[str], Awaitable[bool]] | None = None
+    # Claim the call for this instance among all that share the database: why not, or None.
+    claim: Callable[[str], Awaitable[str | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refu
     # Checked again after the wait above: the check and the spending must be one step.
     if problem is None:
         problem = tokens.verify(call_sid, token, parameters)
+    if problem is None:
+        problem = await _claim(admission, call_sid, errors.log)
     if problem is not None:
         return Refused(problem, True, errors.log)
     tokens.spend(call_sid)
@@ -92,6 +96,18 @@ async def _streamed_elsewhere(admission: Admission, call_sid: str, log: CallLogg
     except Exception as exc:  # the call log is down or slow: the call still goes ahead
         log.warning("could not ask the call log about earlier streams (%s)", type(exc).__name__)
         return False
+
+
+async def _claim(admission: Admission, call_sid: str, log: CallLogger) -> str | None:
+    if admission.claim is None:
+        return None
+    try:
+        return await asyncio.wait_for(admission.claim(call_sid), CALL_LOG_CHECK_S)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the database is down or slow: the call still goes ahead
+        log.warning("could not claim the call among instances (%s)", type(exc).__name__)
+        return None
 
 
 async def _start(channel: TwilioChannel, errors: FrameErrors) -> TwilioStart:

@@ -33,6 +33,8 @@ from bot.call.tools import Tool, ToolOutcome
 from bot.call.twilio_actions import ActionOutcome, TwilioActions
 from bot.calllog.recorder import CallRecorder
 from bot.calllog.writer import CallLog
+from bot.cluster.bus import Cluster
+from bot.cluster.core.messages import ControlAction
 from bot.config import CallSettings
 from bot.core.realtime.events import AudioFormat
 from bot.core.twilio import TwilioMedia, TwilioMessage
@@ -59,6 +61,7 @@ class CallServices:
     actions: TwilioActions
     tools: Mapping[str, Tool]
     recordings: Path | None  # None: calls are not recorded
+    cluster: Cluster
 
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
@@ -160,6 +163,29 @@ class LiveCall:
     def deliver_verdict(self, answered_by: str) -> None:
         self.spawn(self.execute(self.session.answered(answered_by)))
 
+    def control(self, action: ControlAction, words: str) -> None:
+        self.log.info("operator asked to %s", action.replace("_", " "))
+        match action:
+            case "say":
+                self.spawn(self.execute(self.session.say(words)))
+            case "hang_up":
+                self.spawn(self._operator_action(action))
+            case "transfer":
+                self.spawn(self._operator_action(action))
+            case _:
+                assert_never(action)
+
+    async def _operator_action(self, action: ControlAction) -> None:
+        actions, reason = self.services.actions, "asked through the API"
+        if action == "transfer":
+            outcome = await actions.transfer(self.call_sid, reason)
+            if not outcome.call_goes_on:
+                target = self.services.settings.transfer_to or ""
+                self.journal.transfer(self.session.now_ms, target, reason)
+        else:
+            outcome = await actions.hang_up(self.call_sid, reason)
+        self._carried_out(outcome)
+
     # ---- running ---------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -211,6 +237,12 @@ class LiveCall:
     async def _finish(self, end_by: str, end_reason: str, started: float) -> None:
         if self.realtime is not None:
             await self.realtime.close()
+        try:
+            await asyncio.wait_for(self.services.cluster.release(self.call_sid), 2)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the heartbeat sweep frees it if this instance stops
+            self.log.warning("could not free the call's slot (%s)", type(exc).__name__)
         if end_by != "caller":
             # Closing our side makes Twilio run the TwiML after <Connect>: the fallback.
             await self.channel.close(1000, "bridge ended the stream")

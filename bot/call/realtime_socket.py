@@ -1,7 +1,7 @@
-"""The Realtime WebSocket to a provider: URL and headers per provider, the channel over it,
-and every `websockets` failure translated at this seam.
+"""The Realtime WebSocket to a provider: URL and headers per provider, the channel over it
+(`picows`, a WebSocket client in Cython), and every failure translated at this seam.
 
-Nothing above this module sees a `websockets` exception: opening fails with
+Nothing above this module sees a `picows` exception: opening fails with
 `RealtimeUnavailable`, a closed socket is `ChannelClosed`, and both messages are safe to
 log (no key, no key-bearing query string).
 """
@@ -15,9 +15,16 @@ import socket
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
+)
 
 from bot.call.channels import ChannelClosed
 from bot.config import RealtimeSettings
@@ -35,13 +42,14 @@ __all__ = [
 ]
 
 MAX_EVENT_BYTES: Final = 16 * 1024 * 1024
+MAX_UNSENT_BYTES: Final = 4 * 1024 * 1024  # about 100 s of caller audio the server did not read
 CLOSE_TIMEOUT_S: Final = 0.8  # the Realtime socket must be gone within 1 s of the caller
 _SECRET_QUERY_KEYS: Final = frozenset({"api-key", "api_key", "key", "token", "access_token"})
 _SECRET_HEADERS: Final = frozenset({"authorization", "api-key"})
 
 
 class _RedactHeaders(logging.Filter):
-    """websockets logs handshake headers at DEBUG as ("> %s: %s", name, value)."""
+    """A handshake header logged at DEBUG as ("> %s: %s", name, value) loses its value."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -100,18 +108,25 @@ async def open_realtime(
     url = realtime_url(realtime)
     where = redact_url(url)
     try:
-        connection = await websockets.connect(
-            url,
-            additional_headers=realtime_headers(realtime),
-            open_timeout=realtime.connect_timeout_s,
-            close_timeout=1,
-            max_size=MAX_EVENT_BYTES,
-            compression=None,  # audio in base64 barely compresses; save the CPU
-            user_agent_header="twilio-realtime-bridge",
-            logger=_wire_logger,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
+        async with asyncio.timeout(realtime.connect_timeout_s):
+            transport, listener = await ws_connect(
+                _RealtimeListener,
+                url,
+                extra_headers={
+                    **realtime_headers(realtime),
+                    "User-Agent": "twilio-realtime-bridge",
+                },
+                websocket_handshake_timeout=realtime.connect_timeout_s,
+                max_frame_size=MAX_EVENT_BYTES,
+                max_redirects=0,  # a redirect would carry the key to another host
+                logger_name=_wire_logger,
+                enable_auto_pong=True,
+            )
+    except WSHandshakeError as exc:
+        response = exc.response
+        if response is None:
+            raise RealtimeUnavailable(f"{where}: handshake failed ({type(exc).__name__})") from exc
+        status = int(response.status)
         hint = " (check the API key)" if status in (401, 403) else ""
         raise RealtimeUnavailable(f"{where} rejected the connection: HTTP {status}{hint}") from exc
     except socket.gaierror as exc:
@@ -122,9 +137,10 @@ async def open_realtime(
         raise RealtimeUnavailable(f"{where}: connection refused") from exc
     except OSError as exc:
         raise RealtimeUnavailable(f"{where}: {exc.strerror or type(exc).__name__}") from exc
-    except (InvalidURI, InvalidHandshake) as exc:
+    except (WSError, ValueError) as exc:
         raise RealtimeUnavailable(f"{where}: handshake failed ({type(exc).__name__})") from exc
-    channel = WebSocketRealtimeChannel(connection, realtime.dialect)
+    assert isinstance(listener, _RealtimeListener)
+    channel = WebSocketRealtimeChannel(transport, listener, realtime.dialect)
     try:
         await channel.send(SessionUpdate(session))
     except ChannelClosed as exc:
@@ -132,49 +148,97 @@ async def open_realtime(
     return channel
 
 
-class WebSocketRealtimeChannel:
-    """A `RealtimeChannel` over a `websockets` client connection."""
+class _RealtimeListener(WSListener):
+    """picows calls this for every frame, in the event loop: whole text messages go to a
+    queue, fragments are joined first, and a close frame is remembered for its reason."""
 
-    def __init__(self, connection: ClientConnection, dialect: Dialect) -> None:
-        self._connection = connection
+    def __init__(self) -> None:
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.close_frame: tuple[int, str] | None = None
+        self._fragments: list[bytes] = []
+        self._fragments_size = 0
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
+            if frame.fin and not self._fragments:
+                if kind is not WSMsgType.CONTINUATION:
+                    self.inbox.put_nowait(frame.get_payload_as_bytes().decode("utf-8", "replace"))
+                return
+            self._fragments.append(frame.get_payload_as_bytes())
+            self._fragments_size += frame.payload_size
+            if self._fragments_size > MAX_EVENT_BYTES:
+                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG)
+                transport.disconnect()
+            elif frame.fin:
+                message = b"".join(self._fragments)
+                self._fragments, self._fragments_size = [], 0
+                self.inbox.put_nowait(message.decode("utf-8", "replace"))
+        elif kind is WSMsgType.CLOSE:
+            code = frame.get_close_code()
+            reason = (frame.get_close_message() or b"").decode("utf-8", "replace")
+            self.close_frame = (code.value, reason)
+            transport.send_close(code if code is not WSCloseCode.NO_INFO else WSCloseCode.OK)
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.inbox.put_nowait(None)
+
+
+class WebSocketRealtimeChannel:
+    """A `RealtimeChannel` over a `picows` client connection: frames are parsed, masked and
+    written in C, and arrive by callback, about 50 each way a second per call."""
+
+    def __init__(self, transport: WSTransport, listener: _RealtimeListener, dialect: Dialect):
+        self._transport = transport
+        self._listener = listener
         self._dialect = dialect
+        self._gone = False
 
     async def send(self, event: ClientEvent) -> None:
-        try:
-            await self._connection.send(encode_client_event(event, self._dialect))
-        except websockets.ConnectionClosed:
-            raise ChannelClosed("realtime", self._why_closed()) from None
+        transport = self._transport
+        if self._gone or transport.is_disconnected or transport.is_close_frame_sent:
+            raise ChannelClosed("realtime", self._why_closed())
+        if transport.underlying_transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            transport.disconnect(graceful=False)  # the server stopped reading
+            raise ChannelClosed("realtime", "Realtime socket stopped reading")
+        transport.send(WSMsgType.TEXT, encode_client_event(event, self._dialect).encode())
 
     async def receive(self) -> ServerEvent:
         while True:
-            try:
-                frame = await self._connection.recv()
-            except websockets.ConnectionClosed:
-                raise ChannelClosed("realtime", self._why_closed()) from None
+            frame = await self._listener.inbox.get()
+            if frame is None:
+                self._gone = True
+                self._listener.inbox.put_nowait(None)  # every later receive sees it too
+                raise ChannelClosed("realtime", self._why_closed())
             event = decode_server_event(frame)
             if event is not None:
                 return event
 
     async def close(self) -> None:
-        try:
-            await asyncio.wait_for(self._connection.close(), CLOSE_TIMEOUT_S)
-        except (TimeoutError, websockets.WebSocketException, OSError):
-            pass
-        finally:
-            # A peer that ignores the close handshake gets its TCP connection dropped.
-            transport = self._connection.transport
-            if transport is not None and not transport.is_closing():
-                transport.abort()
+        transport = self._transport
+        if not transport.is_disconnected:
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+            try:
+                await asyncio.wait_for(transport.wait_disconnected(), CLOSE_TIMEOUT_S)
+            except TimeoutError:
+                pass
+        # A peer that ignores the close handshake gets its TCP connection dropped.
+        underlying = transport.underlying_transport
+        if not underlying.is_closing():
+            underlying.abort()
 
     def _why_closed(self) -> str:
         """Why the server closed, from its close frame (codes such as 4000 carry a reason)."""
-        frame = self._connection.protocol.close_rcvd
+        frame = self._listener.close_frame
         if frame is None:
             return "Realtime socket connection lost"
-        reason = frame.reason
+        code, reason = frame
         try:
             error = json.loads(reason).get("error", {})
             reason = error.get("message") or reason
         except (ValueError, AttributeError):
             pass
-        return f"Realtime socket closed with code {frame.code}" + (f": {reason}" if reason else "")
+        return f"Realtime socket closed with code {code}" + (f": {reason}" if reason else "")

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from bot.call.channels import RealtimeChannel
 from bot.call.core.session import CallStats
+from bot.cluster.core.messages import ControlAction
 
 __all__ = ["CallRegistry", "Dialer", "RegisteredCall"]
 
@@ -30,6 +31,10 @@ class RegisteredCall(Protocol):
         ...
 
     def deliver_verdict(self, answered_by: str) -> None: ...
+
+    def control(self, action: ControlAction, words: str) -> None:
+        """An operator's action: hang up, transfer, or say `words`."""
+        ...
 
 
 @dataclass
@@ -64,6 +69,21 @@ class CallRegistry:
         task = asyncio.create_task(self.dial(), name=f"prewarm {call_sid}")
         self._prewarmed[call_sid] = task
         asyncio.get_running_loop().call_later(self.prewarm_ttl_s, self._expire, call_sid, task)
+
+    def drop_prewarmed(self, call_sid: str) -> None:
+        """The call's stream started on another worker or instance: the session opened here
+        for it is closed now, not when it expires."""
+        task = self._prewarmed.pop(call_sid, None)
+        if task is not None:
+            _discard(task)
+
+    def control(self, call_sid: str, action: ControlAction, words: str) -> bool:
+        """Hand an operator's action to the call if it runs here."""
+        call = self.calls.get(call_sid)
+        if call is None:
+            return False
+        call.control(action, words)
+        return True
 
     def _expire(self, call_sid: str, task: asyncio.Task[RealtimeChannel]) -> None:
         if self._prewarmed.get(call_sid) is task:

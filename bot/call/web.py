@@ -3,6 +3,7 @@ status callbacks. Every webhook is signature-checked before anything else happen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -47,6 +48,7 @@ MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
 MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields
 _WHOLE_SECONDS: Final = re.compile(r"[0-9]{1,9}")
 _SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of an HMAC-SHA1
+RESERVE_TIMEOUT_S: Final = 2.0  # Twilio waits 15 s for TwiML; a caller should not
 
 
 def twiml_dir() -> Path:
@@ -140,15 +142,16 @@ def call_blueprint(
             from_number=parameters["from"] or None,
             to_number=parameters["to"] or None,
         )
+        busy = None
         if calls.registry.load >= calls.settings.max_calls:
+            busy, count = "MAX_CALLS reached", f"{calls.registry.load} calls on this instance"
+        elif not await _reserve(calls, call_sid):
+            busy, count = "MAX_CALLS_TOTAL reached", f"{calls.settings.max_calls_total} in all"
+        if busy is not None:
             logger.warning(
-                "[%s -] busy: %d calls already (MAX_CALLS); the caller is asked to call again",
-                call_sid,
-                calls.registry.load,
+                "[%s -] busy: %s (%s); the caller is asked to call again", call_sid, busy, count
             )
-            calls.call_log.call(
-                call_sid, ended_at=now, ended_by="busy", end_reason="MAX_CALLS reached"
-            )
+            calls.call_log.call(call_sid, ended_at=now, ended_by="busy", end_reason=busy)
             calls.metrics.call_finished("busy", None)
             return Response(say_then_hang_up(calls.settings.busy_message), content_type="text/xml")
         parameters[TOKEN_PARAMETER] = token
@@ -165,7 +168,7 @@ def call_blueprint(
         logger.info("[%s -] answered by %s", call_sid, answered_by)
         calls = services()
         calls.call_log.call(call_sid, answered_by=answered_by)
-        calls.registry.deliver_verdict(call_sid, answered_by)
+        await calls.cluster.deliver_verdict(call_sid, answered_by)
         return "", 204
 
     @blueprint.post(STATUS_PATH)
@@ -210,6 +213,18 @@ def media_endpoint(
         await serve_stream(AsgiTwilioChannel(scope, receive, send), services())
 
     return endpoint
+
+
+async def _reserve(calls: CallServices, call_sid: str) -> bool:
+    """A slot under the global cap. If the database cannot say in time, the call goes ahead:
+    the per-instance cap still holds."""
+    try:
+        return await asyncio.wait_for(calls.cluster.reserve(call_sid), RESERVE_TIMEOUT_S)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        logger.warning("[%s -] could not reserve a slot (%s)", call_sid, type(exc).__name__)
+        return True
 
 
 def _one_line(value: str, limit: int) -> str:

@@ -17,7 +17,7 @@ import hmac
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -28,6 +28,7 @@ from quart.typing import ResponseReturnValue
 from bot.calllog.core.logins import ReviewLogins
 from bot.calllog.core.throttle import LoginThrottle
 from bot.calllog.core.view import jsonable, timeline
+from bot.cluster.core.messages import MAX_SAY_CHARS, ControlAction, Delivery
 from bot.config import CallLogSettings
 from bot.store.calls import CallFilter, CallRecords
 
@@ -46,11 +47,18 @@ _PRIVATE: Final = {
 }
 
 
+Control = Callable[[str, ControlAction, str], Awaitable[Delivery]]
+
+
 def review_blueprint(
-    settings: CallLogSettings, records: Callable[[], CallRecords], secret: bytes
+    settings: CallLogSettings,
+    records: Callable[[], CallRecords],
+    secret: bytes,
+    control: Callable[[], Control] | None = None,
 ) -> Blueprint:
-    """The review routes; `records` gives the call records once the app has started, and
-    `secret` keys the login markers."""
+    """The review routes; `records` gives the call records once the app has started,
+    `secret` keys the login markers, and `control` reaches a live call wherever it runs
+    (hang up, transfer, say this)."""
     review = Blueprint("review", __name__, template_folder="templates")
     password = None if settings.review_password is None else settings.review_password.reveal()
     logins = ReviewLogins(secret, password or "")
@@ -178,6 +186,29 @@ def review_blueprint(
             "page_size": PAGE_SIZE,
         }
         return body
+
+    @review.post("/api/calls/<call_sid>/<any(hangup, transfer, say):verb>")
+    async def api_control(call_sid: str, verb: str) -> ResponseReturnValue:
+        """An operator's action on a live call. JSON only: a cross-site form cannot send it,
+        so a signed-in browser cannot be made to hang up a call."""
+        if control is None:
+            return {"error": "not available"}, 404
+        if not request.is_json:
+            return {"error": "send JSON (Content-Type: application/json)"}, 415
+        body = await request.get_json(silent=True)
+        words = ""
+        if verb == "say":
+            text = body.get("text") if isinstance(body, dict) else None
+            if not isinstance(text, str) or not text.strip() or len(text) > MAX_SAY_CHARS:
+                return {"error": f"'text' must be 1 to {MAX_SAY_CHARS} characters"}, 400
+            words = " ".join(text.split())
+        action: ControlAction = "hang_up" if verb == "hangup" else "transfer"
+        if verb == "say":
+            action = "say"
+        delivered = await control()(call_sid, action, words)
+        if delivered == "not live":
+            return {"error": "the call is not live"}, 404
+        return {"call_sid": call_sid, "action": action, "delivered": delivered}, 202
 
     @review.get("/api/calls/<call_sid>")
     async def api_call(call_sid: str) -> ResponseReturnValue:

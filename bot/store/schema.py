@@ -1,4 +1,5 @@
-"""The database schema: tables of the call log and of campaigns, with UTC timestamps."""
+"""The database schema: tables of the call log, of campaigns and of several instances working
+as one, with UTC timestamps."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ __all__ = [
     "call_events",
     "calls",
     "campaign_contacts",
+    "cluster_instances",
+    "live_calls",
     "metadata",
     "turns",
     "utcnow",
@@ -133,4 +136,24 @@ campaign_contacts = Table(
     Column("updated_at", UtcDateTime),
     UniqueConstraint("campaign", "phone", name="uq_campaign_phone"),
     Index("ix_campaign_contacts_state", "campaign", "state"),
+)
+
+# Several instances sharing PostgreSQL: each one's heartbeat, and every call live anywhere
+# (`ringing`: its webhook was answered; `streaming`: an instance serves its stream).
+cluster_instances = Table(
+    "cluster_instances",
+    metadata,
+    Column("instance_id", String(64), primary_key=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+)
+
+live_calls = Table(
+    "live_calls",
+    metadata,
+    Column("call_sid", String(64), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("instance_id", String(64), index=True),
+    Column("answered_by", String(32)),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

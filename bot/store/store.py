@@ -1,5 +1,5 @@
-"""The one front door to the database: `Store.open` connects and migrates; `store.calls` and
-`store.campaigns` are the only places SQL runs.
+"""The one front door to the database: `Store.open` connects and migrates; `store.calls`,
+`store.campaigns` and `store.cluster` are the only places SQL runs.
 
 SQLite by default, PostgreSQL for production, through SQLAlchemy 2 async. Schema changes
 are Alembic migrations in `bot/store/migrations/`, applied at start; on PostgreSQL an
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from bot.store.calls import CallRecords
 from bot.store.campaigns import CampaignContacts
+from bot.store.cluster import ClusterRecords
 
 __all__ = ["Store"]
 
@@ -27,6 +28,7 @@ class Store:
         self.engine = engine
         self.calls = CallRecords(engine)
         self.campaigns = CampaignContacts(engine)
+        self.cluster = ClusterRecords(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:

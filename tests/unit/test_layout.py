@@ -93,7 +93,7 @@ def test_only_the_adapters_import_socket_libraries() -> None:
     users = {
         str(path.relative_to(BOT))
         for path in modules()
-        if any(m.split(".")[0] in ("websockets", "wsproto") for m in imports(path))
+        if any(m.split(".")[0] in ("websockets", "wsproto", "picows") for m in imports(path))
     }
     # The Realtime socket's adapter, the server's WebSocket protocol (one write for several
     # frames), and the phone simulator (a Twilio of its own).

@@ -1,7 +1,8 @@
-"""Words the bridge gives the model: per-call instructions, and how it asks for the greeting.
+"""Words the bridge gives the model: per-call instructions, and how it asks for the greeting
+or for words an operator wants said ("say this", from the API or the CLI).
 
-The greeting request is a convention with the local backend's demo agent, which reads it
-back with `requested_greeting`; both sides use this module, so it cannot drift.
+Both requests are a convention with the local backend's demo agent, which reads them back
+with `requested_greeting`; both sides use this module, so it cannot drift.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ import re
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["greeting_request", "render_instructions", "requested_greeting"]
+__all__ = ["greeting_request", "render_instructions", "requested_greeting", "say_request"]
 
 _PLACEHOLDER: Final = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _GREETING_REQUEST: Final = "Greet the caller now by saying exactly this, then wait for them: "
+_SAY_REQUEST: Final = "Say exactly this to the caller now, then wait for them: "
 
 
 def render_instructions(template: str, variables: Mapping[str, str]) -> str:
@@ -38,8 +40,15 @@ def greeting_request(greeting: str) -> str:
     return _GREETING_REQUEST + greeting
 
 
+def say_request(words: str) -> str:
+    """Instructions for a response that says an operator's words."""
+    return _SAY_REQUEST + words
+
+
 def requested_greeting(instructions: str) -> str | None:
-    """The greeting asked for by `greeting_request`, if these are such instructions."""
-    if instructions.startswith(_GREETING_REQUEST):
-        return instructions[len(_GREETING_REQUEST) :]
+    """The words asked for by `greeting_request` or `say_request`, if these are such
+    instructions."""
+    for prefix in (_GREETING_REQUEST, _SAY_REQUEST):
+        if instructions.startswith(prefix):
+            return instructions[len(prefix) :]
     return None

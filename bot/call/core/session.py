@@ -68,7 +68,7 @@ from bot.call.core.messages import (
     ToolRecord,
 )
 from bot.call.core.playback import Playback, PlaybackStats
-from bot.call.core.prompt import greeting_request
+from bot.call.core.prompt import greeting_request, say_request
 from bot.call.core.turns import Turns
 from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder
 from bot.core.realtime import events as rt
@@ -151,6 +151,7 @@ class CallSession:
         self._media_ms = 0  # the newest media timestamp itself
         self._active_response: str | None = None
         self._response_wanted = False
+        self._wanted_instructions: str | None = None  # of the response that waits
         self._dropped_responses: set[str] = set()
         self._pending: PendingAction | None = None
         self._reports: list[Report] = []
@@ -190,6 +191,13 @@ class CallSession:
             return [LeaveVoicemail(answered_by)]
         self.phase = Phase.CONVERSING
         return self._greet()
+
+    def say(self, words: str) -> list[Command]:
+        """An operator's words for the caller (the API's or the CLI's "say this"): the model
+        speaks them next, after the answer it is giving."""
+        if self.phase is not Phase.CONVERSING:
+            return []
+        return self._respond(say_request(words))
 
     def tool_finished(self, call_id: str, output: str) -> list[Command]:
         """The result of a `RunTool`, for the model, which then carries on."""
@@ -381,7 +389,8 @@ class CallSession:
         commands: list[Command] = []
         if self._response_wanted and self._pending is None:
             self._response_wanted = False
-            commands.append(SendToRealtime(rt.CreateResponse()))
+            instructions, self._wanted_instructions = self._wanted_instructions, None
+            commands.append(SendToRealtime(rt.CreateResponse(instructions)))
         return commands + self._act_when_drained()
 
     def _function_call(self, event: rt.FunctionCallArguments) -> list[Command]:
@@ -414,6 +423,8 @@ class CallSession:
         """`response.create` now, or once the active response is done."""
         if self._active_response is not None:
             self._response_wanted = True
+            if instructions is not None:  # words asked for win over a plain follow-up
+                self._wanted_instructions = instructions
             return []
         return [SendToRealtime(rt.CreateResponse(instructions))]
 

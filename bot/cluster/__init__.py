@@ -1,0 +1,1 @@
+"""Several workers and instances behaving as one, on PostgreSQL."""

@@ -1,0 +1,1 @@
+"""The messages instances send each other, pure."""
