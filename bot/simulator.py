@@ -168,10 +168,11 @@ async def simulate(
     account_sid: str | None = None,
     webhook_query: dict[str, str] | None = None,
     direction: str = "inbound",
+    call_sid: str | None = None,
 ) -> SimulationResult:
     """Place one simulated call. Audio arguments are 8 kHz μ-law bytes."""
     result = SimulationResult()
-    call_sid = "CA" + secrets.token_hex(16)
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = account_sid or "AC" + secrets.token_hex(16)
     result.call_sid = call_sid
     voice_url = url.rstrip("/") + "/twilio/voice"
