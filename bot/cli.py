@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     if args.command == "serve":
         return _serve(settings)
     if args.command == "calls":
-        return run_calls(args, settings.calllog)
+        return run_calls(args, settings.calllog, settings.server.base_url)
     if args.command == "call":
         return run_call_command(args, settings)
     if args.command == "realtime-server":

@@ -182,6 +182,7 @@ async def run(
     server_tree: Path | None = None,
     profile: Path | None = None,
     delta_ms: int = 20,
+    database: str | None = None,
 ) -> Figures:
     from bot.simulator import SimulationResult, simulate
 
@@ -211,9 +212,9 @@ async def run(
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        command = [sys.executable, "-m", "bot", "serve"]
-        if workers > 1:
-            command += ["--workers", str(workers)]
+        command = [sys.executable, "-m", "bot", "serve", "--workers", str(workers)]
+        if database:
+            env["DATABASE_URL"] = database
         if server_tree is not None:  # another checkout's server, for a before/after
             env["PYTHONPATH"] = str(server_tree)
         server = await asyncio.create_subprocess_exec(
@@ -359,6 +360,11 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="the server's DATABASE_URL (PostgreSQL, which several workers need)",
+    )
+    parser.add_argument(
         "--compare",
         type=Path,
         metavar="CHECKOUT",
@@ -388,6 +394,7 @@ def main() -> None:
                                 tree,
                                 args.profile,
                                 delta_ms,
+                                args.database,
                             )
                         )
                         print(figures.row(), flush=True)

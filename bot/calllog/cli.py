@@ -1,4 +1,6 @@
-"""`bot calls list | show | export`: the call log in a terminal.
+"""`bot calls list | show | export`: the call log in a terminal; and `bot calls hangup | transfer
+| say`: an operator's action on a live call, through the server's API, whichever instance
+serves the call.
 
 The database and progress-bar libraries load only when a command runs, so `bot` starts
 quickly for every other command.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import csv
 import datetime as dt
 import json
@@ -66,6 +69,18 @@ def add_calls_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     filters(export)
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("--output", "-o", help="file to write (default: standard output)")
+    for verb, what in (
+        ("hangup", "hang up a live call"),
+        ("transfer", "transfer a live call to TRANSFER_TO"),
+        ("say", "have the bot say something in a live call"),
+    ):
+        action = sub.add_parser(verb, help=what)
+        action.add_argument("call_sid")
+        if verb == "say":
+            action.add_argument("text")
+        action.add_argument(
+            "--url", help="the bridge's base URL (default: PUBLIC_URL, else http://127.0.0.1:$PORT)"
+        )
 
 
 def _date(raw: str) -> dt.date:
@@ -93,7 +108,9 @@ def _filter(args: argparse.Namespace) -> CallFilter:
     )
 
 
-def run_calls(args: argparse.Namespace, settings: CallLogSettings) -> int:
+def run_calls(args: argparse.Namespace, settings: CallLogSettings, base_url: str) -> int:
+    if args.calls_command in ("hangup", "transfer", "say"):
+        return asyncio.run(_control(args, settings, args.url or base_url))
     if args.calls_command == "export" and args.output:
         with open(args.output, "w", newline="", encoding="utf-8") as output:
             return asyncio.run(_run(args, settings, output))
@@ -112,6 +129,33 @@ async def _run(args: argparse.Namespace, settings: CallLogSettings, output: Text
         return await _export(store.calls, args, output)
     finally:
         await store.close()
+
+
+async def _control(args: argparse.Namespace, settings: CallLogSettings, base_url: str) -> int:
+    """POST the action to the API, authenticated with the review password."""
+    import aiohttp
+
+    if settings.review_password is None:
+        print("bot: REVIEW_PASSWORD is needed to act on calls", file=sys.stderr)
+        return 2
+    token = base64.b64encode(f":{settings.review_password.reveal()}".encode()).decode()
+    url = f"{base_url.rstrip('/')}/api/calls/{args.call_sid}/{args.calls_command}"
+    body = {"text": args.text} if args.calls_command == "say" else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.post(url, json=body, headers={"Authorization": f"Basic {token}"}) as response,
+        ):
+            answer = await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        print(f"bot: could not reach {base_url}: {type(exc).__name__}", file=sys.stderr)
+        return 1
+    if response.status != 202:
+        print(f"bot: {answer.get('error', response.status)}", file=sys.stderr)
+        return 1
+    where = "this instance" if answer["delivered"] == "here" else "the instance serving it"
+    print(f"{args.calls_command}: sent to {where} ({args.call_sid})")
+    return 0
 
 
 def _when(value: dt.datetime | None) -> str:

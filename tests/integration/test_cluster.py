@@ -22,7 +22,7 @@ from bot.simulator import simulate
 from tests.conftest import ended_call, eventually
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.fake_twilio import FakeTwilio
-from tests.processes import bot_server, clean_env
+from tests.processes import bot_server, clean_env, run_bot
 
 pytestmark = pytest.mark.skipif(shutil.which("caddy") is None, reason="caddy is not installed")
 
@@ -123,7 +123,7 @@ async def test_two_instances_behind_caddy_behave_as_one(tmp_path: Path, postgres
             try:
                 settings = Settings.from_env({"DATABASE_URL": postgres_url})
                 await _wait_for(front)
-                await _one_call_across_both(fake, twilio, front, settings)
+                await _one_call_across_both(fake, twilio, front, settings, env_a, tmp_path)
                 await _cap_and_crash(fake, front, url_a, process_b, settings)
             finally:
                 caddy.terminate()
@@ -147,7 +147,12 @@ async def _wait_for(front: str) -> None:
 
 
 async def _one_call_across_both(
-    fake: FakeRealtime, twilio: FakeTwilio, front: str, settings: Settings
+    fake: FakeRealtime,
+    twilio: FakeTwilio,
+    front: str,
+    settings: Settings,
+    env: dict[str, str],
+    cwd: Path,
 ) -> None:
     """Webhook on A, stream on B; A's pre-opened Realtime socket is closed within 1 s; the
     AMD verdict and the status callback go to A and reach the call on B; a hang-up asked
@@ -187,6 +192,18 @@ async def _one_call_across_both(
         {"CallSid": sid, "AccountSid": ACCOUNT, "CallStatus": "in-progress"},
     )
     assert status == 204
+    # "Say this" from the CLI, through A's API, spoken on B.
+    code, out, err = await run_bot("calls", "say", sid, "Your table is ready", env=env, cwd=cwd)
+    assert code == 0, err
+    assert "sent to the instance serving it" in out
+
+    def said() -> bool:
+        return any(
+            "Your table is ready" in str(event.get("response"))
+            for event in streaming.of_type("response.create")
+        )
+
+    await eventually(said, 5, "the operator's words asked of the model on B")
     # A hang-up asked of A, which does not hold the call.
     auth = {"Authorization": "Basic " + base64.b64encode(f":{PASSWORD}".encode()).decode()}
     async with (
