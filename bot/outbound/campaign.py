@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -44,6 +45,7 @@ class CampaignRunner:
         clock: Clock = utcnow,
         sleep: Sleep = asyncio.sleep,
         on_progress: Callable[[dict[str, int]], None] | None = None,
+        max_calls_total: int = 0,
     ) -> None:
         self.store = store
         self.contacts = store.campaigns
@@ -53,6 +55,10 @@ class CampaignRunner:
         self.clock = clock
         self.sleep = sleep
         self.on_progress = on_progress
+        # The global cap binds campaigns too, where instances share PostgreSQL.
+        shared = store.engine.dialect.name == "postgresql"
+        self.max_calls_total = max_calls_total if shared else 0
+        self.waiting_for_slot = 0  # rounds that found no free slot
 
     async def load(self, contacts: list[Contact], dnc: frozenset[str]) -> int:
         """Add the list. Contacts already known keep their state (that is how runs resume)."""
@@ -73,9 +79,15 @@ class CampaignRunner:
                     opens = options.window.next_open(now, contact["timezone"])
                     await self.contacts.set(contact["id"], now, next_attempt_at=opens)
                     continue
+                slot = await self._slot(contact["id"])
+                if slot is None:
+                    self.waiting_for_slot += 1
+                    logger.info("campaign %s: waiting for a free slot (MAX_CALLS_TOTAL)", name)
+                    break
                 if not await self.contacts.claim(contact["id"], now):
+                    await self._free(slot)
                     continue  # another runner took it
-                await self._place(contact)
+                await self._place(contact, slot)
                 active += 1
                 await self.sleep(1 / options.calls_per_second)
                 now = self.clock()
@@ -95,7 +107,21 @@ class CampaignRunner:
             return self.options.poll_interval_s
         return max(self.options.poll_interval_s, (earliest - self.clock()).total_seconds())
 
-    async def _place(self, contact: dict[str, Any]) -> None:
+    async def _slot(self, contact_id: int) -> str | None:
+        """A slot under the global cap, held under a name of its own until the call has a
+        CallSid; "" when there is no cap; None when every slot is taken."""
+        if not self.max_calls_total:
+            return ""
+        key = f"campaign-{contact_id}-{secrets.token_hex(6)}"
+        cluster = self.store.cluster
+        reserved = await cluster.reserve(key, "campaign", self.max_calls_total, 300, self.clock())
+        return key if reserved else None
+
+    async def _free(self, slot: str) -> None:
+        if slot:
+            await self.store.cluster.forget(slot)
+
+    async def _place(self, contact: dict[str, Any], slot: str = "") -> None:
         call = OutboundCall(
             contact["phone"],
             contact["variables"] or {},
@@ -107,8 +133,11 @@ class CampaignRunner:
             call_sid = await place_call(self.caller, self.rest, self.store.calls, call)
         except (BotError, ValueError) as exc:
             logger.warning("campaign %s: calling %s failed: %s", self.options.name, call.to, exc)
+            await self._free(slot)
             await self._finish(contact["id"], contact["attempts"] + 1, "failed", str(exc))
             return
+        if slot:
+            await self.store.cluster.rekey(slot, call_sid)
         await self.contacts.set(contact["id"], self.clock(), call_sid=call_sid)
         logger.info("campaign %s: calling %s (%s)", self.options.name, call.to, call_sid)
 
@@ -143,4 +172,6 @@ class CampaignRunner:
                 )
                 continue
             if status in FINAL_STATUSES:
+                if self.max_calls_total:  # a call nobody answered never freed its slot
+                    await self.store.cluster.forget(contact["call_sid"])
                 await self._finish(contact["id"], contact["attempts"], status)

@@ -137,7 +137,13 @@ async def _run(
             return 0
         rest = _rest(settings)
         try:
-            runner = CampaignRunner(store, rest, caller_of(settings), options)
+            runner = CampaignRunner(
+                store,
+                rest,
+                caller_of(settings),
+                options,
+                max_calls_total=settings.call.max_calls_total,
+            )
             added = await runner.load(contacts, dnc)
             print(
                 f"campaign {options.name}: {added} new contact(s), {len(contacts) - added} known",

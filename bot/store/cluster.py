@@ -117,6 +117,18 @@ class ClusterRecords:
             )
             return ClaimResult(True, row.answered_by)
 
+    async def rekey(self, old: str, new: str) -> None:
+        """A slot reserved before its call had a CallSid (a campaign's) takes the CallSid."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(live_calls).where(live_calls.c.call_sid == old).values(call_sid=new)
+            )
+
+    async def forget(self, call_sid: str) -> None:
+        """The call is over, whoever held it (a campaign's call that was never answered)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(live_calls).where(live_calls.c.call_sid == call_sid))
+
     async def release(self, call_sid: str, instance_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(

@@ -184,3 +184,39 @@ async def test_dry_run_and_bad_rows_from_the_command_line(tmp_path: Path) -> Non
     assert re.search(r"^\+15550000004 +America/New_York +skip: on the do-not-call list$", out, re.M)
     assert len(out.splitlines()) == 7  # six contacts and the summary
     assert "dry run of contacts: 6 contact(s); nobody was called" in out
+
+
+async def test_past_the_global_cap_a_campaign_waits_for_a_free_slot(postgres_url: str) -> None:
+    """Instances sharing PostgreSQL have one live call between them and MAX_CALLS_TOTAL is
+    1: the campaign places nothing until that call ends, then calls everyone."""
+    contacts, _ = parse_contacts("phone\n+15550000001\n+15550000002\n", "America/New_York")
+    async with FakeTwilio(ACCOUNT, TOKEN, settle_s=0) as twilio:
+        store = await Store.open(postgres_url.replace("postgresql://", "postgresql+asyncpg://"))
+        rest = TwilioRest(ACCOUNT, TOKEN, twilio.url)
+        clock = Clock()
+        busy = "CA" + "e" * 32
+        assert await store.cluster.reserve(busy, "elsewhere", 1, 300, dt.datetime.now(dt.UTC))
+        placed_while_busy: list[int] = []
+
+        async def sleep(seconds: float) -> None:
+            clock.now += dt.timedelta(seconds=max(seconds, 1))
+            if runner.waiting_for_slot and busy:
+                placed_while_busy.append(len(twilio.of("POST", "Calls.json")))
+                await store.cluster.forget(busy)  # the other call ends
+
+        try:
+            options = CampaignOptions("capped", concurrency=2, poll_interval_s=1)
+            runner = CampaignRunner(
+                store, rest, CALLER, options, clock=clock, sleep=sleep, max_calls_total=1
+            )
+            await runner.load(contacts, frozenset())
+            counts = await runner.run()
+            live, _ = await store.cluster.counts()
+        finally:
+            await rest.close()
+            await store.close()
+    assert runner.waiting_for_slot >= 1
+    assert placed_while_busy[0] == 0  # nothing was placed while the slot was taken
+    assert counts == {"done": 2}
+    assert len(twilio.of("POST", "Calls.json")) == 2
+    assert live == 0  # every slot was given back
