@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 T = TypeVar("T")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STAGGER_S = 0.05
+DEPLOY_CADDYFILE = Path(__file__).resolve().parent.parent / "deploy" / "Caddyfile"
 _CALL_TAG = re.compile(r"loadtest: (\d+)")
 
 
@@ -170,6 +171,76 @@ HEADER = (
 )
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+async def _start_server(
+    command: list[str], env: dict[str, str], cwd: Path | None
+) -> tuple[asyncio.subprocess.Process, str, asyncio.Task[None]]:
+    server = await asyncio.create_subprocess_exec(
+        *command, env=env, cwd=cwd, stderr=asyncio.subprocess.PIPE
+    )
+    assert server.stderr is not None
+    url = ""
+    while not url:
+        line = (await asyncio.wait_for(server.stderr.readline(), 60)).decode()
+        if not line:
+            raise SystemExit("the server did not start")
+        if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
+            url = match.group(1)
+    while True:  # the app is up once uvicorn says so (workers log it too)
+        line = (await asyncio.wait_for(server.stderr.readline(), 60)).decode()
+        if not line or "startup complete" in line:
+            break
+
+    async def drain() -> None:
+        assert server.stderr is not None
+        async for raw in server.stderr:
+            if b"ERROR" in raw or b"Traceback" in raw:
+                sys.stderr.write(raw.decode())
+
+    return server, url, asyncio.create_task(drain())
+
+
+async def _start_caddy(
+    work: Path, port: int, urls: list[str]
+) -> tuple[asyncio.subprocess.Process, str]:
+    """Caddy on loopback, round robin over the instances (the deployment's example)."""
+    upstreams = " ".join(url.removeprefix("http://") for url in urls)
+    config = DEPLOY_CADDYFILE
+    caddy = await asyncio.create_subprocess_exec(
+        *("caddy", "run", "--config", str(config), "--adapter", "caddyfile"),
+        env={
+            **os.environ,
+            "BOT_SITE": f"http://127.0.0.1:{port}",
+            "BOT_INSTANCES": upstreams,
+            "HOME": str(work),
+            "XDG_DATA_HOME": str(work),
+        },
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        for _ in range(100):
+            try:
+                async with http.get(url + "/healthz") as response:
+                    if response.status == 200:
+                        return caddy, url
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise SystemExit("caddy did not start")
+
+
 def _largest_gap(times: list[float]) -> float:
     return max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
@@ -183,6 +254,7 @@ async def run(
     profile: Path | None = None,
     delta_ms: int = 20,
     database: str | None = None,
+    instances: int = 1,
 ) -> Figures:
     from bot.simulator import SimulationResult, simulate
 
@@ -217,25 +289,18 @@ async def run(
             env["DATABASE_URL"] = database
         if server_tree is not None:  # another checkout's server, for a before/after
             env["PYTHONPATH"] = str(server_tree)
-        server = await asyncio.create_subprocess_exec(
-            *command, env=env, cwd=server_tree, stderr=asyncio.subprocess.PIPE
-        )
-        assert server.stderr is not None
-        url = ""
-        while not url:
-            line = (await asyncio.wait_for(server.stderr.readline(), 60)).decode()
-            if not line:
-                raise SystemExit("the server did not start")
-            if match := re.search(r"listening on (http://127\.0\.0\.1:\d+)", line):
-                url = match.group(1)
-
-        async def drain() -> None:
-            assert server.stderr is not None
-            async for line in server.stderr:
-                if b"ERROR" in line or b"Traceback" in line:
-                    sys.stderr.write(line.decode())
-
-        draining = asyncio.create_task(drain())
+        front = None
+        if instances > 1:  # behind Caddy: webhooks are signed for its address
+            front_port = _free_port()
+            env["PUBLIC_URL"] = f"http://127.0.0.1:{front_port}"
+        servers, urls, drains = [], [], []
+        for _ in range(instances):  # one after the other: the first writes the local secret
+            server, url, draining = await _start_server(command, env, server_tree)
+            servers.append(server)
+            urls.append(url)
+            drains.append(draining)
+        if instances > 1:
+            front, url = await _start_caddy(work, front_port, urls)
         secret = (work / "data" / "local-secret").read_text().strip()
 
         async def phone(n: int) -> SimulationResult:
@@ -252,7 +317,12 @@ async def run(
         ramp = calls * STAGGER_S + 1.0
         await asyncio.sleep(ramp)
         window = max(1.0, seconds - 2.0 - calls * STAGGER_S)
-        server_before, echo_before = tree_cpu(server.pid), process_cpu(echo.pid)
+
+        def servers_cpu() -> float:
+            spent = sum(tree_cpu(server.pid) for server in servers)
+            return spent + (process_cpu(front.pid) if front is not None else 0.0)
+
+        server_before, echo_before = servers_cpu(), process_cpu(echo.pid)
         phones_before, wall_before = time.process_time(), time.monotonic()
         spy = None
         if profile is not None:  # py-spy's collapsed stacks of the server's steady window
@@ -260,7 +330,7 @@ async def run(
                 "py-spy",
                 "record",
                 "--pid",
-                str(server.pid),
+                str(servers[0].pid),
                 "--subprocesses",
                 "--rate",
                 "250",
@@ -274,7 +344,7 @@ async def run(
                 stderr=asyncio.subprocess.DEVNULL,
             )
         await asyncio.sleep(window)
-        server_spent = tree_cpu(server.pid) - server_before
+        server_spent = servers_cpu() - server_before
         echo_spent = process_cpu(echo.pid) - echo_before
         phones_spent = time.process_time() - phones_before
         wall = time.monotonic() - wall_before
@@ -283,9 +353,15 @@ async def run(
             await spy.wait()
         echo.send_signal(signal.SIGTERM)
         await echo.wait()
-        server.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(server.wait(), 60)
-        draining.cancel()
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            await asyncio.wait_for(server.wait(), 60)
+        for draining in drains:
+            draining.cancel()
+        if front is not None:
+            front.terminate()
+            await front.wait()
         data = json.loads(results.read_text())
 
     latencies: list[float] = []
@@ -319,6 +395,8 @@ async def run(
         label += f" ({server_tree.name})"
     if workers > 1:
         label += f", {workers} workers"
+    if instances > 1:
+        label += f", {instances} instances behind Caddy (its CPU counted)"
     return Figures(
         label=label,
         calls=calls,
@@ -360,6 +438,12 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--instances",
+        type=int,
+        default=1,
+        help="servers behind Caddy (deploy/Caddyfile), sharing --database",
+    )
+    parser.add_argument(
         "--database",
         metavar="URL",
         help="the server's DATABASE_URL (PostgreSQL, which several workers need)",
@@ -395,6 +479,7 @@ def main() -> None:
                                 args.profile,
                                 delta_ms,
                                 args.database,
+                                args.instances,
                             )
                         )
                         print(figures.row(), flush=True)

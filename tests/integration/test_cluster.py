@@ -280,3 +280,35 @@ async def _cap_and_crash(
         f"first audio: stream on the other instance {result_b.first_audio_s * 1000:.0f} ms, "
         f"on the same instance {result_a.first_audio_s * 1000:.0f} ms"
     )
+
+
+@pytest.mark.timeout(90)
+async def test_workers_share_one_port_and_their_calls(tmp_path: Path, postgres_url: str) -> None:
+    """`bot serve --workers 2` with PostgreSQL: calls work whichever worker gets the webhook
+    and the stream, and SIGTERM stops every worker."""
+    async with FakeRealtime(answer=pcm16_tone(500, 0.3), vad_threshold_rms=1e9) as fake:
+        env = clean_env(
+            tmp_path,
+            DATABASE_URL=postgres_url,
+            PORT="0",
+            REALTIME_URL=fake.url,
+            REALTIME_API_KEY="sk-test-workers",
+            BOT_GREETING="Hi",
+            LOG_LEVEL="INFO",
+            WORKERS="2",
+        )
+        async with bot_server(env, tmp_path) as (process, url, lines):
+            await eventually(
+                lambda: "".join(lines).count("joined the cluster") == 2, 20, "both workers up"
+            )
+            secret = (tmp_path / "data" / "local-secret").read_text().strip()
+            results = await asyncio.gather(
+                *(simulate(url, auth_token=secret, duration_s=1.5) for _ in range(6))
+            )
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 30)
+            log = "".join(lines)
+    assert process.returncode == 0
+    assert all(r.bytes_received > 0 and r.marks_acked == r.marks_received for r in results)
+    assert len(fake.connections) >= 6  # a stream on the other worker opened its own session
+    assert log.count("stopped after") == 2 and "Traceback" not in log
