@@ -81,9 +81,10 @@ async def test_with_a_slow_model_the_truncation_is_within_20_ms_of_what_played(
     base_env: dict[str, str], speed: float, delta_ms: int, barge_in_at_s: float
 ) -> None:
     """The model streams slower than real time, so the phone runs dry between deltas (an
-    underrun after every one). Marks come once per delta; the heard position inside the
-    message that is playing comes from the call clock. The barge-in falls inside a message
-    or inside a gap, and the truncation stays within 20 ms of what the phone played."""
+    underrun after every one). The heard position after the last acknowledged mark comes
+    from the call clock, over messages that may have no mark of their own. The barge-in
+    falls inside a message or inside a gap, and the truncation stays within 20 ms of what
+    the phone played."""
     answer = pcm16_tone(440, 3.0, dbfs=-12)
     async with FakeRealtime(answer=answer, speed=speed, delta_ms=delta_ms) as fake:
         settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
@@ -106,7 +107,12 @@ async def test_with_a_slow_model_the_truncation_is_within_20_ms_of_what_played(
     assert 300 <= played_ms <= 1000 * barge_in_at_s
     print(f"truncated at {truncate['audio_end_ms']} ms, played {played_ms:.1f} ms")
     assert abs(int(truncate["audio_end_ms"]) - played_ms) <= 20
-    assert result.marks_received == pytest.approx(result.media_received, abs=1)
+    # A mark on the answer's first message, then one per 100 ms of audio: with 60 ms deltas,
+    # messages in between have none, and the clock alone places the caller among them.
+    if delta_ms >= 100:
+        assert result.marks_received == pytest.approx(result.media_received, abs=1)
+    else:
+        assert result.marks_received < result.media_received
 
 
 async def test_g711_mode_passes_payloads_through_untouched(base_env: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -71,8 +72,6 @@ def marks(messages: list[dict[str, Any]]) -> list[str]:
 
 
 def payloads(messages: list[dict[str, Any]]) -> list[bytes]:
-    import base64
-
     return [base64.b64decode(m["media"]["payload"]) for m in messages if m["event"] == "media"]
 
 
@@ -104,13 +103,22 @@ def test_each_delta_goes_out_as_one_media_message_of_whole_20_ms_chunks_and_a_ma
     # 105 ms less the resampler's 1.6 ms of history: five whole chunks now, the rest later.
     assert [len(p) for p in payloads(sent)] == [800]
     assert all(m["streamSid"] == SID for m in sent)
+    # The item's first message has a mark; the next ones, until 100 ms of audio, do not.
     more = to_twilio(session.handle_realtime(delta("item_1", tone(500, 0.02, 24000))))
-    assert [len(p) for p in payloads(more)] == [160]
-    # The partial last chunk goes out when the audio is done.
+    assert [m["event"] for m in more] == ["media"] and len(payloads(more)[0]) == 160
+    # The partial last chunk goes out when the audio is done, with a mark after it.
     tail = to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "item_1")))
     assert [m["event"] for m in tail] == ["media", "mark"]
     assert 0 < len(payloads(tail)[0]) < 160
-    assert len(set(marks(sent + more + tail))) == 3
+    assert len(set(marks(sent + more + tail))) == 2
+
+
+def test_short_deltas_get_a_mark_every_100_ms_of_audio() -> None:
+    session = pcm_session()
+    session.handle_realtime(created())
+    sent = stream(session, "item_1", tone(500, 1.0, 24000), delta_ms=20)
+    assert sum(m["event"] == "media" for m in sent) == 50
+    assert len(marks(sent)) == 10  # the first message's, then one per 100 ms
 
 
 def test_barge_in_clears_twilio_and_truncates_at_the_heard_position() -> None:
@@ -206,13 +214,13 @@ def test_barge_in_after_playback_finished_does_nothing() -> None:
 def test_barge_in_while_generating_but_nothing_queued_truncates_without_clear() -> None:
     session = pcm_session()
     session.handle_realtime(created())
-    sent = stream(session, "item_1", tone(500, 0.1, 24000))
+    sent = stream(session, "item_1", tone(500, 0.1, 24000), delta_ms=100)
     for name in marks(sent):
         session.handle_twilio(tw.TwilioMark(name))
     commands = session.handle_realtime(rt.SpeechStarted(9000, "user_2"))
     assert to_twilio(commands) == []
     [truncate] = to_realtime(commands)
-    assert truncate["audio_end_ms"] == 100  # all 5 deltas played; the response goes on
+    assert truncate["audio_end_ms"] == 100  # all of it played; the response goes on
     assert session.handle_realtime(delta("item_1", tone(500, 0.1, 24000))) == []
 
 
@@ -320,12 +328,29 @@ def turns(session: CallSession) -> list[TurnRecord]:
 
 
 def play_all(session: CallSession, sent: list[dict[str, Any]], from_ms: int) -> list[Command]:
-    """Twilio plays every chunk, acknowledging each mark 20 ms after the previous one."""
+    """Twilio plays every message from `from_ms` on, acknowledging each mark when the audio
+    before it has played."""
     out: list[Command] = []
-    for i, name in enumerate(marks(sent)):
-        at(session, from_ms + 20 * (i + 1))
-        out += session.handle_twilio(tw.TwilioMark(name))
+    played_ms = 0.0
+    for message in sent:
+        if message["event"] == "media":
+            played_ms += len(base64.b64decode(message["media"]["payload"])) / 8
+        elif message["event"] == "mark":
+            at(session, from_ms + int(played_ms))
+            out += session.handle_twilio(tw.TwilioMark(message["mark"]["name"]))
     return out
+
+
+def ack_until(session: CallSession, sent: list[dict[str, Any]], audio_ms: int) -> int:
+    """Acknowledge every mark up to `audio_ms` of audio; returns the audio they cover."""
+    played_ms, acked_ms = 0.0, 0
+    for message in sent:
+        if message["event"] == "media":
+            played_ms += len(base64.b64decode(message["media"]["payload"])) / 8
+        elif message["event"] == "mark" and played_ms <= audio_ms:
+            session.handle_twilio(tw.TwilioMark(message["mark"]["name"]))
+            acked_ms = int(played_ms)
+    return acked_ms
 
 
 def test_a_caller_turn_is_recorded_from_vad_and_transcription() -> None:
@@ -348,7 +373,7 @@ def test_an_answer_is_timed_by_marks_and_its_latency_runs_from_the_end_of_speech
     session.take_reports()
     session.handle_realtime(rt.TranscriptDone("resp_1", "a1", "It ships today."))
     assert turns(session)[0].ended_ms is None
-    session.handle_realtime(rt.AudioDone("resp_1", "a1"))
+    sent += to_twilio(session.handle_realtime(rt.AudioDone("resp_1", "a1")))
     play_all(session, sent, from_ms=3500)
     records = turns(session)
     first, last = records[0], records[-1]
@@ -364,8 +389,7 @@ def test_an_interrupted_answer_keeps_its_full_text_and_what_was_heard() -> None:
     text = "one two three four five six seven eight nine ten"
     session.handle_realtime(rt.TranscriptDone("resp_1", "a1", text))
     at(session, 4000)
-    for name in marks(sent)[:25]:  # half of the answer played
-        session.handle_twilio(tw.TwilioMark(name))
+    assert 500 <= ack_until(session, sent, 520) <= 520  # half of the answer played
     session.take_reports()
     session.handle_realtime(rt.SpeechStarted(3990, None))
     [record] = turns(session)
@@ -386,8 +410,8 @@ def test_transcript_deltas_place_the_cut_where_their_audio_played() -> None:
     session.handle_realtime(
         rt.TranscriptDone("resp_1", "a1", "Yes. Your order shipped on Monday afternoon.")
     )
-    for name in marks(sent)[:70]:  # 1.4 s: a slow "Yes." and 40 % of the second sentence
-        session.handle_twilio(tw.TwilioMark(name))
+    # 1.4 s: a slow "Yes." and 40 % of the second sentence.
+    assert 1400 <= ack_until(session, sent, 1420) <= 1420
     session.take_reports()
     session.handle_realtime(rt.SpeechStarted(3990, None))
     [record] = turns(session)
@@ -401,7 +425,9 @@ def test_played_audio_is_reported_only_when_recording() -> None:
         session.handle_realtime(created())
     answer = tone(500, 0.1, 24000)
     sent_quiet = stream(quiet, "a1", answer)
+    sent_quiet += to_twilio(quiet.handle_realtime(rt.AudioDone("resp_1", "a1")))
     sent_recording = stream(recording, "a1", answer)
+    sent_recording += to_twilio(recording.handle_realtime(rt.AudioDone("resp_1", "a1")))
     play_all(quiet, sent_quiet, 0)
     play_all(recording, sent_recording, 0)
     assert not [r for r in quiet.take_reports() if isinstance(r, PlayedAudio)]

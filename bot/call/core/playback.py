@@ -1,29 +1,30 @@
-"""The playback ledger: model audio goes to Twilio one message per delta, each followed by a
-mark; acknowledged marks move what the caller has heard, and the clock places the caller
-inside the message that is playing.
+"""The playback ledger: model audio goes to Twilio one message per delta, with marks now and
+then; acknowledged marks move what the caller has heard, and the clock places the caller
+among the messages sent since.
 
 Each delta is counted on the model's side of the codec (`received_bytes` of its item),
 transcoded to μ-law and cut to whole 20 ms chunks; the chunks of one delta go to Twilio as
-one `media` message followed by a uniquely named `mark` (a short rest waits for the next
-delta). The ledger remembers, per pending mark, which item it belongs to, how much of that
-item's μ-law ends with it, and when it was sent. Twilio echoes a mark when the audio before
-it has played. `clear` forgets every pending mark, so the echoes Twilio sends for flushed
-audio find nothing: the heard position of an item never includes audio the caller did not
-hear.
+one `media` message (a short rest waits for the next delta). A uniquely named `mark`
+follows an item's first message, its last, and a message whenever `MARK_EVERY_MS` of audio
+went out since the last mark. The ledger remembers, per message sent and not yet
+acknowledged, which item it belongs to, how much of that item's μ-law ends with it, and
+when it was sent. Twilio echoes a mark when the audio before it has played. `clear`
+forgets every pending message, so the echoes Twilio sends for flushed audio find nothing:
+the heard position of an item never includes audio the caller did not hear.
 
 Inside a message Twilio cannot run dry: once a message starts, it plays to its end. So at
-a barge-in the heard position is the last acknowledged mark plus the time the next message
-has been playing. That message started when the previous mark was reached (its echo's
-arrival) or when it was sent (plus half a packet), whichever came later; an underrun
-between messages is the gap between the two. The shell keeps the call clock to the
-millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`). So one mark per
-delta keeps the truncation error within 20 ms, as one mark per 20 ms chunk did, with
-fewer messages when deltas are long.
+a barge-in the heard position is the last acknowledged mark plus what the messages after
+it have played, replayed on the clock: each started when the one before it ended (the
+first: when the mark's echo arrived) or when it was sent (plus half a packet), whichever
+came later; an underrun between messages is the gap between the two. The shell keeps the
+call clock to the millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`).
+This keeps the truncation error within 20 ms, as one mark per 20 ms chunk did, with a
+fifth of the marks when deltas are short and one message per delta when they are long.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -35,6 +36,8 @@ __all__ = ["CHUNK_ULAW_BYTES", "Cut", "Heard", "ItemPlayback", "Playback", "Play
 CHUNK_ULAW_BYTES: Final = 160  # 20 ms: Twilio's frame, and the call clock's step
 # Audio that finds Twilio's queue empty waits for the next 20 ms packet: 10 ms on average.
 PLAYOUT_ALIGN_MS: Final = 10
+# Messages between marks are placed by the clock; a mark now and then re-anchors it.
+MARK_EVERY_MS: Final = 100
 
 
 @dataclass(slots=True)
@@ -79,14 +82,15 @@ class PlaybackStats:
 
 
 @dataclass(slots=True)
-class _Mark:
-    """A media message and the mark after it."""
+class _Sent:
+    """A media message, and the mark after it if it has one."""
 
     item: ItemPlayback
     end_ulaw_bytes: int
     ulaw_bytes: int  # in the message
     sent_ms: int  # on the call clock
     ulaw: bytes  # kept only when recording
+    mark: str | None
 
 
 @dataclass(eq=False)
@@ -99,7 +103,9 @@ class Playback:
 
     def __post_init__(self) -> None:
         self._items: dict[str, ItemPlayback] = {}
-        self._marks: OrderedDict[str, _Mark] = OrderedDict()
+        self._sent: deque[_Sent] = deque()  # not yet acknowledged, in order
+        self._marks: set[str] = set()  # the names among them
+        self._since_mark_ms = 0  # audio sent after the newest mark
         self._mark_seq = 0
         self._last_ack_ms = 0  # when the newest acknowledged mark came back
         self._partial = b""
@@ -108,7 +114,7 @@ class Playback:
     @property
     def idle(self) -> bool:
         """Nothing sent is still unheard, and nothing waits to be sent."""
-        return not self._marks and not self._partial
+        return not self._sent and not self._partial
 
     def received_ms(self, item_id: str) -> int:
         item = self._items.get(item_id)
@@ -135,41 +141,62 @@ class Playback:
         return messages
 
     def flush(self, now_ms: int) -> list[TwilioMessage]:
-        """Send the short last chunk (the model's audio for the item is done)."""
+        """Send the short last chunk (the model's audio for the item is done), and a mark
+        after the item's last audio, so that its end is known."""
         item, chunk = self._partial_item, self._partial
         self._partial, self._partial_item = b"", None
-        if item is None or not chunk:
-            return []
-        return self._send(item, chunk, now_ms)
+        if item is not None and chunk:
+            return self._send(item, chunk, now_ms, last=True)
+        if self._sent and self._sent[-1].mark is None:
+            return [self._mark(self._sent[-1])]
+        return []
 
-    def _send(self, item: ItemPlayback, ulaw: bytes, now_ms: int) -> list[TwilioMessage]:
+    def _send(
+        self, item: ItemPlayback, ulaw: bytes, now_ms: int, last: bool = False
+    ) -> list[TwilioMessage]:
+        first = item.sent_ulaw_bytes == 0
         item.sent_ulaw_bytes += len(ulaw)
-        self._mark_seq += 1
-        name = f"m{self._mark_seq}"
         kept = ulaw if self.keep_audio else b""
-        self._marks[name] = _Mark(item, item.sent_ulaw_bytes, len(ulaw), now_ms, kept)
-        stats = self.stats
-        stats.frames_out += 1
-        stats.marks_sent += 1
-        return [OutboundMedia(self.stream_sid, ulaw), OutboundMark(self.stream_sid, name)]
+        sent = _Sent(item, item.sent_ulaw_bytes, len(ulaw), now_ms, kept, None)
+        self._sent.append(sent)
+        self.stats.frames_out += 1
+        self._since_mark_ms += len(ulaw) // ULAW_BYTES_PER_MS
+        media = OutboundMedia(self.stream_sid, ulaw)
+        # A mark on an item's first audio (when it was first heard), every MARK_EVERY_MS of
+        # audio (the clock needs an anchor now and then), and after its last.
+        if first or last or self._since_mark_ms >= MARK_EVERY_MS:
+            return [media, self._mark(sent)]
+        return [media]
+
+    def _mark(self, sent: _Sent) -> OutboundMark:
+        self._mark_seq += 1
+        sent.mark = f"m{self._mark_seq}"
+        self._marks.add(sent.mark)
+        self._since_mark_ms = 0
+        self.stats.marks_sent += 1
+        return OutboundMark(self.stream_sid, sent.mark)
 
     def acknowledge(self, name: str, now_ms: int) -> Heard | None:
         """Twilio echoed a mark; None if it was flushed by a clear, or is not ours."""
         if name not in self._marks:
             return None
+        self._marks.discard(name)
         advanced: dict[str, tuple[ItemPlayback, bool, int]] = {}
         played = b""
         # Twilio plays in order: marks before this one have played too.
-        while self._marks:
-            pending, mark = self._marks.popitem(last=False)
+        while self._sent:
+            mark = self._sent.popleft()
             item = mark.item
             _, first, ms = advanced.get(item.item_id, (item, item.heard_ulaw_bytes == 0, 0))
             item.heard_ulaw_bytes = mark.end_ulaw_bytes
             advanced[item.item_id] = (item, first, ms + mark.ulaw_bytes // ULAW_BYTES_PER_MS)
             played += mark.ulaw
-            self.stats.marks_played += 1
-            if pending == name:
+            if mark.mark == name:
+                self.stats.marks_played += 1
                 break
+            if mark.mark is not None:  # an earlier mark whose echo is still on its way
+                self._marks.discard(mark.mark)
+                self.stats.marks_played += 1
         self._last_ack_ms = now_ms
         return Heard(list(advanced.values()), played)
 
@@ -179,7 +206,7 @@ class Playback:
         or when it was sent, whichever is later."""
         playing: dict[str, int] = {}
         cursor = self._last_ack_ms
-        for mark in self._marks.values():
+        for mark in self._sent:
             start = max(cursor, mark.sent_ms + PLAYOUT_ALIGN_MS)
             if start >= now_ms:
                 break
@@ -194,7 +221,7 @@ class Playback:
     ) -> tuple[OutboundClear | None, list[Cut]]:
         """The caller spoke: clear what is queued at Twilio, and cut every item the caller
         has not heard completely (or whose response is still being generated)."""
-        clear = OutboundClear(self.stream_sid) if self._marks else None
+        clear = OutboundClear(self.stream_sid) if self._sent else None
         if clear is not None:
             self.stats.clears += 1
         playing = self._playing_now(now_ms)
@@ -210,7 +237,9 @@ class Playback:
             heard_bytes = item.heard_ulaw_bytes + playing.get(item.item_id, 0)
             heard_ms = min(heard_bytes // ULAW_BYTES_PER_MS, received_ms)
             cuts.append(Cut(item, heard_ms, received_ms))
+        self._sent.clear()
         self._marks.clear()
+        self._since_mark_ms = 0
         self._partial, self._partial_item = b"", None
         self.transcoder.forget_answer()
         # Items are kept only while they may need cutting; the rest are done.
