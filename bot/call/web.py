@@ -48,6 +48,7 @@ MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
 MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields
 _WHOLE_SECONDS: Final = re.compile(r"[0-9]{1,9}")
 _SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{27}=")  # base64 of an HMAC-SHA1
+FINAL_CALL_STATUSES: Final = frozenset({"completed", "busy", "no-answer", "failed", "canceled"})
 RESERVE_TIMEOUT_S: Final = 2.0  # Twilio waits 15 s for TwiML; a caller should not
 
 
@@ -179,7 +180,10 @@ def call_blueprint(
         duration = form.get("CallDuration", "")
         if _WHOLE_SECONDS.fullmatch(duration):  # "²" is a digit to str.isdigit()
             fields["twilio_duration_s"] = int(duration)
-        services().call_log.call(call_sid, **fields)
+        calls = services()
+        calls.call_log.call(call_sid, **fields)
+        if fields["twilio_status"] in FINAL_CALL_STATUSES:
+            await calls.cluster.call_over(call_sid)
         return "", 204
 
     return blueprint

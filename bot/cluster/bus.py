@@ -28,6 +28,7 @@ from bot.cluster.core.messages import (
     Control,
     ControlAction,
     Delivery,
+    Over,
     Verdict,
     decode,
     encode,
@@ -123,6 +124,14 @@ class Cluster:
         if self.records is not None:
             await self.records.release(call_sid, self.instance_id)
 
+    async def call_over(self, call_sid: str) -> None:
+        """Twilio reports the call over: a slot reserved at its webhook and never streamed
+        is freed (a streaming call frees its own when the stream ends)."""
+        self.registry.drop_prewarmed(call_sid)
+        if self.records is not None:
+            await self.records.forget_ringing(call_sid)
+            await self._send(Over(call_sid))
+
     async def deliver_verdict(self, call_sid: str, answered_by: str) -> None:
         """Answering-machine detection's verdict, for the call wherever its stream is."""
         if call_sid in self.registry.calls or self.records is None:
@@ -156,6 +165,8 @@ class Cluster:
         registry = self.registry
         match message:
             case Claimed(call_sid, instance) if instance != self.instance_id:
+                registry.drop_prewarmed(call_sid)
+            case Over(call_sid):
                 registry.drop_prewarmed(call_sid)
             case Verdict(call_sid, answered_by) if call_sid in registry.calls:
                 registry.deliver_verdict(call_sid, answered_by)

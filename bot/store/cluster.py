@@ -124,6 +124,16 @@ class ClusterRecords:
                 update(live_calls).where(live_calls.c.call_sid == old).values(call_sid=new)
             )
 
+    async def forget_ringing(self, call_sid: str) -> None:
+        """The call ended before any stream claimed it (the caller hung up while it rang):
+        its slot is free now, not when the reservation expires."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                delete(live_calls).where(
+                    live_calls.c.call_sid == call_sid, live_calls.c.state == RINGING
+                )
+            )
+
     async def forget(self, call_sid: str) -> None:
         """The call is over, whoever held it (a campaign's call that was never answered)."""
         async with self.engine.begin() as conn:
