@@ -177,12 +177,18 @@ class Cluster:
 
     async def _beat(self) -> None:
         assert self.records is not None
+        steady = False  # the previous heartbeat went through too
         while True:
             await asyncio.sleep(self.timings.heartbeat_s)
             try:
                 if not await self.records.heartbeat(self.instance_id, utcnow()):
                     logger.error("this instance was given up for lost; joining again")
                     await self.records.join(self.instance_id, utcnow())
+                if not steady:
+                    # Just back from a database outage: the others could not beat either,
+                    # and must have a heartbeat's time to show they are alive.
+                    steady = True
+                    continue
                 swept = await self.records.sweep(self.timings.lost_after_s, utcnow())
                 if swept:
                     self.calls_swept += len(swept)
@@ -196,4 +202,5 @@ class Cluster:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database is down: calls go on, try again
+                steady = False
                 logger.warning("cluster heartbeat failed (%s)", type(exc).__name__)
