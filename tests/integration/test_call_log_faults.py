@@ -152,11 +152,16 @@ async def test_an_outage_keeps_a_bounded_queue_and_counts_what_it_drops(tmp_path
     (tmp_path / "calls.db").unlink()
     (tmp_path / "calls.db").mkdir()  # the database file is now a folder: every write fails
     call_log = CallLog(store.calls, max_pending=1000)
-    for n in range(3000):
-        call_log.call(f"CA{n:032d}", direction="inbound")
-        call_log.increment(f"CA{n:032d}", errors=1)
-        if n % 300 == 0:
-            await call_log.flush()
+    try:
+        for n in range(3000):
+            call_log.call(f"CA{n:032d}", direction="inbound")
+            call_log.increment(f"CA{n:032d}", errors=1)
+            if n % 300 == 0:
+                await call_log.flush()
+    finally:
+        # The failed flushes opened connections again: closed here, not by a later test's
+        # garbage collection in a thread whose event loop is gone.
+        await store.close()
     assert call_log.pending <= 1000
     assert call_log.dropped["increment"] > 0 and call_log.dropped["call"] > 0
     assert sum(call_log.dropped.values()) + call_log.pending == 6000
