@@ -262,13 +262,16 @@ def serve(settings: Settings) -> None:
         run_event_loop(_serve(app, sock, server.shutdown_grace_s))
         return
     logger.info("%d workers", workers)
-    _supervise(settings, sock, workers)
+    if not _supervise(settings, sock, workers):
+        raise SystemExit(1)
 
 
-def _supervise(settings: Settings, sock: socket.socket, workers: int) -> None:
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> bool:
     """Fork the workers and keep them running: one that dies is started again. SIGTERM or
-    SIGINT goes to every worker, and the supervisor waits for them all."""
+    SIGINT goes to every worker, and the supervisor waits for them all. False if a worker
+    could not start (the supervisor then stops them all)."""
     stopping = False
+    failed = False
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -320,12 +323,14 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> None:
         code = os.waitstatus_to_exitcode(status)
         if lived < _WORKER_MIN_LIFE_S:  # it cannot start: starting it again would spin
             logger.error("worker %d failed at start (status %d); stopping", pid, code)
+            failed = True
             forward(signal.SIGTERM, None)
             continue
         logger.error("worker %d ended (status %d); starting another", pid, code)
         pid = fork()
         children.add(pid)
         started[pid] = time.monotonic()
+    return not failed
 
 
 def _die_with_parent() -> None:

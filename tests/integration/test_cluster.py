@@ -320,3 +320,20 @@ async def test_workers_share_one_port_and_their_calls(tmp_path: Path, postgres_u
     assert all(r.bytes_received > 0 and r.marks_acked == r.marks_received for r in results)
     assert len(fake.connections) >= 6  # a stream on the other worker opened its own session
     assert log.count("stopped after") == 2 and "Traceback" not in log
+
+
+async def test_workers_that_cannot_start_stop_the_server(tmp_path: Path, postgres_url: str) -> None:
+    """A worker that fails at start (here a tools module that does not import) is not
+    started again and again: every worker stops and `bot serve` exits with an error."""
+    env = clean_env(
+        tmp_path,
+        DATABASE_URL=postgres_url,
+        PORT="0",
+        REALTIME_URL="ws://127.0.0.1:9/v1/realtime",
+        REALTIME_API_KEY="sk-test-workers",
+        BOT_TOOLS="no_such_module_anywhere",
+        WORKERS="2",
+    )
+    code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
+    assert code == 1
+    assert "failed at start" in err and "no_such_module_anywhere" in err
