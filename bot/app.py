@@ -208,6 +208,10 @@ def create_app(
         await cluster.start()
 
         async def claim(call_sid: str) -> str | None:
+            if not cluster.shared:  # alone: another instance may have logged a stream
+                if await store.calls.had_stream(call_sid):
+                    return "this call already had a stream (call log)"
+                return None
             result = await cluster.claim(call_sid)
             if not result.claimed:
                 return "another stream has this call (another worker or instance)"
@@ -220,8 +224,7 @@ def create_app(
             admission=Admission(
                 StreamTokens(signing_secret, twilio.stream_token_ttl_s),
                 twilio.account_sid,
-                already_streamed=None if cluster.shared else store.calls.had_stream,
-                claim=claim if cluster.shared else None,
+                claim=claim,
             ),
             settings=settings.call,
             audio=audio,

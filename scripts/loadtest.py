@@ -284,7 +284,9 @@ async def run(
                 "PYTHONUNBUFFERED": "1",
             }
         )
-        command = [sys.executable, "-m", "bot", "serve", "--workers", str(workers)]
+        # WORKERS, not --workers: an older checkout (--compare) ignores what it does not know.
+        env["WORKERS"] = str(workers)
+        command = [sys.executable, "-m", "bot", "serve"]
         if database:
             env["DATABASE_URL"] = database
         if server_tree is not None:  # another checkout's server, for a before/after

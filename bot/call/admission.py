@@ -37,9 +37,8 @@ class Admission:
     tokens: StreamTokens
     account_sid: str | None
     start_timeout_s: float = 10.0  # Twilio sends `start` at once
-    # Whether the call log already holds a stream for a CallSid: what other instances saw.
-    already_streamed: Callable[[str], Awaitable[bool]] | None = None
-    # Claim the call for this instance among all that share the database: why not, or None.
+    # Claim the call beyond this process (the call log, or the instances sharing
+    # PostgreSQL): why another stream has it, or None.
     claim: Callable[[str], Awaitable[str | None]] | None = None
 
 
@@ -72,30 +71,16 @@ async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refu
     problem = tokens.verify(call_sid, token, parameters)
     if problem is None and admission.account_sid not in (None, start.account_sid):
         problem = "start.accountSid is not this account"
-    if problem is None and await _streamed_elsewhere(admission, call_sid, errors.log):
-        problem = "this call already had a stream (call log)"
+    if problem is None:
+        problem = await _claim(admission, call_sid, errors.log)
     # Checked again after the wait above: the check and the spending must be one step.
     if problem is None:
         problem = tokens.verify(call_sid, token, parameters)
-    if problem is None:
-        problem = await _claim(admission, call_sid, errors.log)
     if problem is not None:
         return Refused(problem, True, errors.log)
     tokens.spend(call_sid)
     errors.strangers = None  # a known call from here on: its own log lines, once per kind
     return Admitted(start, errors.log, errors)
-
-
-async def _streamed_elsewhere(admission: Admission, call_sid: str, log: CallLogger) -> bool:
-    if admission.already_streamed is None:
-        return False
-    try:
-        return await asyncio.wait_for(admission.already_streamed(call_sid), CALL_LOG_CHECK_S)
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:  # the call log is down or slow: the call still goes ahead
-        log.warning("could not ask the call log about earlier streams (%s)", type(exc).__name__)
-        return False
 
 
 async def _claim(admission: Admission, call_sid: str, log: CallLogger) -> str | None:
@@ -106,7 +91,7 @@ async def _claim(admission: Admission, call_sid: str, log: CallLogger) -> str | 
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the database is down or slow: the call still goes ahead
-        log.warning("could not claim the call among instances (%s)", type(exc).__name__)
+        log.warning("could not check the call's other streams (%s)", type(exc).__name__)
         return None
 
 

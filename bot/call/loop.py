@@ -168,9 +168,7 @@ class LiveCall:
         match action:
             case "say":
                 self.spawn(self.execute(self.session.say(words)))
-            case "hang_up":
-                self.spawn(self._operator_action(action))
-            case "transfer":
+            case "hang_up" | "transfer":
                 self.spawn(self._operator_action(action))
             case _:
                 assert_never(action)

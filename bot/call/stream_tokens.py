@@ -8,7 +8,7 @@ live call goes on. There is no legitimate replacement stream: Twilio opens one s
 `<Connect><Stream>`, and when it ends the call moves on to the next TwiML verb.
 
 The ledger lives in the process. Across instances, admission also asks the call log
-whether the call already had a stream (see `Admission.already_streamed`).
+whether the call already had a stream (see `Admission.claim`).
 """
 
 from __future__ import annotations

@@ -48,6 +48,11 @@ _PRIVATE: Final = {
 
 
 Control = Callable[[str, ControlAction, str], Awaitable[Delivery]]
+_ACTIONS: Final[dict[str, ControlAction]] = {
+    "hangup": "hang_up",
+    "transfer": "transfer",
+    "say": "say",
+}
 
 
 def review_blueprint(
@@ -202,9 +207,7 @@ def review_blueprint(
             if not isinstance(text, str) or not text.strip() or len(text) > MAX_SAY_CHARS:
                 return {"error": f"'text' must be 1 to {MAX_SAY_CHARS} characters"}, 400
             words = " ".join(text.split())
-        action: ControlAction = "hang_up" if verb == "hangup" else "transfer"
-        if verb == "say":
-            action = "say"
+        action = _ACTIONS[verb]
         delivered = await control()(call_sid, action, words)
         if delivered == "not live":
             return {"error": "the call is not live"}, 404

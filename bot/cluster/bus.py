@@ -69,7 +69,6 @@ class Cluster:
         self._dsn = database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
         self._listener: Any = None  # asyncpg.Connection
         self._heartbeat: asyncio.Task[None] | None = None
-        self.calls_swept = 0
 
     @property
     def shared(self) -> bool:
@@ -191,7 +190,6 @@ class Cluster:
                     continue
                 swept = await self.records.sweep(self.timings.lost_after_s, utcnow())
                 if swept:
-                    self.calls_swept += len(swept)
                     logger.warning(
                         "an instance stopped answering: %d of its call(s) marked ended",
                         len(swept),

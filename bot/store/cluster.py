@@ -171,16 +171,10 @@ class ClusterRecords:
         )
         return holder
 
-    async def counts(self) -> tuple[int, dict[str, int]]:
-        """Calls live anywhere, and streaming per instance."""
+    async def live_count(self) -> int:
+        """Calls live anywhere, ringing ones included."""
         async with self.engine.connect() as conn:
-            total = await conn.scalar(select(func.count()).select_from(live_calls)) or 0
-            rows = await conn.execute(
-                select(live_calls.c.instance_id, func.count())
-                .where(live_calls.c.state == STREAMING)
-                .group_by(live_calls.c.instance_id)
-            )
-            return total, {str(instance): count for instance, count in rows.all()}
+            return await conn.scalar(select(func.count()).select_from(live_calls)) or 0
 
     async def sweep(self, lost_after_s: float, now: dt.datetime) -> list[str]:
         """Instances silent for `lost_after_s` crashed: their calls end in the call log and

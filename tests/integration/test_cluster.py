@@ -233,14 +233,19 @@ async def _cap_and_crash(
     """Two calls live (the cap): the third caller hears the busy message. Then B is killed
     with SIGKILL: its call is ended in the log within the heartbeat window; A's goes on."""
     on_b, on_a = call_sid(2), call_sid(3)
-    # A call that rings and is never answered holds a slot only until Twilio says so.
+    # A call that rings and is never answered holds a slot only until Twilio says so...
+    before_ringing = len(fake.connections)
     form = {"CallSid": call_sid(5), "AccountSid": ACCOUNT, "From": "+15550100001", "To": "+1"}
     status, twiml = await signed_post(front, "/twilio/voice", form)
     assert status == 200 and "<Connect>" in twiml
+    await eventually(lambda: len(fake.connections) > before_ringing, 5, "A's pre-opened session")
+    ringing = fake.connections[before_ringing]
     status, _ = await signed_post(
         front, "/twilio/status", {**form, "CallStatus": "no-answer", "CallDuration": "0"}
     )
     assert status == 204
+    # ...and the session opened for it at its webhook is closed then, not 30 s later.
+    await eventually(lambda: ringing.closed_at is not None, 2, "the unclaimed session closing")
     before = len(fake.connections)
     phone_b = asyncio.create_task(
         simulate(front, auth_token=TOKEN, call_sid=on_b, account_sid=ACCOUNT, duration_s=30)

@@ -105,6 +105,25 @@ async def test_a_tool_round_trip(tmp_path: Path) -> None:
     assert tool["data"]["name"] == "get_order_status" and tool["data"]["error"] is None
 
 
+async def test_operator_actions_reach_a_call_on_this_instance(tmp_path: Path) -> None:
+    call, task = await running(tmp_path)
+    cluster = call.services.cluster
+    assert await cluster.control(CALL_SID, "say", "Your table is ready") == "here"
+
+    def said() -> bool:
+        return any(
+            isinstance(e, rt.CreateResponse) and (e.instructions or "").endswith("table is ready")
+            for e in call.model.of_type(rt.CreateResponse)
+        )
+
+    await eventually(said, what="the words asked of the model")
+    assert await cluster.control("CA" + "9" * 32, "hang_up") == "not live"
+    assert await cluster.control(CALL_SID, "hang_up") == "here"
+    await asyncio.wait_for(task, 2)
+    row = await stored(call)
+    assert (row["ended_by"], row["end_reason"]) == ("bot", "hung up: asked through the API")
+
+
 async def test_end_call_waits_for_the_last_mark(tmp_path: Path) -> None:
     call, task = await running(tmp_path)
     phone, model = call.phone, call.model

@@ -253,6 +253,18 @@ def test_greeting_asks_the_model_to_speak_first() -> None:
     assert "Hello from Acme!" in create["response"]["instructions"]
 
 
+def test_words_to_say_wait_for_the_answer_being_given_and_keep_their_instructions() -> None:
+    session = pcm_session()
+    session.handle_realtime(created())
+    assert session.say("Your table is ready") == []  # a response is active
+    [create] = to_realtime(session.handle_realtime(done()))
+    assert create["type"] == "response.create"
+    assert create["response"]["instructions"].endswith("Your table is ready")
+    # With nothing active, at once.
+    [now] = to_realtime(session.say("Thank you"))
+    assert now["response"]["instructions"].endswith("Thank you")
+
+
 def test_stop_ends_the_call_and_later_events_are_ignored() -> None:
     session = pcm_session()
     assert session.handle_twilio(tw.TwilioStop(CALL)) == [EndCall("caller", "caller hung up")]
