@@ -51,6 +51,9 @@ DEFAULT_INSTRUCTIONS: Final = (
 )
 DEFAULT_BUSY: Final = "Sorry, all our lines are busy right now. Please call again later."
 DEFAULT_TIME_LIMIT: Final = "We have reached the time limit for this call. Thank you, goodbye."
+DEFAULT_IDLE_PROMPT: Final = "Are you still there?"
+DEFAULT_IDLE_GOODBYE: Final = "I haven't heard from you, so I'll end the call now. Goodbye."
+MAX_FILLER_S: Final = 10
 DEFAULT_FALLBACK: Final = (
     "Sorry, the assistant is not available right now. Please call again later. Goodbye."
 )
@@ -174,6 +177,25 @@ def url(*schemes: str) -> Parser:
         return raw
 
     return parse
+
+
+def filler_wav(raw: str) -> bytes:
+    """A WAV file as 8 kHz μ-law, ready for Twilio."""
+    import wave
+
+    from bot.core.codec import pcm16_to_ulaw, resample, to_pcm16_mono
+
+    try:
+        with wave.open(raw, "rb") as clip:
+            width, channels, rate = clip.getsampwidth(), clip.getnchannels(), clip.getframerate()
+            if clip.getnframes() > rate * MAX_FILLER_S:
+                raise ValueError(f"must be at most {MAX_FILLER_S} s long")
+            frames = clip.readframes(clip.getnframes())
+    except (OSError, EOFError, wave.Error) as exc:
+        raise ValueError(f"must be a readable WAV file ({exc})") from None
+    if width not in (1, 2):
+        raise ValueError("must be 8 or 16 bit PCM")
+    return pcm16_to_ulaw(resample(to_pcm16_mono(frames, width, channels), rate, 8000))
 
 
 def e164(raw: str) -> str:
@@ -435,16 +457,84 @@ class CallSettings:
     max_call_s: int = setting(
         "MAX_CALL_SECONDS",
         3600,
-        "A call is ended after this long, with `TIME_LIMIT_MESSAGE` (needs Twilio "
-        "credentials; otherwise the caller hears `BOT_FALLBACK_MESSAGE`). Also caps each "
-        "recording.",
-        parse=whole(2, 86_400),
+        "A call is ended after this long: the bot says `TIME_LIMIT_MESSAGE` and hangs up "
+        "(if it cannot within 20 s, Twilio says it). `0`: no limit. Also caps each "
+        "recording. `MAX_CALL_S` is read too.",
+        parse=whole(0, 86_400),
+        also_read="MAX_CALL_S",
     )
     time_limit_message: str = setting(
         "TIME_LIMIT_MESSAGE",
         DEFAULT_TIME_LIMIT,
-        "Spoken by Twilio when a call reaches `MAX_CALL_SECONDS`.",
+        "Said when a call reaches `MAX_CALL_SECONDS`.",
         shown='"We have reached the time limit for this call…"',
+    )
+    idle_prompt_s: float = setting(
+        "IDLE_PROMPT_S",
+        20.0,
+        "After this much silence from the caller, with nothing playing or pending, the bot "
+        "asks whether they are there (`IDLE_PROMPT_MESSAGE`). `0`: never.",
+        parse=number(0, 3600),
+        shown="`20`",
+    )
+    idle_prompts: int = setting(
+        "IDLE_PROMPTS",
+        2,
+        "How many times the bot asks; after the next silence it says `IDLE_GOODBYE_MESSAGE` "
+        "and hangs up.",
+        parse=whole(0, 100),
+    )
+    idle_prompt_message: str = setting(
+        "IDLE_PROMPT_MESSAGE",
+        DEFAULT_IDLE_PROMPT,
+        "What the bot says to a silent caller.",
+        shown=f'"{DEFAULT_IDLE_PROMPT}"',
+    )
+    idle_goodbye_message: str = setting(
+        "IDLE_GOODBYE_MESSAGE",
+        DEFAULT_IDLE_GOODBYE,
+        "What the bot says before it hangs up on a silent caller.",
+        shown="\"I haven't heard from you, so I'll end the call now. Goodbye.\"",
+    )
+    reconnect_s: float = setting(
+        "REALTIME_RECONNECT_S",
+        5.0,
+        "After the Realtime session drops, closes abnormally or fails, how long the bridge "
+        "tries to open another and carry the call on (re-seeded with the conversation). "
+        "`0`: the call ends, as on a 401 or 403.",
+        parse=number(0, 60),
+        shown="`5`",
+    )
+    reconnect_filler: bytes | None = setting(
+        "RECONNECT_FILLER",
+        None,
+        "A WAV file the caller hears while the bridge reconnects (any rate, 8 or 16 bit; at "
+        "most 10 s). Without it, silence.",
+        parse=filler_wav,
+        shown="— (silence)",
+    )
+    seed_tokens: int = setting(
+        "RESEED_MAX_TOKENS",
+        4000,
+        "How much of the conversation a new session is given, newest turns first, in "
+        "estimated tokens; a note says how many older turns were left out.",
+        parse=whole(100, 100_000),
+    )
+    session_max_s: float = setting(
+        "REALTIME_SESSION_MAX_S",
+        1800.0,
+        "A Realtime session older than this is renewed at the next turn boundary: a new one "
+        "is opened and seeded in parallel, then swapped in. `0`: never.",
+        parse=number(0, 86_400),
+        shown="`1800`",
+    )
+    session_limit_s: float = setting(
+        "REALTIME_SESSION_LIMIT_S",
+        3540.0,
+        "If no turn boundary came, the session is replaced at this age anyway, cutting any "
+        "answer at what the caller heard (OpenAI ends sessions at 60 minutes).",
+        parse=number(1, 86_400),
+        shown="`3540`",
     )
     stream_idle_s: float = setting(
         "STREAM_IDLE_SECONDS",

@@ -57,7 +57,12 @@ class UpstreamError(BotError):
 
 
 class RealtimeUnavailable(UpstreamError):
-    """The Realtime WebSocket could not be opened. The message says why, without secrets."""
+    """The Realtime WebSocket could not be opened. The message says why, without secrets.
+    `rejected`: the provider refused our credentials (401, 403), so trying again is futile."""
+
+    def __init__(self, message: str, rejected: bool = False) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class TwilioApiError(UpstreamError):

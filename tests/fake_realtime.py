@@ -39,6 +39,7 @@ class FakeConnection:
     path: str
     headers: dict[str, str]
     events: list[dict[str, object]] = field(default_factory=list)
+    received_at: list[float] = field(default_factory=list)  # time.monotonic() of each event
     input_audio: bytearray = field(default_factory=bytearray)
     audio_format: str = "pcm16"  # from session.update: pcm16 | g711_ulaw
     opened_at: float = field(default_factory=time.monotonic)
@@ -47,6 +48,7 @@ class FakeConnection:
     late_deltas_sent: int = 0
     appended_at: list[float] = field(default_factory=list)  # time.monotonic() of each append
     sent: list[str] = field(default_factory=list)  # the types of the events sent, in order
+    sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     socket: ServerConnection | None = None
 
     def of_type(self, kind: str) -> list[dict[str, object]]:
@@ -151,11 +153,13 @@ class FakeRealtime:
                 kind = event.get("type")
                 if kind != "input_audio_buffer.append":
                     conn.events.append(event)
+                    conn.received_at.append(time.monotonic())
                 if kind == "session.update":
                     self._apply_session(conn, event["session"])
                     await self._send(ws, {"type": "session.updated", "session": event["session"]})
                 elif kind == "input_audio_buffer.append":
                     conn.events.append({"type": kind, "bytes": len(event["audio"])})
+                    conn.received_at.append(time.monotonic())
                     conn.appended_at.append(time.monotonic())
                     await self._on_audio(ws, conn, state, base64.b64decode(event["audio"]))
                 elif kind == "response.create":
@@ -216,6 +220,7 @@ class FakeRealtime:
         for conn in self.connections:
             if conn.socket is ws:
                 conn.sent.append(str(event["type"]))
+                conn.sent_at.append(time.monotonic())
         await ws.send(json.dumps(event))
 
     async def _on_audio(
@@ -314,10 +319,32 @@ class FakeRealtime:
                 },
             )
 
+        transcript_delta_name = self._name(
+            "response.output_audio_transcript.delta", "response.audio_transcript.delta"
+        )
+        starts = range(0, len(scripted.audio), step)
+        words = scripted.text.split(" ") if scripted.text and starts else []
+        # As the hosted API does, each word's transcript comes just before its audio.
+        words_before: dict[int, list[str]] = {index: [] for index in range(len(starts))}
+        for number, word in enumerate(words):
+            text = word if number == 0 else " " + word
+            words_before[number * len(starts) // max(1, len(words))].append(text)
         streaming_from = time.monotonic()
-        for start in range(0, len(scripted.audio), step):
+        for index, start in enumerate(starts):
             if state.interrupted.is_set():
                 break
+            for text in words_before[index]:
+                await self._send(
+                    ws,
+                    {
+                        "type": transcript_delta_name,
+                        "response_id": response_id,
+                        "item_id": item_id,
+                        "output_index": 0,
+                        "content_index": 0,
+                        "delta": text,
+                    },
+                )
             await delta(scripted.audio[start : start + step])
             # Faster than real time, like the hosted API, but not all at once.
             await asyncio.sleep(self.delta_ms / 1000 / self.speed)

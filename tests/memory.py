@@ -131,9 +131,19 @@ class ScriptedModel:
 @dataclass
 class MemoryCall:
     phone: MemoryPhone
-    model: ScriptedModel
+    models: list[ScriptedModel]  # every session dialled, in order
     services: CallServices
     store: Store
+    dial_failures: list[Exception]  # raised by the next dials, in order
+
+    @property
+    def model(self) -> ScriptedModel:
+        """The first session."""
+        return self.models[0]
+
+    @property
+    def latest(self) -> ScriptedModel:
+        return self.models[-1]
 
 
 async def memory_call(
@@ -141,10 +151,20 @@ async def memory_call(
 ) -> MemoryCall:
     """Services for one in-memory call: μ-law both ways, the call log on SQLite."""
     settings = Settings.from_env({"BOT_DATA_DIR": str(tmp_path), "REALTIME_API_KEY": "k", **env})
-    model = ScriptedModel()
+    models = [ScriptedModel()]
+    failures: list[Exception] = []
+    dialled = 0
 
     async def dial() -> ScriptedModel:
-        return model
+        """The first session, then a new one each time (a reconnect, a renewal)."""
+        nonlocal dialled
+        dialled += 1
+        if dialled == 1:
+            return models[0]
+        if failures:
+            raise failures.pop(0)
+        models.append(ScriptedModel())
+        return models[-1]
 
     store = await Store.open(settings.calllog.database)
     registry = CallRegistry(dial)
@@ -161,4 +181,4 @@ async def memory_call(
         recordings=None,
         cluster=Cluster(registry, None, "sqlite://", 0),  # alone: all of it local
     )
-    return MemoryCall(MemoryPhone(), model, services, store)
+    return MemoryCall(MemoryPhone(), models, services, store, failures)

@@ -10,6 +10,7 @@ from typing import assert_never
 
 from bot.call.core.messages import (
     DigitPressed,
+    IdlePrompted,
     Interrupted,
     Notice,
     PlayedAudio,
@@ -121,6 +122,16 @@ class CallJournal:
                         self.error(now_ms, f"response {response_id} ended {status} ({reason})")
                 case ToolRecord(name, arguments, result, at_ms):
                     self.tool(name, arguments, result, None, 0, at_ms)
+                case IdlePrompted(count, goodbye, at_ms):
+                    kind = "idle_goodbye" if goodbye else "idle_prompt"
+                    detail = (
+                        "the caller stayed silent: goodbye, then hang-up"
+                        if goodbye
+                        else f"the caller is silent: asked whether they are there ({count})"
+                    )
+                    log.info("%s", detail)
+                    self.metrics.idle_prompts.labels(kind="goodbye" if goodbye else "prompt").inc()
+                    call_log.event(call_sid, at_ms, kind, detail, {"count": count})
                 case Notice(level, message, at_ms):
                     log.log(_LEVELS[level], "%s", message)
                     if level == "warning":
@@ -166,6 +177,14 @@ class CallJournal:
         self.log.warning("%s", detail)
         self.call_log.event(self.call_sid, at_ms, "error", detail)
         self.call_log.increment(self.call_sid, errors=1)
+
+    def session_changed(
+        self, at_ms: int, kind: str, detail: str, data: Mapping[str, object] | None = None
+    ) -> None:
+        """A new Realtime session carries the call on: reconnect, renewal or handover."""
+        self.log.info("%s: %s", kind, detail)
+        self.metrics.session_changes.labels(kind=kind).inc()
+        self.call_log.event(self.call_sid, at_ms, kind, detail, dict(data or {}))
 
     def transfer(self, at_ms: int, target: str, reason: str) -> None:
         self.call_log.event(self.call_sid, at_ms, "transfer", f"to {target}: {reason}")

@@ -1,5 +1,13 @@
 """One call, from an admitted stream to its end: two pumps feed the session, and the commands
-it returns are carried out. The loop makes no protocol decisions of its own."""
+it returns are carried out. The loop makes no protocol decisions of its own.
+
+The Realtime session may change under a call. When it drops, closes abnormally or expires,
+the Realtime pump opens another with back-off, within REALTIME_RECONNECT_S, and the session
+re-seeds it (`CallSession.realtime_lost` / `realtime_restored`). A session older than
+REALTIME_SESSION_MAX_S is renewed: a new one is opened beside it, seeded at a turn boundary,
+and swapped in. The pump reads whichever session is current and skips what a replaced one
+still says.
+"""
 
 from __future__ import annotations
 
@@ -19,13 +27,14 @@ from bot.call.core.messages import (
     EndCall,
     HangUp,
     LeaveVoicemail,
+    ReplaceRealtime,
     RunTool,
     SendToRealtime,
     SendToTwilio,
     Transfer,
 )
 from bot.call.core.prompt import render_instructions
-from bot.call.core.session import CallSession, CallStats
+from bot.call.core.session import CallSession, CallStats, IdlePolicy, Phase
 from bot.call.journal import CallJournal, SessionLabel
 from bot.call.metrics import Metrics
 from bot.call.registry import CallRegistry
@@ -37,7 +46,7 @@ from bot.cluster.bus import Cluster
 from bot.cluster.core.messages import ControlAction
 from bot.config import CallSettings
 from bot.core.realtime.events import AudioFormat
-from bot.core.twilio import TwilioMedia, TwilioMessage
+from bot.core.twilio import OutboundClear, OutboundMedia, TwilioMedia, TwilioMessage
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
 
 __all__ = ["CallServices", "LiveCall", "serve_stream"]
@@ -45,6 +54,13 @@ __all__ = ["CallServices", "LiveCall", "serve_stream"]
 logger = logging.getLogger("bot.call")
 
 POLICY_VIOLATION: Final = 1008
+RECONNECT_BACKOFF_S: Final = (0.0, 0.25, 0.5, 1.0, 2.0)  # then 2 s apart, up to the wait
+MAX_RECONNECTS: Final = 3  # within RECONNECT_WINDOW_S: a provider that drops every session
+RECONNECT_WINDOW_S: Final = 60.0
+RENEWAL_RETRY_S: Final = 60.0  # after a renewal could not open its new session
+TIME_UP_GRACE_S: Final = 30.0  # for the bot's goodbye at the time limit, then Twilio's
+_FILLER_CHUNK: Final = 160 * 50  # one second of μ-law a message
+_RECORDING_CAP_S: Final = 4 * 3600  # with no time limit
 
 
 @dataclass
@@ -104,6 +120,14 @@ class _CallEnded(Exception):
         self.reason = reason
 
 
+class _SessionLost(Exception):
+    """The current Realtime session is of no further use; another must carry the call."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class LiveCall:
     """One admitted stream: both channels, the session, and the journal."""
 
@@ -128,12 +152,19 @@ class LiveCall:
             record_audio=services.recordings is not None,
             hold_for_human=params.get("amd") == "1",
             forward_dtmf=settings.forward_dtmf,
+            idle=IdlePolicy(
+                int(settings.idle_prompt_s * 1000),
+                settings.idle_prompts,
+                settings.idle_prompt_message,
+                settings.idle_goodbye_message,
+            ),
+            seed_budget_tokens=settings.seed_tokens,
         )
         recorder = None
         if services.recordings is not None:
             recorder = CallRecorder(
                 services.recordings / f"{start.call_sid}-{start.stream_sid}.wav",
-                settings.max_call_s * 1000,
+                (settings.max_call_s or _RECORDING_CAP_S) * 1000,
             )
         self.journal = CallJournal(
             start.call_sid, services.call_log, services.metrics, self.log, recorder
@@ -144,6 +175,10 @@ class LiveCall:
         self._stop = asyncio.Event()
         self._stop_reason = ""
         self._media_arrived, self._media_ms = time.monotonic(), 0
+        self._session_opened = time.monotonic()  # of the current Realtime session
+        self._renewing = False
+        self._renew_after = 0.0  # monotonic; a failed renewal waits before the next try
+        self._reconnects: list[float] = []
 
     # ---- what the registry sees ------------------------------------------------------------
 
@@ -260,12 +295,14 @@ class LiveCall:
         raise _CallEnded("bridge", self._stop_reason)
 
     async def _watch(self, started: float) -> None:
-        """Ends a stream that went quiet and a call that reached its time limit. Checking
-        once a second costs nothing per frame."""
+        """Ends a stream that went quiet and a call that reached its time limit, and starts
+        renewing an old Realtime session. Checking a few times a second costs nothing per
+        frame."""
         settings = self.services.settings
         stats = self.session.stats
         frames, quiet_since = stats.frames_in, started
-        tick = min(1.0, settings.stream_idle_s / 4)
+        tick = min(0.25, settings.stream_idle_s / 4)
+        said_time_up = False
         while True:
             await asyncio.sleep(tick)
             now = time.monotonic()
@@ -273,9 +310,24 @@ class LiveCall:
                 frames, quiet_since = stats.frames_in, now
             elif now - quiet_since >= settings.stream_idle_s:
                 raise _CallEnded("bridge", f"no audio from Twilio for {settings.stream_idle_s:g} s")
-            if now - started >= settings.max_call_s:
-                self.log.info("time limit of %d s reached", settings.max_call_s)
+            limit = settings.max_call_s
+            if limit and now - started >= limit and not said_time_up:
+                said_time_up = True
+                self.log.info("time limit of %d s reached", limit)
+                self._tick()
+                await self.execute(self.session.time_up(settings.time_limit_message))
+            if limit and now - started >= limit + (TIME_UP_GRACE_S if said_time_up else 0):
                 self._carried_out(await self.services.actions.time_up(self.call_sid))
+            renew_at = settings.session_max_s
+            if (
+                renew_at
+                and not self._renewing
+                and self.realtime is not None
+                and now - self._session_opened >= renew_at
+                and now >= self._renew_after
+            ):
+                self._renewing = True
+                self.spawn(self._renew())
 
     def _tick(self) -> None:
         """The call clock between media frames: the newest frame's time plus the time since
@@ -302,18 +354,143 @@ class LiveCall:
                 await self.execute(session.handle_twilio(event))
 
     async def _pump_realtime(self) -> None:
-        session, realtime = self.session, self.realtime
-        assert realtime is not None
+        """Events of the current Realtime session; a lost session is replaced here."""
+        session = self.session
         while True:
+            realtime = self.realtime
+            if realtime is None:  # a renewal is swapping sessions
+                await asyncio.sleep(0.01)
+                continue
             try:
                 event = await realtime.receive()
+                if realtime is not self.realtime:
+                    continue  # a session replaced since: what it still says is moot
+                self._tick()
+                await self.execute(session.handle_realtime(event))
             except ChannelClosed as exc:
-                raise _CallEnded("realtime", exc.reason) from None
+                if realtime is self.realtime:
+                    await self._reconnect(exc.reason)
+            except _SessionLost as lost:
+                await self._reconnect(lost.reason)
             except RealtimeProtocolError as exc:
                 self.errors.report("realtime", exc)
-                continue
-            self._tick()
-            await self.execute(session.handle_realtime(event))
+
+    async def _reconnect(self, reason: str) -> None:
+        """Open a new session within REALTIME_RECONNECT_S and re-seed it; the caller hears
+        silence or the filler meanwhile. Ends the call if that cannot be done."""
+        settings, services = self.services.settings, self.services
+        wait_s = settings.reconnect_s
+        lost_at = time.monotonic()
+        self._reconnects = [t for t in self._reconnects if lost_at - t < RECONNECT_WINDOW_S]
+        if not wait_s or len(self._reconnects) >= MAX_RECONNECTS:
+            why = "" if not wait_s else f" ({MAX_RECONNECTS} reconnects within a minute)"
+            raise _CallEnded("realtime", reason + why)
+        self._reconnects.append(lost_at)
+        self.log.warning("Realtime session lost (%s): reconnecting", reason)
+        old, self.realtime = self.realtime, None
+        self._tick()
+        await self.execute(self.session.realtime_lost())
+        if old is not None:
+            self.spawn(old.close())
+        filler = settings.reconnect_filler
+        if filler:
+            await self._send_filler(filler)
+        attempt, last = 0, reason
+        while True:
+            attempt += 1
+            left = lost_at + wait_s - time.monotonic()
+            try:
+                async with asyncio.timeout(max(0.05, left)):
+                    channel = await services.registry.dial()
+                break
+            except RealtimeUnavailable as exc:
+                last = str(exc)
+                if exc.rejected:
+                    services.metrics.session_changes.labels(kind="reconnect_failed").inc()
+                    raise _CallEnded("realtime", f"{reason}; reconnecting refused: {exc}") from None
+            except TimeoutError:
+                last = "no session within the reconnect wait"
+            left = lost_at + wait_s - time.monotonic()
+            if left < 0.05:
+                services.metrics.session_changes.labels(kind="reconnect_failed").inc()
+                raise _CallEnded(
+                    "realtime", f"{reason}; no new session within {wait_s:g} s: {last}"
+                )
+            await asyncio.sleep(min(left, RECONNECT_BACKOFF_S[min(attempt, 4)]))
+        self.realtime = channel
+        self._session_opened = time.monotonic()
+        self._tick()
+        commands = self.session.realtime_restored()
+        if filler:
+            commands.insert(0, SendToTwilio(OutboundClear(self.session.stream_sid)))
+        await self.execute(commands)
+        gap_s = time.monotonic() - lost_at
+        services.metrics.reconnect_gap.observe(gap_s)
+        self.journal.session_changed(
+            self.session.now_ms,
+            "reconnect",
+            f"{reason}; a new session carries the call after {gap_s * 1000:.0f} ms "
+            f"({attempt} attempt{'s' if attempt != 1 else ''})",
+            {"reason": reason, "gap_ms": round(gap_s * 1000), "attempts": attempt},
+        )
+
+    async def _send_filler(self, ulaw: bytes) -> None:
+        sid = self.session.stream_sid
+        messages: list[TwilioMessage] = [
+            OutboundMedia(sid, ulaw[start : start + _FILLER_CHUNK])
+            for start in range(0, len(ulaw), _FILLER_CHUNK)
+        ]
+        try:
+            await self.channel.send(messages)
+        except ChannelClosed:
+            pass
+
+    async def _renew(self) -> None:
+        """A new session beside the old one, swapped in at a turn boundary (or at the hard
+        limit, cut like a reconnect)."""
+        settings = self.services.settings
+        try:
+            try:
+                channel = await self.services.registry.dial()
+            except RealtimeUnavailable as exc:
+                self.log.warning("could not renew the Realtime session: %s", exc)
+                self._renew_after = time.monotonic() + RENEWAL_RETRY_S
+                return
+            opened = time.monotonic()
+            try:
+                while True:
+                    old = self.realtime
+                    if old is None or self.session.phase is Phase.ENDED:
+                        await channel.close()  # a reconnect took over, or the call is ending
+                        return
+                    self._tick()
+                    forced = time.monotonic() - self._session_opened >= settings.session_limit_s
+                    if self.session.at_turn_boundary or forced:
+                        break
+                    await asyncio.sleep(0.02)
+            except asyncio.CancelledError:
+                await asyncio.shield(channel.close())  # the call ended while waiting
+                raise
+            if forced:
+                commands = self.session.realtime_lost()
+                self.realtime = channel
+                commands += self.session.realtime_restored()
+            else:
+                commands = self.session.renewal_seed()
+                self.realtime = channel
+            age_s = time.monotonic() - self._session_opened
+            self._session_opened = opened
+            await self.execute(commands)
+            self.journal.session_changed(
+                self.session.now_ms,
+                "renewal",
+                f"session renewed after {age_s:.0f} s"
+                + (" at its hard limit (an answer was cut)" if forced else " at a turn boundary"),
+                {"age_s": round(age_s, 1), "forced": forced},
+            )
+            await old.close()
+        finally:
+            self._renewing = False
 
     async def execute(self, commands: list[Command]) -> None:
         """Record what happened, then carry out the commands, in order."""
@@ -337,11 +514,17 @@ class LiveCall:
                         pass
                     to_twilio = []
                 case SendToRealtime(event):
-                    assert self.realtime is not None
+                    realtime = self.realtime
+                    if realtime is None:
+                        continue  # reconnecting: the new session is seeded from history
                     try:
-                        await self.realtime.send(event)
+                        await realtime.send(event)
                     except ChannelClosed as exc:
-                        raise _CallEnded("realtime", exc.reason) from None
+                        if not self.services.settings.reconnect_s:
+                            raise _CallEnded("realtime", exc.reason) from None
+                        # The Realtime pump sees the close too, and reconnects.
+                case ReplaceRealtime(reason):
+                    raise _SessionLost(reason)
                 case EndCall(by, reason):
                     raise _CallEnded(by, reason)
                 case RunTool():

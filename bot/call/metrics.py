@@ -27,6 +27,25 @@ class Metrics:
         self.realtime_errors = Counter(
             "bot_realtime_errors", "Realtime errors and failures", registry=self.registry
         )
+        self.session_changes = Counter(
+            "bot_realtime_session_changes",
+            "Realtime sessions replaced mid-call: reconnect (after a drop), renewal (at a turn "
+            "boundary), handover (a call moved in from another instance), and failed reconnects",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.idle_prompts = Counter(
+            "bot_idle_prompts",
+            "Silent callers asked whether they are there (kind=prompt) or given up on (goodbye)",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reconnect_gap = Histogram(
+            "bot_realtime_reconnect_seconds",
+            "From losing a Realtime session to the new one seeded",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.turn_latency = Histogram(
             "bot_turn_latency_seconds",
             "End of caller speech to first bot audio played (mark acknowledged)",

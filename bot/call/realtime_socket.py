@@ -128,7 +128,9 @@ async def open_realtime(
             raise RealtimeUnavailable(f"{where}: handshake failed ({type(exc).__name__})") from exc
         status = int(response.status)
         hint = " (check the API key)" if status in (401, 403) else ""
-        raise RealtimeUnavailable(f"{where} rejected the connection: HTTP {status}{hint}") from exc
+        raise RealtimeUnavailable(
+            f"{where} rejected the connection: HTTP {status}{hint}", rejected=bool(hint)
+        ) from exc
     except socket.gaierror as exc:
         raise RealtimeUnavailable(f"{where}: host name does not resolve") from exc
     except TimeoutError as exc:

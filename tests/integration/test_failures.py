@@ -144,7 +144,7 @@ async def test_realtime_rejecting_the_key_is_logged_without_the_key(
         ),
     ],
 )
-async def test_realtime_dropping_mid_call_ends_the_stream(
+async def test_with_reconnects_off_realtime_dropping_mid_call_ends_the_stream(
     base_env: dict[str, str],
     caplog: pytest.LogCaptureFixture,
     error: dict[str, object] | None,
@@ -153,7 +153,8 @@ async def test_realtime_dropping_mid_call_ends_the_stream(
 ) -> None:
     caplog.set_level(logging.INFO)
     async with FakeRealtime(close_after_s=0.5, close_code=code, error_before_close=error) as fake:
-        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        # With reconnects off; tests/integration/test_continuity.py has them on.
+        settings = settings_from(base_env, REALTIME_URL=fake.url, REALTIME_RECONNECT_S="0")
         async with run_app(settings) as app:
             result = await simulate(app.url, auth_token=LOCAL_SECRET, duration_s=10)
     assert result.close_code == 1000

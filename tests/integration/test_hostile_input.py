@@ -17,6 +17,7 @@ import websockets
 from twilio.request_validator import RequestValidator
 
 from bot import server
+from bot.call.core.prompt import say_request
 from bot.call.core.session import MAX_CLOCK_STEP_MS
 from bot.config import Settings
 from bot.simulator import simulate
@@ -287,11 +288,11 @@ async def test_past_max_calls_a_caller_hears_the_busy_message(base_env: dict[str
 
 
 async def test_a_call_at_its_time_limit_hears_goodbye(base_env: dict[str, str]) -> None:
-    """There was no maximum call duration."""
+    """There was no maximum call duration. The bot says the goodbye, then hangs up."""
     account, token = "AC" + "7" * 32, "twilio-token-for-limits-000"
     async with (
         FakeTwilio(account, token) as fake_twilio,
-        FakeRealtime(vad_threshold_rms=1e9) as fake,
+        FakeRealtime(vad_threshold_rms=1e9, answer=pcm16_tone(500, 0.6)) as fake,
     ):
         settings = settings_from(
             base_env,
@@ -300,19 +301,23 @@ async def test_a_call_at_its_time_limit_hears_goodbye(base_env: dict[str, str]) 
             TWILIO_AUTH_TOKEN=token,
             TWILIO_API_URL=fake_twilio.url,
             PUBLIC_URL="http://127.0.0.1:0",
-            MAX_CALL_SECONDS="2",
+            MAX_CALL_S="2",
             TIME_LIMIT_MESSAGE="Time is up, goodbye.",
         )
         async with run_app(settings) as app:
-            result = await simulate(app.url, auth_token=token, account_sid=account, duration_s=6)
+            result = await simulate(app.url, auth_token=token, account_sid=account, duration_s=8)
             await app.calls_done()
-    [redirect] = fake_twilio.of("POST", f"/Calls/{result.call_sid}.json")
-    assert redirect.form == {
-        "Twiml": ["<Response><Say>Time is up, goodbye.</Say><Hangup/></Response>"]
-    }
-    assert 2.0 <= result.duration_s < 4.0  # the bridge ended its side, too
+    [create] = fake.connections[0].of_type("response.create")
+    assert create["response"] == {"instructions": say_request("Time is up, goodbye.")}
+    assert result.bytes_played >= 0.6 * 8000 - 160  # the goodbye played...
+    [hang_up] = fake_twilio.of("POST", f"/Calls/{result.call_sid}.json")
+    assert hang_up.form == {"Status": ["completed"]}  # ...then the call was completed
+    assert 2.5 <= result.duration_s < 4.5  # the bridge ended its side, too
     row = await stored_call(settings, result.call_sid)
-    assert (row["ended_by"], row["end_reason"]) == ("bot", "time limit of 2 s reached")
+    assert (row["ended_by"], row["end_reason"]) == (
+        "bot",
+        "hung up: the call reached its time limit",
+    )
 
 
 @pytest.mark.parametrize("duration", ["²", "٣", "9" * 5000, "-4", "99999999999"])

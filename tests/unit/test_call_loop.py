@@ -146,8 +146,10 @@ async def test_end_call_waits_for_the_last_mark(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("at_start", [True, False])
-async def test_a_realtime_close_ends_the_call_politely(tmp_path: Path, at_start: bool) -> None:
-    call, task = await running(tmp_path)
+async def test_with_reconnects_off_a_realtime_close_ends_the_call_politely(
+    tmp_path: Path, at_start: bool
+) -> None:
+    call, task = await running(tmp_path, REALTIME_RECONNECT_S="0")
     if not at_start:
         call.model.say(*answer(b"\x7f" * 800))
         await eventually(lambda: call.phone.marks(), what="audio reaching the phone")

@@ -15,6 +15,7 @@ from bot.call.core.messages import (
     LeaveVoicemail,
     Notice,
     PlayedAudio,
+    ReplaceRealtime,
     Report,
     RunTool,
     SendToRealtime,
@@ -281,7 +282,10 @@ def test_realtime_errors_fatal_quiet_and_ordinary() -> None:
     [warning] = session.take_reports()
     assert isinstance(warning, Notice) and warning.level == "warning"
     assert session.phase is Phase.CONVERSING
-    [fatal] = session.handle_realtime(rt.ErrorEvent("session_expired", "60 minutes"))
+    [renew] = session.handle_realtime(rt.ErrorEvent("session_expired", "60 minutes"))
+    assert isinstance(renew, ReplaceRealtime)  # another session carries the call on
+    assert session.phase is Phase.CONVERSING
+    [fatal] = session.handle_realtime(rt.ErrorEvent("invalid_api_key", "no"))
     assert isinstance(fatal, EndCall) and fatal.by == "realtime"
     assert session.phase is Phase.ENDED
 

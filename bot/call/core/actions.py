@@ -42,6 +42,7 @@ class PendingAction:
 
     action: HangUp | Transfer
     deadline_ms: int
+    armed: bool = True  # False until the response with the last words has begun
 
     @classmethod
     def from_tool(cls, name: str, arguments: str, now_ms: int) -> PendingAction:
@@ -55,7 +56,7 @@ class PendingAction:
         return cls(action, now_ms + ACTION_DEADLINE_MS)
 
     def due(self, drained: bool, now_ms: int) -> bool:
-        return drained or now_ms >= self.deadline_ms
+        return (drained and self.armed) or now_ms >= self.deadline_ms
 
 
 def is_machine(answered_by: str) -> bool:

@@ -19,10 +19,12 @@ __all__ = [
     "DigitPressed",
     "EndCall",
     "HangUp",
+    "IdlePrompted",
     "Interrupted",
     "LeaveVoicemail",
     "Notice",
     "PlayedAudio",
+    "ReplaceRealtime",
     "Report",
     "ResponseFinished",
     "RunTool",
@@ -86,7 +88,23 @@ class LeaveVoicemail:
     answered_by: str
 
 
-Command = SendToTwilio | SendToRealtime | EndCall | RunTool | HangUp | Transfer | LeaveVoicemail
+@dataclass(frozen=True, slots=True)
+class ReplaceRealtime:
+    """The Realtime session cannot go on (e.g. it expired): open another and re-seed it."""
+
+    reason: str
+
+
+Command = (
+    SendToTwilio
+    | SendToRealtime
+    | EndCall
+    | RunTool
+    | HangUp
+    | Transfer
+    | LeaveVoicemail
+    | ReplaceRealtime
+)
 
 
 # ---- reports -------------------------------------------------------------------------------
@@ -158,6 +176,23 @@ class Notice:
     at_ms: int
 
 
+@dataclass(frozen=True, slots=True)
+class IdlePrompted:
+    """The caller stayed silent: the bot asked whether they are there (`goodbye`: it gave
+    up and says goodbye before hanging up)."""
+
+    count: int
+    goodbye: bool
+    at_ms: int
+
+
 Report = (
-    TurnRecord | Interrupted | DigitPressed | PlayedAudio | ResponseFinished | ToolRecord | Notice
+    TurnRecord
+    | Interrupted
+    | DigitPressed
+    | PlayedAudio
+    | ResponseFinished
+    | ToolRecord
+    | Notice
+    | IdlePrompted
 )

@@ -30,6 +30,16 @@ Barge-in (`input_audio_buffer.speech_started`):
 The server cancels the response itself (`interrupt_response: true`); its `response.done`
 with status `cancelled` is expected, not an error.
 
+Losing the Realtime session (`realtime_lost`): what Twilio still queues is cleared and each
+answer is cut at what the caller heard, as in a barge-in; the caller's audio waits, with
+the speech in progress when the link broke. `realtime_restored` seeds the new session with
+the conversation as heard (`history.py`), then that audio, then asks for the answer that
+was due. `renewal_seed` seeds a session opened in parallel at a turn boundary
+(`at_turn_boundary`). An expired session asks the shell for another (`ReplaceRealtime`).
+
+Idle callers: after `IdlePolicy.after_ms` of silence at a turn boundary the bot asks
+whether the caller is there, at most `prompts` times, then says goodbye and hangs up.
+
 Responses: a `response.create` asked for while a response is active waits for its
 `response.done`. Custom tools run in the shell (`RunTool`); their result comes back through
 `tool_finished`. Turns for the call log are kept by `turns.py`; actions by `actions.py`.
@@ -40,32 +50,38 @@ media timestamps.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Final, Literal, assert_never
 
 from bot.call.core.actions import (
+    ACTION_DEADLINE_MS,
     AMD_DEADLINE_MS,
     BUILTIN_TOOLS,
     TOOL_DONE_NOTE,
     PendingAction,
     is_machine,
 )
+from bot.call.core.history import History
 from bot.call.core.messages import (
     Command,
     DigitPressed,
     EndCall,
     HangUp,
+    IdlePrompted,
     Interrupted,
     LeaveVoicemail,
     Notice,
     PlayedAudio,
+    ReplaceRealtime,
     Report,
     ResponseFinished,
     RunTool,
     SendToRealtime,
     SendToTwilio,
     ToolRecord,
+    TurnRecord,
 )
 from bot.call.core.playback import Playback, PlaybackStats
 from bot.call.core.prompt import greeting_request, say_request
@@ -82,7 +98,14 @@ from bot.core.twilio import (
     TwilioStop,
 )
 
-__all__ = ["FATAL_ERROR_CODES", "MAX_CLOCK_STEP_MS", "CallSession", "CallStats", "Phase"]
+__all__ = [
+    "FATAL_ERROR_CODES",
+    "MAX_CLOCK_STEP_MS",
+    "CallSession",
+    "CallStats",
+    "IdlePolicy",
+    "Phase",
+]
 
 # How far one media frame may move the call's clock; Twilio's step is 20 ms.
 MAX_CLOCK_STEP_MS: Final = 2_000
@@ -90,14 +113,29 @@ MAX_CLOCK_STEP_MS: Final = 2_000
 # Error codes after which the Realtime session is of no further use for this call.
 FATAL_ERROR_CODES: Final = frozenset(
     {
-        "session_expired",
         "beta_api_shape_disabled",
         "invalid_api_key",
         "insufficient_quota",
         "model_not_found",
     }
 )
+# Error codes after which another session carries on the call.
+RENEW_ERROR_CODES: Final = frozenset({"session_expired"})
 _QUIET_ERROR_CODES: Final = frozenset({"response_cancel_not_active"})
+MAX_HELD_AUDIO_MS: Final = 15_000  # caller audio kept for a new session: speech, then the gap
+_LEAD_IN_FRAMES: Final = 50  # before speech was detected: its start, and the VAD's prefix
+ANSWER_EXPECTED_MS: Final = 3_000  # after the caller's turn ends, a response is on its way
+DEFAULT_SEED_BUDGET_TOKENS: Final = 4_000
+
+
+@dataclass(frozen=True, slots=True)
+class IdlePolicy:
+    """What the bot does when the caller goes quiet; `after_ms` 0 switches it off."""
+
+    after_ms: int = 0
+    prompts: int = 2
+    prompt: str = "Are you still there?"
+    goodbye: str = "I haven't heard from you, so I'll end the call now. Goodbye."
 
 
 class Phase(Enum):
@@ -130,6 +168,8 @@ class CallSession:
     hold_for_human: bool = False  # outbound with answering-machine detection
     forward_dtmf: bool = True
     transcoder: Transcoder | None = None  # another codec for PCM16 (the benchmark's ratecv)
+    idle: IdlePolicy = field(default_factory=IdlePolicy)
+    seed_budget_tokens: int = DEFAULT_SEED_BUDGET_TOKENS
 
     def __post_init__(self) -> None:
         transcoder = self.transcoder
@@ -155,6 +195,15 @@ class CallSession:
         self._dropped_responses: set[str] = set()
         self._pending: PendingAction | None = None
         self._reports: list[Report] = []
+        self.history = History()
+        self.linked = True  # a Realtime session is there to take events
+        self._caller_speaking = False
+        self._heard_speech: deque[bytes] = deque(maxlen=MAX_HELD_AUDIO_MS // 20)  # μ-law
+        self._held_audio: deque[bytes] = deque(maxlen=MAX_HELD_AUDIO_MS // 20)  # for a new one
+        self._answer_due_until_ms = 0
+        self._tools_running: set[str] = set()
+        self._quiet_since_ms = 0
+        self._idle_prompts = 0
 
     def advance_clock(self, now_ms: int) -> None:
         """Move the clock between media frames, from the shell's measure of the time since
@@ -174,10 +223,7 @@ class CallSession:
 
     def begin(self) -> list[Command]:
         """Commands to run once both sockets are up: per-call instructions and the greeting."""
-        commands: list[Command] = []
-        if self.instructions:
-            update = rt.SessionUpdate(rt.SessionConfig(instructions=self.instructions))
-            commands.append(SendToRealtime(update))
+        commands = self._call_instructions()
         if self.phase is Phase.AWAITING_PERSON:
             return commands  # the greeting waits for a person
         return commands + self._greet()
@@ -201,9 +247,89 @@ class CallSession:
 
     def tool_finished(self, call_id: str, output: str) -> list[Command]:
         """The result of a `RunTool`, for the model, which then carries on."""
+        self._tools_running.discard(call_id)
+        self._quiet_since_ms = self.now_ms
         if self.phase is Phase.ENDED:
             return []
+        self.history.tool_answered(call_id, output)
+        if not self.linked:
+            self._response_wanted = True  # the output is seeded into the next session
+            return []
         return [SendToRealtime(rt.CreateItem(_function_output(call_id, output))), *self._respond()]
+
+    def time_up(self, words: str) -> list[Command]:
+        """The call reached its time limit: the bot says `words`, then hangs up."""
+        if self.phase is not Phase.CONVERSING:
+            return []
+        return self._say_and_hang_up(words, "the call reached its time limit")
+
+    # ---- the Realtime session changes ------------------------------------------------------
+
+    @property
+    def at_turn_boundary(self) -> bool:
+        """Nobody is speaking or about to: no response active or due, nothing playing, no
+        tool running, the caller silent. A session can be swapped here unnoticed."""
+        return (
+            self.linked
+            and self.phase is Phase.CONVERSING
+            and self._active_response is None
+            and not self._response_wanted
+            and not self._caller_speaking
+            and not self._tools_running
+            and self._pending is None
+            and self.now_ms >= self._answer_due_until_ms
+            and self.playback.idle
+        )
+
+    def realtime_lost(self) -> list[Command]:
+        """The session is gone and the shell is opening another: stop what can no longer be
+        finished, and keep the caller's audio for the new session."""
+        if not self.linked or self.phase is Phase.ENDED:
+            return []
+        self.linked = False
+        cut_short = self._active_response is not None
+        commands = self._cut_answers(truncate=False)
+        if cut_short:
+            self._response_wanted = True  # the model carries on after the cut
+        self._active_response = None
+        self._dropped_responses.clear()
+        self._answer_due_until_ms = 0
+        self._held_audio.clear()
+        self._held_audio.extend(self._heard_speech)
+        return commands
+
+    def realtime_restored(self) -> list[Command]:
+        """A new session is open: seed it, give it the caller's waiting audio, and ask for
+        the answer that was due."""
+        if self.linked or self.phase is Phase.ENDED:
+            return []
+        self.linked = True
+        commands = self._seed()
+        held = b"".join(self._held_audio)
+        self._held_audio.clear()
+        if held:
+            audio = self._transcoder.to_model(held)
+            commands.append(SendToRealtime(rt.AppendAudio(audio)))
+        if self._response_wanted and not self._tools_running and not self._caller_speaking:
+            self._response_wanted = False
+            instructions, self._wanted_instructions = self._wanted_instructions, None
+            commands.append(SendToRealtime(rt.CreateResponse(instructions, speak=True)))
+        return commands
+
+    def renewal_seed(self) -> list[Command]:
+        """The seed of a session opened in parallel, taken at a turn boundary."""
+        return self._seed()
+
+    def _seed(self) -> list[Command]:
+        commands = self._call_instructions()
+        for item in self.history.seed(self.seed_budget_tokens):
+            commands.append(SendToRealtime(rt.CreateItem(item)))
+        return commands
+
+    def _call_instructions(self) -> list[Command]:
+        if not self.instructions:
+            return []
+        return [SendToRealtime(rt.SessionUpdate(rt.SessionConfig(instructions=self.instructions)))]
 
     # ---- from Twilio -----------------------------------------------------------------------
 
@@ -220,6 +346,11 @@ class CallSession:
                 if not self.forward_dtmf or self.phase is Phase.AWAITING_PERSON:
                     return []
                 text = f"[The caller pressed {digit} on the phone keypad]"
+                self.history.note(text)
+                self._quiet_since_ms = self.now_ms
+                if not self.linked:
+                    self._response_wanted = True
+                    return []
                 return [SendToRealtime(rt.CreateItem(_user_text(text))), *self._respond()]
             case TwilioStop():
                 self.phase = Phase.ENDED
@@ -249,20 +380,34 @@ class CallSession:
             self.phase = Phase.CONVERSING
             self._notice("info", "no answering-machine verdict in time: greeting anyway")
             return self._greet()
-        return [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(event.ulaw)))]
+        ulaw = event.ulaw
+        if not self.linked:
+            self._held_audio.append(ulaw)
+            return []
+        # Kept for a session that may replace this one: the speech in progress, and a lead-in.
+        heard = self._heard_speech
+        heard.append(ulaw)
+        if not self._caller_speaking and len(heard) > _LEAD_IN_FRAMES:
+            heard.popleft()
+        commands: list[Command] = [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(ulaw)))]
+        idle = self.idle.after_ms
+        if idle and self.now_ms - self._quiet_since_ms >= idle and self.at_turn_boundary:
+            commands += self._caller_idle()
+        return commands
 
     def _mark_played(self, name: str) -> list[Command]:
         heard = self.playback.acknowledge(name, self.now_ms)
         if heard is None:
             return []  # flushed by a clear, or not ours
         for item, first, played_ms in heard.items:
-            self._reports.extend(
-                self.turns.answer_heard(
-                    item.item_id, first, item.fully_heard, self.now_ms, played_ms
-                )
+            records = self.turns.answer_heard(
+                item.item_id, first, item.fully_heard, self.now_ms, played_ms
             )
+            for record in records:
+                self._turn(record)
         if heard.audio:
             self._reports.append(PlayedAudio(heard.audio, self.now_ms))
+        self._quiet_since_ms = self.now_ms
         return self._act_when_drained()
 
     # ---- from the Realtime server ----------------------------------------------------------
@@ -279,16 +424,23 @@ class CallSession:
                 return []
             case rt.SpeechStarted(audio_start_ms, item_id):
                 commands = self._barge_in()
+                self._caller_speaking = True
+                self._quiet_since_ms, self._idle_prompts = self.now_ms, 0
                 if item_id is not None:
-                    self._reports.append(self.turns.caller_started(item_id, audio_start_ms))
+                    self.history.place(item_id, "caller")
+                    self._turn(self.turns.caller_started(item_id, audio_start_ms))
                 return commands
             case rt.SpeechStopped(audio_end_ms, item_id):
+                self._caller_speaking = False
+                self._quiet_since_ms = self.now_ms
+                self._answer_due_until_ms = self.now_ms + ANSWER_EXPECTED_MS
+                self._drop_heard_speech()
                 record = self.turns.caller_stopped(item_id, audio_end_ms)
                 if record is not None:
-                    self._reports.append(record)
+                    self._turn(record)
                 return []
             case rt.InputTranscriptCompleted(item_id, transcript):
-                self._reports.append(self.turns.caller_said(item_id, transcript))
+                self._turn(self.turns.caller_said(item_id, transcript))
                 return []
             case rt.InputTranscriptFailed(item_id, message):
                 self._notice("debug", f"no transcript of caller item {item_id}: {message}")
@@ -296,15 +448,19 @@ class CallSession:
             case rt.OutputItemAdded(response_id, _, item):
                 if item.role == "assistant" and response_id not in self._dropped_responses:
                     assert item.id is not None
+                    self.history.place(item.id, "assistant")
                     self.turns.answer_started(item.id)
                 return []
             case rt.AudioDone(response_id, item_id):
                 return self._audio_done(response_id, item_id)
             case rt.TranscriptDone(_, item_id, transcript):
-                self._reports.append(self.turns.answer_said(item_id, transcript))
+                self._turn(self.turns.answer_said(item_id, transcript))
                 return []
             case rt.ResponseCreated(response):
                 self._active_response = response.id
+                self._answer_due_until_ms = 0
+                if self._pending is not None and not self._pending.armed:
+                    self._pending = replace(self._pending, armed=True)
                 return []
             case rt.ResponseDone(response):
                 return self._response_done(response)
@@ -350,31 +506,65 @@ class CallSession:
         commands: list[Command] = [SendToTwilio(m) for m in self.playback.flush(self.now_ms)]
         record = self.turns.answer_audio_done(item_id, item.fully_heard, self.now_ms)
         if record is not None:
-            self._reports.append(record)
+            self._turn(record)
         return commands
 
     def _barge_in(self) -> list[Command]:
+        commands = self._cut_answers(truncate=True)
+        if self._active_response is not None:
+            self._dropped_responses.add(self._active_response)
+        return commands
+
+    def _cut_answers(self, truncate: bool) -> list[Command]:
+        """Clear Twilio's queue and cut every answer at what the caller heard; with
+        `truncate`, the model's items are cut too (the caller interrupted)."""
         clear, cuts = self.playback.interrupt(self._active_response, self.now_ms)
         commands: list[Command] = [] if clear is None else [SendToTwilio(clear)]
         for cut in cuts:
             item_id = cut.item.item_id
-            commands.append(SendToRealtime(rt.TruncateItem(item_id, cut.audio_end_ms)))
-            self._reports.append(
-                Interrupted(
-                    item_id, cut.audio_end_ms, cut.received_ms, clear is not None, self.now_ms
+            if truncate:
+                commands.append(SendToRealtime(rt.TruncateItem(item_id, cut.audio_end_ms)))
+                self._reports.append(
+                    Interrupted(
+                        item_id, cut.audio_end_ms, cut.received_ms, clear is not None, self.now_ms
+                    )
                 )
-            )
             self._dropped_responses.add(cut.item.response_id)
             record = self.turns.answer_cut(item_id, cut.audio_end_ms, cut.received_ms, self.now_ms)
             if record is not None:
-                self._reports.append(record)
-        if self._active_response is not None:
-            self._dropped_responses.add(self._active_response)
-        if cuts:
+                self._turn(record)
+        if cuts and truncate:
             self.stats.interruptions += 1
         return commands
 
+    def _turn(self, record: TurnRecord) -> None:
+        """A turn's newest state, for the call log and for the conversation's history."""
+        self._reports.append(record)
+        text = record.heard_text if record.interrupted else record.text
+        if text is not None:
+            self.history.said(record.item_id, record.speaker, text)
+
+    def _drop_heard_speech(self) -> None:
+        heard = self._heard_speech
+        while len(heard) > _LEAD_IN_FRAMES:
+            heard.popleft()
+
+    def _caller_idle(self) -> list[Command]:
+        self._quiet_since_ms = self.now_ms
+        self._idle_prompts += 1
+        goodbye = self._idle_prompts > self.idle.prompts
+        self._reports.append(IdlePrompted(self._idle_prompts, goodbye, self.now_ms))
+        if goodbye:
+            return self._say_and_hang_up(self.idle.goodbye, "the caller stayed silent")
+        return self._respond(say_request(self.idle.prompt))
+
+    def _say_and_hang_up(self, words: str, reason: str) -> list[Command]:
+        self._pending = PendingAction(HangUp(reason), self.now_ms + ACTION_DEADLINE_MS, False)
+        self.phase = Phase.WINDING_DOWN
+        return self._respond(say_request(words))
+
     def _response_done(self, response: rt.ResponseInfo) -> list[Command]:
+        self._quiet_since_ms = self.now_ms
         if self._active_response == response.id:
             self._active_response = None
         self._dropped_responses.discard(response.id)
@@ -387,15 +577,18 @@ class CallSession:
             ResponseFinished(response.id, response.status, response.reason, response.usage)
         )
         commands: list[Command] = []
-        if self._response_wanted and self._pending is None:
+        if self._response_wanted and (self._pending is None or not self._pending.armed):
             self._response_wanted = False
             instructions, self._wanted_instructions = self._wanted_instructions, None
             commands.append(SendToRealtime(rt.CreateResponse(instructions)))
         return commands + self._act_when_drained()
 
     def _function_call(self, event: rt.FunctionCallArguments) -> list[Command]:
+        self.history.tool_called(event.call_id, event.name, event.arguments)
         if event.name not in BUILTIN_TOOLS:
+            self._tools_running.add(event.call_id)
             return [RunTool(event.call_id, event.name, event.arguments, self.now_ms)]
+        self.history.tool_answered(event.call_id, TOOL_DONE_NOTE)
         self._pending = PendingAction.from_tool(event.name, event.arguments, self.now_ms)
         self.phase = Phase.WINDING_DOWN
         self._reports.append(ToolRecord(event.name, event.arguments, TOOL_DONE_NOTE, self.now_ms))
@@ -409,6 +602,8 @@ class CallSession:
         if event.code in FATAL_ERROR_CODES:
             self.phase = Phase.ENDED
             return [EndCall("realtime", f"realtime error {event.code}: {event.message}")]
+        if event.code in RENEW_ERROR_CODES:
+            return [ReplaceRealtime(f"realtime error {event.code}: {event.message}")]
         self._notice("warning", f"realtime error {event.code}: {event.message}")
         return []
 
@@ -420,8 +615,9 @@ class CallSession:
         return self._respond(greeting_request(self.greeting))
 
     def _respond(self, instructions: str | None = None) -> list[Command]:
-        """`response.create` now, or once the active response is done."""
-        if self._active_response is not None:
+        """`response.create` now, or once the active response is done (or the session is
+        back)."""
+        if self._active_response is not None or not self.linked:
             self._response_wanted = True
             if instructions is not None:  # words asked for win over a plain follow-up
                 self._wanted_instructions = instructions

@@ -39,8 +39,11 @@ class _Turn:
 
     def record(self) -> TurnRecord:
         heard = None
-        if self.heard_ms is not None and self.text is not None:
-            heard = heard_text(self._pieces(), self.heard_ms)
+        if self.heard_ms is not None:
+            # Cut before its transcript was done (the session dropped): the deltas so far.
+            text = self.text if self.text is not None else "".join(str(p[0]) for p in self.pieces)
+            if text:
+                heard = heard_text(self._pieces(text), self.heard_ms)
         return TurnRecord(
             self.item_id,
             self.speaker,
@@ -52,11 +55,10 @@ class _Turn:
             self.latency_ms,
         )
 
-    def _pieces(self) -> list[tuple[str, int]]:
-        assert self.text is not None
+    def _pieces(self, full_text: str) -> list[tuple[str, int]]:
         pieces = [(str(text), int(ms)) for text, ms in self.pieces]
-        if not pieces or "".join(text for text, _ in pieces).split() != self.text.split():
-            return [(self.text, self.received_ms)]  # no usable deltas: proportional overall
+        if not pieces or "".join(text for text, _ in pieces).split() != full_text.split():
+            return [(full_text, self.received_ms)]  # no usable deltas: proportional overall
         first_text, first_ms = pieces[0]
         pieces[0] = (first_text, first_ms + self.lead_ms)
         return pieces

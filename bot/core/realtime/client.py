@@ -15,6 +15,7 @@ from bot.core.fields import FieldReader
 from bot.core.realtime.dialects import (
     AUDIO_DELTA,
     AUDIO_DONE,
+    DIALECTS,
     TRANSCRIPT_DELTA,
     TRANSCRIPT_DONE,
     Dialect,
@@ -93,11 +94,13 @@ def encode_client_event(event: ClientEvent, dialect: Dialect) -> str:
                 "content_index": content_index,
                 "audio_end_ms": audio_end_ms,
             }
-        case CreateResponse(instructions):
-            message = {
-                "type": "response.create",
-                "response": {"instructions": instructions} if instructions else {},
-            }
+        case CreateResponse(instructions, speak):
+            response: dict[str, Any] = {"instructions": instructions} if instructions else {}
+            if speak is not None:
+                names = DIALECTS[dialect]
+                modalities = names.audio_modalities if speak else names.text_modalities
+                response[names.modalities_key] = list(modalities)
+            message = {"type": "response.create", "response": response}
         case CancelResponse():
             message = {"type": "response.cancel"}
         case _:

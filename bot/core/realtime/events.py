@@ -201,6 +201,7 @@ class TruncateItem:
 @dataclass(frozen=True, slots=True)
 class CreateResponse:
     instructions: str | None = None  # for this response only
+    speak: bool | None = None  # say the output modalities explicitly (audio, or text only)
     event_id: str | None = field(default=None, kw_only=True)
 
 
