@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.call.admission import Admission
 from bot.call.channels import RealtimeChannel
+from bot.call.handover import HANDOVER_PARAMETER, Handover
 from bot.call.journal import SessionLabel
 from bot.call.loop import CallServices
 from bot.call.metrics import Metrics
@@ -28,7 +29,7 @@ from bot.call.stream_tokens import StreamTokens
 from bot.call.tools import builtin_schemas, load_tools
 from bot.call.twilio_actions import TwilioActions
 from bot.call.twilio_socket import AsgiApp, route_websockets
-from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint
+from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint, stream_url, twiml_dir
 from bot.calllog.retention import prune_recordings
 from bot.calllog.review import review_blueprint
 from bot.calllog.writer import CallLog
@@ -207,12 +208,12 @@ def create_app(
         )
         await cluster.start()
 
-        async def claim(call_sid: str) -> str | None:
+        async def claim(call_sid: str, parameters: Mapping[str, str]) -> str | None:
             if not cluster.shared:  # alone: another instance may have logged a stream
                 if await store.calls.had_stream(call_sid):
                     return "this call already had a stream (call log)"
                 return None
-            result = await cluster.claim(call_sid)
+            result = await cluster.claim(call_sid, parameters.get(HANDOVER_PARAMETER))
             if not result.claimed:
                 return "another stream has this call (another worker or instance)"
             if result.answered_by is not None:  # the verdict came before the stream
@@ -235,6 +236,17 @@ def create_app(
             tools=tools,
             recordings=calllog.recordings_path if calllog.record_audio else None,
             cluster=cluster,
+            handover=Handover(
+                rest,
+                signing_secret,
+                twilio.stream_token_ttl_s,
+                stream_url(settings.server.base_url),
+                (twiml_dir() / "connect_stream.xml").read_text(),
+                settings.call.fallback_message,
+                settings.call.handover_wait_s,
+            )
+            if rest is not None and cluster.shared and settings.call.handover
+            else None,
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:

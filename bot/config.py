@@ -520,6 +520,23 @@ class CallSettings:
         "estimated tokens; a note says how many older turns were left out.",
         parse=whole(100, 100_000),
     )
+    handover: bool = setting(
+        "DEPLOY_HANDOVER",
+        True,
+        "On SIGTERM, move each live call to another instance (needs Twilio credentials and "
+        "a PostgreSQL call log shared by the instances); otherwise calls get "
+        "`SHUTDOWN_GRACE_SECONDS` to finish.",
+        parse=flag,
+        shown="`true`",
+    )
+    handover_wait_s: float = setting(
+        "HANDOVER_WAIT_S",
+        5.0,
+        "How long a call that is moving waits for a turn boundary; then the answer playing "
+        "is cut at what the caller heard.",
+        parse=number(0, 60),
+        shown="`5`",
+    )
     session_max_s: float = setting(
         "REALTIME_SESSION_MAX_S",
         1800.0,

@@ -379,7 +379,11 @@ async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
         await serving
         return
     server.stop_accepting()
-    registry = call_services(app).registry
+    services = call_services(app)
+    registry = services.registry
+    if services.handover is not None and registry.calls:
+        logger.info("shutting down: moving %d call(s) to other instances", len(registry.calls))
+        await registry.hand_over_all()
     logger.info(
         "shutting down: no new connections; %d active call(s) get up to %.0f s to finish",
         len(registry.calls),

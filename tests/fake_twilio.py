@@ -51,6 +51,7 @@ class FakeTwilio:
         fail_creates: int = 0,
         callers_hang_up_first: bool = False,
         on_create: Callable[[str], None] | None = None,
+        on_twiml: Callable[[str, str], None] | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -59,6 +60,7 @@ class FakeTwilio:
         self.fail_creates = fail_creates
         self.callers_hang_up_first = callers_hang_up_first  # updates find the call over
         self.on_create = on_create
+        self.on_twiml = on_twiml  # (CallSid, TwiML) of a call update: Twilio runs it
         self.max_in_flight = 0  # most calls created and not yet reported over, at once
         self.requests: list[Recorded] = []
         self.calls: dict[str, FakeCall] = {}
@@ -136,6 +138,8 @@ class FakeTwilio:
             return _error(404, 20404, "The requested resource was not found")
         if recorded.form.get("Status") == ["completed"] or "Twiml" in recorded.form:
             call.ended = "Status" in recorded.form
+        if "Twiml" in recorded.form and self.on_twiml is not None:
+            self.on_twiml(sid, recorded.one("Twiml"))
         return web.json_response(self._call_json(call, "in-progress"))
 
     async def _fetch(self, request: web.Request) -> web.Response:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,8 +38,8 @@ class Admission:
     account_sid: str | None
     start_timeout_s: float = 10.0  # Twilio sends `start` at once
     # Claim the call beyond this process (the call log, or the instances sharing
-    # PostgreSQL): why another stream has it, or None.
-    claim: Callable[[str], Awaitable[str | None]] | None = None
+    # PostgreSQL), given the stream's parameters: why another stream has it, or None.
+    claim: Callable[[str, Mapping[str, str]], Awaitable[str | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refu
     if problem is None and admission.account_sid not in (None, start.account_sid):
         problem = "start.accountSid is not this account"
     if problem is None:
-        problem = await _claim(admission, call_sid, errors.log)
+        problem = await _claim(admission, call_sid, parameters, errors.log)
     # Checked again after the wait above: the check and the spending must be one step.
     if problem is None:
         problem = tokens.verify(call_sid, token, parameters)
@@ -83,11 +83,13 @@ async def admit(channel: TwilioChannel, admission: Admission) -> Admitted | Refu
     return Admitted(start, errors.log, errors)
 
 
-async def _claim(admission: Admission, call_sid: str, log: CallLogger) -> str | None:
+async def _claim(
+    admission: Admission, call_sid: str, parameters: Mapping[str, str], log: CallLogger
+) -> str | None:
     if admission.claim is None:
         return None
     try:
-        return await asyncio.wait_for(admission.claim(call_sid), CALL_LOG_CHECK_S)
+        return await asyncio.wait_for(admission.claim(call_sid, parameters), CALL_LOG_CHECK_S)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the database is down or slow: the call still goes ahead

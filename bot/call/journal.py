@@ -74,6 +74,10 @@ class CallJournal:
             recording_path=str(self.recorder.path) if self.recorder else None,
         )
 
+    def resumed(self, stream_sid: str) -> None:
+        """The call moved here from another instance: its row exists; the stream is new."""
+        self.call_log.call(self.call_sid, stream_sid=stream_sid)
+
     def record(self, reports: list[Report], now_ms: int) -> None:
         """The session's reports, in order."""
         call_sid, log, call_log = self.call_sid, self.log, self.call_log

@@ -12,6 +12,7 @@ still says.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from typing import Any, Final, assert_never
 
 from bot.call.admission import STRANGERS, Admission, Admitted, Refused, admit
 from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
+from bot.call.core.history import History, history_from_log
 from bot.call.core.messages import (
     Command,
     EndCall,
@@ -35,6 +37,7 @@ from bot.call.core.messages import (
 )
 from bot.call.core.prompt import render_instructions
 from bot.call.core.session import CallSession, CallStats, IdlePolicy, Phase
+from bot.call.handover import HANDOVER_AT_MS, HANDOVER_PARAMETER, HANDOVER_SENT_MS, Handover
 from bot.call.journal import CallJournal, SessionLabel
 from bot.call.metrics import Metrics
 from bot.call.registry import CallRegistry
@@ -63,6 +66,11 @@ _FILLER_CHUNK: Final = 160 * 50  # one second of μ-law a message
 _RECORDING_CAP_S: Final = 4 * 3600  # with no time limit
 
 
+def _whole(value: str | None) -> int:
+    """A whole number from a (token-bound) stream parameter; 0 if it is not one."""
+    return int(value) if value is not None and value.isdigit() and len(value) < 16 else 0
+
+
 @dataclass
 class CallServices:
     """What every call of the process shares; built when the app starts serving."""
@@ -78,6 +86,7 @@ class CallServices:
     tools: Mapping[str, Tool]
     recordings: Path | None  # None: calls are not recorded
     cluster: Cluster
+    handover: Handover | None = None  # calls can move to another instance on SIGTERM
 
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
@@ -139,6 +148,11 @@ class LiveCall:
         self.errors = admitted.errors
         self._call_sid = start.call_sid
         params = start.custom_parameters
+        self._parameters = params
+        # A call another instance handed over: no greeting, and its clock goes on.
+        self._resumed = HANDOVER_PARAMETER in params
+        self._handing_over = False
+        self._moved = False
         variables = {k[4:]: v for k, v in params.items() if k.startswith("var_")}
         instructions = params.get("instructions") or None
         if variables or instructions:
@@ -147,10 +161,10 @@ class LiveCall:
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
             audio=services.audio,
-            greeting=params.get("greeting") or settings.greeting,
+            greeting=None if self._resumed else params.get("greeting") or settings.greeting,
             instructions=instructions,
             record_audio=services.recordings is not None,
-            hold_for_human=params.get("amd") == "1",
+            hold_for_human=params.get("amd") == "1" and not self._resumed,
             forward_dtmf=settings.forward_dtmf,
             idle=IdlePolicy(
                 int(settings.idle_prompt_s * 1000),
@@ -159,6 +173,7 @@ class LiveCall:
                 settings.idle_goodbye_message,
             ),
             seed_budget_tokens=settings.seed_tokens,
+            clock_offset_ms=_whole(params.get(HANDOVER_AT_MS)) if self._resumed else 0,
         )
         recorder = None
         if services.recordings is not None:
@@ -169,7 +184,10 @@ class LiveCall:
         self.journal = CallJournal(
             start.call_sid, services.call_log, services.metrics, self.log, recorder
         )
-        self.journal.started(start.stream_sid, params, services.label)
+        if self._resumed:
+            self.journal.resumed(start.stream_sid)
+        else:
+            self.journal.started(start.stream_sid, params, services.label)
         self.realtime: RealtimeChannel | None = None
         self._group: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
@@ -208,6 +226,61 @@ class LiveCall:
             case _:
                 assert_never(action)
 
+    async def hand_over(self) -> None:
+        """Move the call to another instance: at a turn boundary if one comes within
+        HANDOVER_WAIT_S, otherwise cutting the answer at what was heard. The call stays
+        here if it cannot move."""
+        handover, session, cluster = self.services.handover, self.session, self.services.cluster
+        if handover is None or self._handing_over or self.realtime is None:
+            return
+        self._handing_over = True
+        deadline = time.monotonic() + handover.wait_s
+        while True:
+            if self._stop.is_set() or session.phase is not Phase.CONVERSING:
+                return
+            self._tick()
+            if session.at_turn_boundary or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        forced = not session.at_turn_boundary
+        if forced:
+            await self.execute(session.fall_silent())
+        nonce = handover.nonce()
+        try:
+            marked = await asyncio.wait_for(cluster.mark_moving(self.call_sid, nonce), 2)
+        except Exception as exc:  # the database: the call stays here
+            self.log.warning("cannot hand the call over (%s)", type(exc).__name__)
+            marked = False
+        if not marked:
+            self._handing_over = False
+            return
+        self.journal.record(session.take_reports(), session.now_ms)
+        self.journal.call_log.event(
+            self.call_sid,
+            session.now_ms,
+            "handover",
+            "moving to another instance: this one is stopping"
+            + (" (the answer playing was cut)" if forced else ""),
+            {"forced": forced, "direction": "out"},
+        )
+        with contextlib.suppress(Exception):  # the next instance reads the log
+            await asyncio.wait_for(self.services.call_log.flush(), 2)
+        twiml = handover.twiml(self.call_sid, self._parameters, nonce, session.now_ms)
+        problem = await handover.move(self.call_sid, twiml)
+        if problem is not None:
+            self.log.error("could not hand the call over: %s", problem)
+            with contextlib.suppress(Exception):
+                await cluster.unmark_moving(self.call_sid)
+            self._handing_over = False
+            return
+        self._moved = True  # Twilio ends this stream; the next one is another instance's
+        self.log.info("call handed over: Twilio moves it to another instance")
+
+    def moved(self) -> None:
+        if self._handing_over:
+            self._moved = True
+            self.end("moved to another instance")
+
     async def _operator_action(self, action: ControlAction) -> None:
         actions, reason = self.services.actions, "asked through the API"
         if action == "transfer":
@@ -240,7 +313,10 @@ class LiveCall:
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
-                    await self.execute(self.session.begin())
+                    if self._resumed:
+                        await self.execute(await self._resume())
+                    else:
+                        await self.execute(self.session.begin())
                     verdict = registry.take_verdict(self.call_sid)
                     if verdict is not None:
                         await self.execute(self.session.answered(verdict))
@@ -267,9 +343,39 @@ class LiveCall:
             registry.track_cleanup(cleanup)
             await asyncio.shield(cleanup)
 
+    async def _resume(self) -> list[Command]:
+        """The conversation so far, from the shared call log, for a call moved here."""
+        history = History()
+        try:
+            logged = await asyncio.wait_for(
+                self.services.call_log.records.get_call(self.call_sid), 2
+            )
+        except Exception as exc:  # the call goes on, without its past
+            self.log.warning("could not read the call's past (%s)", type(exc).__name__)
+            logged = None
+        if logged is not None:
+            history = history_from_log(logged["turns"], logged["events"])
+        commands = self.session.resume(history)
+        sent_ms = _whole(self._parameters.get(HANDOVER_SENT_MS))
+        gap_ms = max(0, int(time.time() * 1000) - sent_ms) if sent_ms else None
+        self.journal.session_changed(
+            self.session.now_ms,
+            "handover",
+            "carried on here from another instance"
+            + (f", {gap_ms} ms after the move was asked" if gap_ms is not None else ""),
+            {"direction": "in", "gap_ms": gap_ms, "entries": len(history)},
+        )
+        return commands
+
     async def _finish(self, end_by: str, end_reason: str, started: float) -> None:
         if self.realtime is not None:
             await self.realtime.close()
+        if self._moved:  # another instance carries the call: it is not over
+            self.journal.record(self.session.take_reports(), self.session.now_ms)
+            self.log.info(
+                "call moved to another instance after %.1f s here", time.monotonic() - started
+            )
+            return
         try:
             await asyncio.wait_for(self.services.cluster.release(self.call_sid), 2)
         except asyncio.CancelledError:

@@ -36,6 +36,14 @@ class RegisteredCall(Protocol):
         """An operator's action: hang up, transfer, or say `words`."""
         ...
 
+    async def hand_over(self) -> None:
+        """Move the call to another instance (this one is stopping), if it can be."""
+        ...
+
+    def moved(self) -> None:
+        """Another instance's stream took the call over: end this side quietly."""
+        ...
+
 
 @dataclass
 class CallRegistry:
@@ -84,6 +92,16 @@ class CallRegistry:
             return False
         call.control(action, words)
         return True
+
+    def moved(self, call_sid: str) -> None:
+        call = self.calls.get(call_sid)
+        if call is not None:
+            call.moved()
+
+    async def hand_over_all(self) -> None:
+        """Move every live call to another instance; those that cannot move stay."""
+        if self.calls:
+            await asyncio.gather(*(call.hand_over() for call in list(self.calls.values())))
 
     def _expire(self, call_sid: str, task: asyncio.Task[RealtimeChannel]) -> None:
         if self._prewarmed.get(call_sid) is task:

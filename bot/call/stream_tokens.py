@@ -8,7 +8,9 @@ live call goes on. There is no legitimate replacement stream: Twilio opens one s
 `<Connect><Stream>`, and when it ends the call moves on to the next TwiML verb.
 
 The ledger lives in the process. Across instances, admission also asks the call log
-whether the call already had a stream (see `Admission.claim`).
+whether the call already had a stream (see `Admission.claim`). The one legitimate second
+stream is a call handed over by a stopping instance (`handover.py`): its token carries a
+nonce that only the shared claim can spend.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
+from bot.call.handover import HANDOVER_PARAMETER
 from bot.core.tokens import issue_stream_token, verify_stream_token
 
 __all__ = ["StreamTokens"]
@@ -78,6 +81,10 @@ class StreamTokens:
         problem = verify_stream_token(self.secret, token, call_sid, self._clock(), parameters)
         if problem is not None:
             return problem
+        if HANDOVER_PARAMETER in parameters:
+            # Minted by an instance handing the call over (perhaps this one, earlier): its
+            # one use is guarded by the shared claim, which needs the nonce it carries.
+            return None
         if call_sid in self._streamed:
             return "this call already had a stream"
         issued = self._issued.get(call_sid)

@@ -109,15 +109,26 @@ class Cluster:
             utcnow(),
         )
 
-    async def claim(self, call_sid: str) -> ClaimResult:
-        """The call's stream starts here: refused if another stream has it; any Realtime
-        session another instance opened for it is closed."""
+    async def claim(self, call_sid: str, handover: str | None = None) -> ClaimResult:
+        """The call's stream starts here: refused if another stream has it (unless it is
+        being handed over with this nonce); any Realtime session another instance opened
+        for it is closed, and an instance that handed it over lets it go."""
         if self.records is None:
             return ClaimResult(True, None)
-        result = await self.records.claim(call_sid, self.instance_id, utcnow())
+        result = await self.records.claim(call_sid, self.instance_id, utcnow(), handover)
         if result.claimed:
             await self._send(Claimed(call_sid, self.instance_id))
         return result
+
+    async def mark_moving(self, call_sid: str, nonce: str) -> bool:
+        """Hand the call over: the stream with `nonce` may claim it, on any instance."""
+        return self.records is not None and await self.records.mark_moving(
+            call_sid, self.instance_id, nonce
+        )
+
+    async def unmark_moving(self, call_sid: str) -> None:
+        if self.records is not None:
+            await self.records.unmark_moving(call_sid, self.instance_id)
 
     async def release(self, call_sid: str) -> None:
         if self.records is not None:
@@ -165,6 +176,7 @@ class Cluster:
         match message:
             case Claimed(call_sid, instance) if instance != self.instance_id:
                 registry.drop_prewarmed(call_sid)
+                registry.moved(call_sid)
             case Over(call_sid):
                 registry.drop_prewarmed(call_sid)
             case Verdict(call_sid, answered_by) if call_sid in registry.calls:

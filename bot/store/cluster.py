@@ -24,6 +24,7 @@ _RESERVE_LOCK: Final = 0x6361_7073  # "caps"
 _SWEEP_LOCK: Final = 0x7377_6570  # "swep"
 RINGING: Final = "ringing"
 STREAMING: Final = "streaming"
+MOVING: Final = "moving:"  # + the handover's nonce: the next stream with it takes the call
 
 
 @dataclass(frozen=True)
@@ -95,8 +96,11 @@ class ClusterRecords:
             )
         return True
 
-    async def claim(self, call_sid: str, instance_id: str, now: dt.datetime) -> ClaimResult:
-        """The call's stream starts on this instance; refused if another stream has it."""
+    async def claim(
+        self, call_sid: str, instance_id: str, now: dt.datetime, handover: str | None = None
+    ) -> ClaimResult:
+        """The call's stream starts on this instance; refused if another stream has it,
+        unless that instance is handing the call over with this `handover` nonce."""
         async with self.engine.begin() as conn:
             await self._lock(conn, _RESERVE_LOCK)
             row = (
@@ -108,6 +112,9 @@ class ClusterRecords:
             ).first()
             if row is not None and row.state == STREAMING:
                 return ClaimResult(False, row.answered_by)
+            if row is not None and row.state.startswith(MOVING):
+                if handover is None or row.state != MOVING + handover:
+                    return ClaimResult(False, row.answered_by)
             values = {"state": STREAMING, "instance_id": instance_id, "updated_at": now}
             if row is None:  # no webhook reserved it (placed before, or the row expired)
                 await conn.execute(insert(live_calls).values(call_sid=call_sid, **values))
@@ -116,6 +123,33 @@ class ClusterRecords:
                 update(live_calls).where(live_calls.c.call_sid == call_sid).values(**values)
             )
             return ClaimResult(True, row.answered_by)
+
+    async def mark_moving(self, call_sid: str, instance_id: str, nonce: str) -> bool:
+        """This instance hands its call over: the stream that shows `nonce` may claim it."""
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(live_calls)
+                .where(
+                    live_calls.c.call_sid == call_sid,
+                    live_calls.c.instance_id == instance_id,
+                    live_calls.c.state == STREAMING,
+                )
+                .values(state=MOVING + nonce)
+            )
+            return bool(result.rowcount)
+
+    async def unmark_moving(self, call_sid: str, instance_id: str) -> None:
+        """The handover did not happen: the call stays here."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(live_calls)
+                .where(
+                    live_calls.c.call_sid == call_sid,
+                    live_calls.c.instance_id == instance_id,
+                    live_calls.c.state.startswith(MOVING),
+                )
+                .values(state=STREAMING)
+            )
 
     async def rekey(self, old: str, new: str) -> None:
         """A slot reserved before its call had a CallSid (a campaign's) takes the CallSid."""

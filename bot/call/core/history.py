@@ -13,14 +13,16 @@ many earlier ones were left out.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from bot.core.realtime.events import Item
 
-__all__ = ["History", "estimate_tokens"]
+__all__ = ["History", "estimate_tokens", "history_from_log"]
 
 MAX_ENTRIES: Final = 400  # memory bound per call; older ones count as left out
+_HANG_UP_TOOLS: Final = frozenset({"end_call", "transfer_call"})  # the call goes on: moot
 _ITEM_OVERHEAD_TOKENS: Final = 4
 
 
@@ -131,3 +133,36 @@ class History:
         if len(self._entries) > MAX_ENTRIES:
             self._entries.popitem(last=False)
             self._evicted += 1
+
+
+def history_from_log(
+    turns: Sequence[Mapping[str, Any]], events: Sequence[Mapping[str, Any]]
+) -> History:
+    """The conversation as the call log kept it, for a call that moves to this instance:
+    turns (an interrupted answer as what was heard), custom tools with their results, and
+    keypad digits, in call-time order."""
+    timeline: list[tuple[int, int, str, Mapping[str, Any]]] = []
+    for order, turn in enumerate(turns):
+        at = turn.get("started_ms")
+        timeline.append((at if isinstance(at, int) else 0, order, "turn", turn))
+    for order, event in enumerate(events):
+        at = event.get("at_ms")
+        if event.get("kind") in ("tool", "dtmf"):
+            timeline.append((at if isinstance(at, int) else 0, len(turns) + order, "event", event))
+    timeline.sort(key=lambda entry: (entry[0], entry[1]))
+    history = History()
+    for number, (_, _, kind, record) in enumerate(timeline):
+        if kind == "turn":
+            speaker = record.get("speaker")
+            text = record.get("heard_text") if record.get("interrupted") else record.get("text")
+            if speaker in ("caller", "assistant") and isinstance(text, str):
+                history.said(f"log {number}", speaker, text)
+        elif record.get("kind") == "dtmf":
+            history.note(f"[The caller pressed {record.get('detail')} on the phone keypad]")
+        else:
+            data = record.get("data")
+            if isinstance(data, Mapping) and data.get("name") not in _HANG_UP_TOOLS:
+                call_id = f"call_log_{number}"
+                history.tool_called(call_id, str(data.get("name")), str(data.get("arguments")))
+                history.tool_answered(call_id, str(data.get("result")))
+    return history

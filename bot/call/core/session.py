@@ -170,6 +170,7 @@ class CallSession:
     transcoder: Transcoder | None = None  # another codec for PCM16 (the benchmark's ratecv)
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     seed_budget_tokens: int = DEFAULT_SEED_BUDGET_TOKENS
+    clock_offset_ms: int = 0  # a call moved here from another instance: its clock so far
 
     def __post_init__(self) -> None:
         transcoder = self.transcoder
@@ -187,8 +188,9 @@ class CallSession:
         )
         self.turns = Turns()
         self.phase = Phase.AWAITING_PERSON if self.hold_for_human else Phase.CONVERSING
-        self.now_ms = 0  # call time: the newest Twilio media timestamp, or later (see below)
-        self._media_ms = 0  # the newest media timestamp itself
+        # Call time: the newest Twilio media timestamp, or later (see below).
+        self.now_ms = self.clock_offset_ms
+        self._media_ms = self.clock_offset_ms  # the newest media timestamp itself
         self._active_response: str | None = None
         self._response_wanted = False
         self._wanted_instructions: str | None = None  # of the response that waits
@@ -202,7 +204,7 @@ class CallSession:
         self._held_audio: deque[bytes] = deque(maxlen=MAX_HELD_AUDIO_MS // 20)  # for a new one
         self._answer_due_until_ms = 0
         self._tools_running: set[str] = set()
-        self._quiet_since_ms = 0
+        self._quiet_since_ms = self.clock_offset_ms
         self._idle_prompts = 0
 
     def advance_clock(self, now_ms: int) -> None:
@@ -320,6 +322,20 @@ class CallSession:
         """The seed of a session opened in parallel, taken at a turn boundary."""
         return self._seed()
 
+    def resume(self, history: History) -> list[Command]:
+        """Instead of `begin`, for a call moved here from another instance: its session is
+        seeded with the conversation so far, and nobody greets again."""
+        self.history = history
+        return self._seed()
+
+    def fall_silent(self) -> list[Command]:
+        """Stop playing at once, cut each answer at what was heard, and ignore the rest of
+        the active response (the call is about to move)."""
+        commands = self._cut_answers(truncate=False)
+        if self._active_response is not None:
+            self._dropped_responses.add(self._active_response)
+        return commands
+
     def _seed(self) -> list[Command]:
         commands = self._call_instructions()
         for item in self.history.seed(self.seed_budget_tokens):
@@ -365,6 +381,7 @@ class CallSession:
     def _caller_audio(self, event: TwilioMedia) -> list[Command]:
         stats = self.stats
         stamped = event.timestamp_ms if event.timestamp_ms is not None else stats.frames_in * 20
+        stamped += self.clock_offset_ms
         # The clock never runs back and never leaps: a forged timestamp must not stretch the
         # recording or the call log (a lost packet or two is a short gap).
         self.now_ms = min(max(stamped, self.now_ms), self.now_ms + MAX_CLOCK_STEP_MS)
