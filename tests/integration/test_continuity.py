@@ -52,10 +52,18 @@ def sent_at(conn: FakeConnection, kind: str) -> list[float]:
     ]
 
 
-def silence_after(result: SimulationResult, at: float, started: float) -> float:
-    """Seconds of silence the phone played from `at` (monotonic) to the next bot audio."""
+def silence_after(result: SimulationResult, at: float) -> float:
+    """Seconds of the first silence the phone played after `at` (monotonic), up to the next
+    bot audio. The phone may still be playing at `at` (a clear takes a moment): the silence
+    starts at its first quiet frame."""
     output = result.output_ulaw
-    frame = max(0, int((at - started) / 0.02))
+    frame = max(0, int((at - result.frames_sent_at[0]) / 0.02))  # its playout clock
+    for _ in range(10):  # within 200 ms, or there was no silence
+        if output[frame * 160 : frame * 160 + 160] == SILENCE_FRAME:
+            break
+        frame += 1
+    else:
+        return 0.0
     quiet_frames = 0
     while frame * 160 < len(output) and output[frame * 160 : frame * 160 + 160] == SILENCE_FRAME:
         quiet_frames += 1
@@ -155,7 +163,7 @@ async def test_a_drop_during_an_answer_reseeds_what_was_heard_and_the_answer_goe
     [create] = new.of_type("response.create")
     assert create["response"] == {"output_modalities": ["audio"]}
     assert "response.output_audio.delta" in new.sent  # the next answer is audio...
-    gap = silence_after(result, dropped_at, started)
+    gap = silence_after(result, dropped_at)
     assert gap <= 1.5, gap  # ...and the caller heard it soon
     assert len(result.clears) == 1  # the unheard rest of the cut answer was flushed
     assert result.row["ended_by"] == "caller"  # type: ignore[attr-defined]
@@ -195,8 +203,8 @@ async def test_a_drop_during_caller_speech_hands_the_speech_to_the_new_session(
     loud = [s for s in _frames(new.input_pcm16()) if _rms(s) > 1500]
     assert len(loud) * 0.02 >= 1.9
     assert new.speech_started_at is not None and "response.output_audio.delta" in new.sent
-    end_of_speech = started + 3.2
-    assert silence_after(result, end_of_speech, started) <= 1.5
+    end_of_speech = result.frames_sent_at[0] + 3.2
+    assert silence_after(result, end_of_speech) <= 1.5
 
 
 async def test_a_drop_during_a_tool_call_seeds_the_call_then_its_output(
@@ -233,7 +241,7 @@ async def test_a_drop_during_a_tool_call_seeds_the_call_then_its_output(
     [create_at] = sent_at(new, "response.create")
     assert create_at >= output_at  # the model carries on once it has the result
     assert "response.output_audio.delta" in new.sent
-    assert silence_after(result, dropped_at, started) <= 1.5
+    assert silence_after(result, dropped_at) <= 1.5
 
 
 async def test_a_reconnect_refused_with_401_ends_the_call_politely(
@@ -282,7 +290,7 @@ async def test_a_provider_that_stays_down_ends_the_call_after_the_wait(
             fake, base_env, quiet(8.0), during, REALTIME_RECONNECT_S="1.5"
         )
     assert result.close_code == 1000
-    ended_after = started + result.duration_s - dropped_at
+    ended_after = result.frames_sent_at[0] + result.duration_s - dropped_at
     assert 1.3 < ended_after < 2.5, ended_after
     assert fake.handshakes >= 3  # it kept trying, with back-off
     row = result.row  # type: ignore[attr-defined]
