@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+import wave
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.call.core.prompt import say_request
-from bot.core.codec import pcm16_to_ulaw
+from bot.core.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from bot.simulator import SimulationResult, simulate
-from tests.audio_tools import tone
+from tests.audio_tools import dominant_hz, tone
 from tests.conftest import LOCAL_SECRET, ended_call, eventually, run_app, settings_from
 from tests.fake_realtime import FakeConnection, FakeRealtime, Scripted, pcm16_tone
 
@@ -110,11 +113,13 @@ def drop(conn: FakeConnection) -> float:
     return time.monotonic()
 
 
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
 async def test_a_drop_during_an_answer_reseeds_what_was_heard_and_the_answer_goes_on(
-    base_env: dict[str, str],
+    base_env: dict[str, str], dialect: str
 ) -> None:
     greeting = Scripted(pcm16_tone(600, 0.6), "Hello there.")
     fake = FakeRealtime(
+        dialect=dialect,
         answer=pcm16_tone(500, 3.0),
         answer_text=ANSWER_TEXT,
         auto_respond=True,
@@ -143,6 +148,7 @@ async def test_a_drop_during_an_answer_reseeds_what_was_heard_and_the_answer_goe
             during,
             BOT_GREETING="Hello",
             BOT_TOOLS="bot.example_tools",
+            REALTIME_DIALECT=dialect,
         )
     assert len(fake.connections) == 2
     new = fake.connections[1]
@@ -161,8 +167,15 @@ async def test_a_drop_during_an_answer_reseeds_what_was_heard_and_the_answer_goe
     )
     assert len(items) == 3
     [create] = new.of_type("response.create")
-    assert create["response"] == {"output_modalities": ["audio"]}
-    assert "response.output_audio.delta" in new.sent  # the next answer is audio...
+    [assistant] = [e["item"] for e in new.of_type("conversation.item.create")][-1:]
+    if dialect == "ga":
+        assert create["response"] == {"output_modalities": ["audio"]}
+        assert assistant["content"][0]["type"] == "output_text"
+    else:
+        assert create["response"] == {"modalities": ["text", "audio"]}
+        assert assistant["content"][0]["type"] == "text"
+    delta = "response.output_audio.delta" if dialect == "ga" else "response.audio.delta"
+    assert delta in new.sent  # the next answer is audio...
     gap = silence_after(result, dropped_at)
     assert gap <= 1.5, gap  # ...and the caller heard it soon
     assert len(result.clears) == 1  # the unheard rest of the cut answer was flushed
@@ -321,12 +334,12 @@ async def test_session_expired_moves_the_call_to_a_new_session(base_env: dict[st
 
 
 async def test_renewal_waits_for_a_turn_boundary_and_adds_no_gap(base_env: dict[str, str]) -> None:
-    # The greeting plays from about 0.1 s to 6.1 s; the session comes of age at 4 s.
+    # The greeting plays from about 0.1 s to 7.1 s; the session comes of age at 5 s.
     fake = FakeRealtime(
         answer=pcm16_tone(500, 1.0),
         auto_respond=True,
         caller_texts=("Thanks.",),
-        script=[Scripted(pcm16_tone(600, 6.0), "A long greeting.")],
+        script=[Scripted(pcm16_tone(600, 7.0), "A long greeting.")],
     )
 
     async def during() -> None:
@@ -336,13 +349,13 @@ async def test_renewal_waits_for_a_turn_boundary_and_adds_no_gap(base_env: dict[
         result, started = await call_with(
             fake,
             base_env,
-            quiet(7.0) + speech(0.8) + quiet(2.0),
+            quiet(8.0) + speech(0.8) + quiet(2.0),
             during,
             BOT_GREETING="Hi",
-            REALTIME_SESSION_MAX_S="4",
+            REALTIME_SESSION_MAX_S="5",
         )
-    old, new = fake.connections[:2]  # (the new one comes of age at 8 s, and is renewed too)
-    assert 3.9 < new.opened_at - old.opened_at < 5.5  # opened beside the old one...
+    old, new = fake.connections[:2]  # (the new one comes of age at 10 s, and is renewed too)
+    assert 4.9 < new.opened_at - old.opened_at < 6.5  # opened beside the old one...
     [done_at] = sent_at_server(old, "response.done")
     [first_seed] = sent_at(new, "conversation.item.create")[:1]
     assert first_seed > done_at  # ...and swapped in only after the greeting was over
@@ -350,7 +363,7 @@ async def test_renewal_waits_for_a_turn_boundary_and_adds_no_gap(base_env: dict[
     assert old.closed_at is not None and old.closed_at - first_seed < 1.0
     assert not result.clears  # nothing was cut
     greeting = _loud_run(result.output_ulaw, 0)
-    assert 5.9 <= greeting * 0.02 <= 6.1  # the greeting played without a gap
+    assert 6.9 <= greeting * 0.02 <= 7.1  # the greeting played without a gap
     assert "response.output_audio.delta" in new.sent  # the next answer came from the new one
     kinds = [e["kind"] for e in result.row["events"]]  # type: ignore[attr-defined]
     assert kinds.count("renewal") >= 1
@@ -422,3 +435,42 @@ def _loud_run(ulaw: bytes, start_frame: int) -> int:
 
 def sent_at_server(conn: FakeConnection, kind: str) -> list[float]:
     return [at for name, at in zip(conn.sent, conn.sent_at, strict=True) if name == kind]
+
+
+async def test_the_filler_plays_while_the_bridge_reconnects(
+    base_env: dict[str, str], tmp_path: Path
+) -> None:
+    filler = tmp_path / "hold.wav"
+    with wave.open(str(filler), "wb") as clip:
+        clip.setnchannels(1)
+        clip.setsampwidth(2)
+        clip.setframerate(16000)
+        clip.writeframes(tone(1000, 2.0, 16000))
+    fake = FakeRealtime(answer=pcm16_tone(500, 0.5))
+    dropped_at = 0.0
+
+    async def during() -> None:
+        nonlocal dropped_at
+        await eventually(
+            lambda: bool(fake.connections) and len(fake.connections[0].appended_at) > 25,
+            10,
+            what="audio",
+        )
+        fake.reject_status = 503  # the provider is away for a moment
+        dropped_at = drop(fake.connections[0])
+        await asyncio.sleep(0.8)
+        fake.reject_status = None
+
+    async with fake:
+        result, _ = await call_with(
+            fake, base_env, quiet(4.0), during, RECONNECT_FILLER=str(filler)
+        )
+    assert len(fake.connections) == 2
+    origin = result.frames_sent_at[0]
+    start = int((dropped_at - origin) / 0.02) + 3
+    played = ulaw_to_pcm16(result.output_ulaw[start * 160 : (start + 25) * 160])
+    assert abs(dominant_hz(played, 8000) - 1000) < 20  # the filler, during the gap...
+    assert len(result.clears) == 1  # ...cleared once the new session was there
+    reconnected = fake.connections[1].opened_at
+    assert 0.7 < reconnected - dropped_at < 2.5  # tries at 0, 0.25, 0.75 and 1.75 s
+    assert abs(result.clears[0].at_s - (reconnected - origin)) < 0.1

@@ -155,14 +155,18 @@ def seeded(conn: FakeConnection) -> list[tuple[str, str]]:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.parametrize("mid_answer", [False, True], ids=["at a turn boundary", "mid-answer"])
 async def test_sigterm_moves_a_live_call_to_the_other_instance(
-    tmp_path: Path, postgres_url: str
+    tmp_path: Path, postgres_url: str, mid_answer: bool
 ) -> None:
+    """At a turn boundary; or, with an answer still being given past HANDOVER_WAIT_S, cut
+    at what was heard."""
     front_port = free_port()
     front = f"http://127.0.0.1:{front_port}"
-    phone = MovingPhone(front, QUIET * 75 + speech(0.8) + QUIET * 200 + speech(0.8) + QUIET * 150)
+    tail = QUIET * (350 if mid_answer else 150)  # the second answer plays out
+    phone = MovingPhone(front, QUIET * 75 + speech(0.8) + QUIET * 200 + speech(0.8) + tail)
     fake = FakeRealtime(
-        answer=pcm16_tone(500, 1.0),
+        answer=pcm16_tone(500, 4.0 if mid_answer else 1.0),
         answer_text="It ships today.",
         auto_respond=True,
         caller_texts=("Where is my order?", "When does it arrive?"),
@@ -181,6 +185,7 @@ async def test_sigterm_moves_a_live_call_to_the_other_instance(
             "REALTIME_API_KEY": "sk-test-handover",
             "BOT_GREETING": "Hello",
             "SHUTDOWN_GRACE_SECONDS": "20",
+            "HANDOVER_WAIT_S": "0.3",
         }
         for name in ("a", "b"):
             (tmp_path / name).mkdir()
@@ -209,16 +214,16 @@ async def test_sigterm_moves_a_live_call_to_the_other_instance(
             try:
                 await _wait_for(front)
                 call = asyncio.create_task(phone.call())
-                # The greeting, a question and its answer, all heard: then the deploy.
+                # The greeting, a question and its answer: then the deploy.
+                kind = "response.created" if mid_answer else "response.done"
                 await eventually(
                     lambda: (
-                        fake.connections
-                        and sum(c.sent.count("response.done") for c in fake.connections) >= 2
+                        fake.connections and sum(c.sent.count(kind) for c in fake.connections) >= 2
                     ),
                     15,
                     "the first answer",
                 )
-                await asyncio.sleep(1.2)
+                await asyncio.sleep(0.3 if mid_answer else 1.2)
                 holder = await _holder(postgres_url)
                 stopping, staying = (proc_a, proc_b) if proc_a.pid == holder else (proc_b, proc_a)
                 stopping.send_signal(signal.SIGTERM)
@@ -269,6 +274,7 @@ async def test_sigterm_moves_a_live_call_to_the_other_instance(
     assert row["ended_by"] == "caller"
     handovers = [e for e in row["events"] if e["kind"] == "handover"]
     assert [e["data"]["direction"] for e in handovers] == ["out", "in"]
+    assert handovers[0]["data"]["forced"] is mid_answer
     assert json.dumps(row["turns"]).count("It ships today.") == 2
 
 

@@ -238,7 +238,9 @@ async def test_a_silent_caller_is_asked_then_hung_up_on(tmp_path: Path) -> None:
         model.say(*done(f"resp_{number}", f"item_{number}"))
         await eventually(lambda: phone.marks(), what="the prompt playing")
         phone.ack()
-        phone.speak(51, SILENCE)
+        # A second of call time after the ack; the clock ran on a little while the test
+        # waited for it (the shell's clock between frames), so a few frames more.
+        phone.speak(60, SILENCE)
         await eventually(lambda n=number: len(asked()) == n, what=f"prompt {number}")
     assert asked()[-1] == say_request(
         "I haven't heard from you, so I'll end the call now. Goodbye."

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,31 @@ def test_nothing_outside_the_config_module_reads_the_environment() -> None:
         and any(needle in path.read_text() for needle in ("os.environ", "os.getenv", "getenv("))
     ]
     assert readers == []
+
+
+def test_continuity_settings_and_the_filler(tmp_path: Path) -> None:
+    filler = tmp_path / "hold.wav"
+    with wave.open(str(filler), "wb") as clip:
+        clip.setnchannels(2)
+        clip.setsampwidth(2)
+        clip.setframerate(16000)
+        clip.writeframes(b"\x00\x10" * 2 * 16000)  # one second, stereo
+    settings = Settings.from_env(
+        {"RECONNECT_FILLER": str(filler), "MAX_CALL_S": "0", "IDLE_PROMPT_S": "0"}
+    )
+    assert settings.call.reconnect_filler is not None
+    assert len(settings.call.reconnect_filler) == 8000  # one second of 8 kHz μ-law
+    assert settings.call.max_call_s == 0 and settings.call.idle_prompt_s == 0
+    assert (settings.call.reconnect_s, settings.call.session_max_s) == (5.0, 1800.0)
+    (tmp_path / "junk.wav").write_bytes(b"not a wav")
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {
+                "RECONNECT_FILLER": str(tmp_path / "junk.wav"),
+                "REALTIME_SESSION_MAX_S": "-1",
+                "IDLE_PROMPTS": "x",
+            }
+        )
+    message = str(caught.value)
+    for name in ("RECONNECT_FILLER", "REALTIME_SESSION_MAX_S", "IDLE_PROMPTS"):
+        assert name in message
