@@ -43,6 +43,8 @@ from bot.config import (
 )
 from bot.core.realtime.events import (
     AudioFormat,
+    Eagerness,
+    NoiseReduction,
     SessionConfig,
     Transcription,
     TurnDetection,
@@ -79,6 +81,13 @@ def session_config(
             threshold=realtime.vad_threshold,
             prefix_padding_ms=realtime.vad_prefix_ms,
             silence_duration_ms=realtime.vad_silence_ms,
+            semantic=realtime.turn_detection == "semantic_vad",
+            eagerness=cast(Eagerness, realtime.vad_eagerness),
+        ),
+        noise_reduction=(
+            None
+            if realtime.noise_reduction == "off"
+            else cast(NoiseReduction, realtime.noise_reduction)
         ),
         transcription=Transcription(transcription) if transcription else None,
         tools=tools or None,
@@ -128,6 +137,7 @@ def create_app(
     )
     realtime = settings.realtime
     dial: Dialer
+    session: SessionConfig
     if realtime.local:
         from bot.localrt.services import local_providers as offline
 
@@ -135,7 +145,7 @@ def create_app(
         local = LocalRealtime(providers)
         audio = AudioFormat.G711_ULAW  # no resampling on the way in or out
         # The local backend always transcribes: a text model cannot answer what it cannot read.
-        local_session = replace(
+        local_session = session = replace(
             session_config(realtime, settings.call.instructions, schemas, audio),
             transcription=Transcription("local"),
         )
@@ -148,7 +158,9 @@ def create_app(
         local_providers = providers
     else:
         audio = realtime.audio
-        hosted_session = session_config(realtime, settings.call.instructions, schemas, audio)
+        hosted_session = session = session_config(
+            realtime, settings.call.instructions, schemas, audio
+        )
 
         async def dial_hosted() -> RealtimeChannel:
             return await open_realtime(realtime, hosted_session)
@@ -247,6 +259,7 @@ def create_app(
             )
             if rest is not None and cluster.shared and settings.call.handover
             else None,
+            session=session,
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:

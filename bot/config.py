@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from bot.core.ids import is_account_sid, is_e164, is_loopback
 from bot.core.realtime.dialects import Dialect
 from bot.core.realtime.events import AudioFormat
+from bot.core.turn_taking import EAGERNESS, NOISE_REDUCTIONS, TURN_DETECTIONS
 from bot.errors import ConfigError
 
 __all__ = [
@@ -358,6 +359,28 @@ class RealtimeSettings:
         shown="`5`",
     )
     voice: str = setting("BOT_VOICE", "", "Voice.", shown="`marin` (GA), `alloy` (beta)")
+    turn_detection: str = setting(
+        "TURN_DETECTION",
+        "server_vad",
+        "How the provider ends the caller's turn: `server_vad` (after `VAD_SILENCE_MS` of "
+        "silence) or `semantic_vad` (when what was said sounds finished; see "
+        "`VAD_EAGERNESS`). Outbound calls may choose their own.",
+        parse=choice(*TURN_DETECTIONS),
+    )
+    vad_eagerness: str = setting(
+        "VAD_EAGERNESS",
+        "auto",
+        "With `semantic_vad`: `low`, `medium`, `high` or `auto` (medium). Lower waits longer "
+        "for the caller to finish (up to about 8, 4 and 2 s).",
+        parse=choice(*EAGERNESS),
+    )
+    noise_reduction: str = setting(
+        "NOISE_REDUCTION",
+        "off",
+        "The provider's noise reduction before VAD and the model: `off`, `near_field` "
+        "(handsets, headsets) or `far_field` (speakerphones, rooms).",
+        parse=choice(*NOISE_REDUCTIONS),
+    )
     vad_threshold: float = setting(
         "VAD_THRESHOLD", 0.5, "Server VAD threshold, 0–1.", parse=number(0, 1)
     )

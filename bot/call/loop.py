@@ -48,7 +48,8 @@ from bot.calllog.writer import CallLog
 from bot.cluster.bus import Cluster
 from bot.cluster.core.messages import ControlAction
 from bot.config import CallSettings
-from bot.core.realtime.events import AudioFormat
+from bot.core.realtime.events import AudioFormat, SessionConfig, TurnDetection
+from bot.core.turn_taking import turn_parameter_problems, turn_taking
 from bot.core.twilio import OutboundClear, OutboundMedia, TwilioMedia, TwilioMessage
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
 
@@ -87,6 +88,7 @@ class CallServices:
     recordings: Path | None  # None: calls are not recorded
     cluster: Cluster
     handover: Handover | None = None  # calls can move to another instance on SIGTERM
+    session: SessionConfig | None = None  # what every call's Realtime session is opened with
 
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
@@ -157,12 +159,20 @@ class LiveCall:
         instructions = params.get("instructions") or None
         if variables or instructions:
             instructions = render_instructions(instructions or settings.instructions, variables)
+        for problem in turn_parameter_problems(params):
+            self.log.warning("ignored: %s", problem)
+        base_turn = services.session.turn_detection if services.session else None
+        turn, noise = turn_taking(
+            base_turn if isinstance(base_turn, TurnDetection) else TurnDetection(), params
+        )
         self.session = CallSession(
             stream_sid=start.stream_sid,
             call_sid=start.call_sid,
             audio=services.audio,
             greeting=None if self._resumed else params.get("greeting") or settings.greeting,
             instructions=instructions,
+            turn_detection=turn,
+            noise_reduction=noise,
             record_audio=services.recordings is not None,
             hold_for_human=params.get("amd") == "1" and not self._resumed,
             forward_dtmf=settings.forward_dtmf,

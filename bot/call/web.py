@@ -20,6 +20,7 @@ from bot.call.twilio_socket import AsgiApp, AsgiTwilioChannel, Receive, Scope, S
 from bot.config import ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
 from bot.core.tokens import TOKEN_PARAMETER
+from bot.core.turn_taking import TURN_PARAMETERS
 from bot.core.twiml import render_connect_stream, say_then_hang_up, xml_safe
 from bot.log import ThrottledLog
 from bot.store.schema import utcnow
@@ -42,7 +43,9 @@ MEDIA_PATH: Final = "/twilio/media"
 AMD_PATH: Final = "/twilio/amd"
 STATUS_PATH: Final = "/twilio/status"
 # Outbound calls carry these in their (signed) webhook URL; they become stream parameters.
-OUTBOUND_PARAMETERS: Final = frozenset({"instructions", "greeting", "amd", "campaign"})
+OUTBOUND_PARAMETERS: Final = frozenset(
+    {"instructions", "greeting", "amd", "campaign", *TURN_PARAMETERS}
+)
 HANG_UP: Final = '<?xml version="1.0" encoding="UTF-8"?><Response><Hangup/></Response>'
 MAX_WEBHOOK_BYTES: Final = 64 * 1024  # Twilio's webhooks are about 1 kB
 MAX_WEBHOOK_FIELDS: Final = 128  # and about 30 fields

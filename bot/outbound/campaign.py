@@ -128,6 +128,7 @@ class CampaignRunner:
             self.options.instructions,
             self.options.greeting,
             campaign=self.options.name,
+            turn_taking=self.options.turn_taking,
         )
         try:
             call_sid = await place_call(self.caller, self.rest, self.store.calls, call)

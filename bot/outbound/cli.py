@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.core.turn_taking import EAGERNESS, NOISE_REDUCTIONS, TURN_DETECTIONS
 from bot.errors import BotError
 from bot.outbound.core.campaign import (
     CampaignOptions,
@@ -77,6 +78,7 @@ def add_campaign_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
     run.add_argument("--instructions", help="instructions for every call; {column} takes a value")
     run.add_argument("--greeting", help="what the bot says first")
+    _turn_taking_options(run)
     run.add_argument("--dry-run", action="store_true", help="show what would happen; call nobody")
     status = sub.add_parser("status", help="where a campaign stands")
     status.add_argument("name")
@@ -105,6 +107,7 @@ def run_campaign_command(args: argparse.Namespace, settings: Settings) -> int:
         calls_per_second=max(0.01, args.cps),
         instructions=args.instructions,
         greeting=args.greeting,
+        turn_taking=_turn_taking(args),
     )
     if not args.dry_run:
         missing = outbound_problems(settings)
@@ -208,6 +211,26 @@ def add_call_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     )
     call.add_argument("--instructions", help="instructions for this call; {name} takes a --var")
     call.add_argument("--greeting", help="what the bot says first")
+    _turn_taking_options(call)
+
+
+def _turn_taking_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--turn-detection", choices=TURN_DETECTIONS, help="instead of TURN_DETECTION"
+    )
+    parser.add_argument("--vad-eagerness", choices=EAGERNESS, help="instead of VAD_EAGERNESS")
+    parser.add_argument(
+        "--noise-reduction", choices=NOISE_REDUCTIONS, help="instead of NOISE_REDUCTION"
+    )
+
+
+def _turn_taking(args: argparse.Namespace) -> dict[str, str]:
+    chosen = {
+        "turn_detection": args.turn_detection,
+        "vad_eagerness": args.vad_eagerness,
+        "noise_reduction": args.noise_reduction,
+    }
+    return {name: value for name, value in chosen.items() if value}
 
 
 def run_call_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -221,7 +244,9 @@ def run_call_command(args: argparse.Namespace, settings: Settings) -> int:
     if problems:
         print("bot call: " + "; ".join(problems), file=sys.stderr)
         return 2
-    call = OutboundCall(args.to, variables, args.instructions, args.greeting)
+    call = OutboundCall(
+        args.to, variables, args.instructions, args.greeting, turn_taking=_turn_taking(args)
+    )
 
     async def place() -> str:
         from bot.outbound.placing import place_call

@@ -83,3 +83,18 @@ def test_a_dry_run_plan() -> None:
     ]
     done = plan(contacts, frozenset(), {"+15550000002": "done"}, Window(), now)
     assert done[1][1] == "nothing: already done"
+
+
+def test_an_outbound_calls_turn_taking_travels_in_its_webhook_url() -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from bot.outbound.core.request import Caller, OutboundCall, call_request
+
+    caller = Caller("+15550000000", "https://bot.example.com")
+    chosen = {"turn_detection": "semantic_vad", "vad_eagerness": "low"}
+    request = call_request(caller, OutboundCall("+15551234567", turn_taking=chosen))
+    query = parse_qs(urlsplit(request["url"]).query)
+    assert query["turn_detection"] == ["semantic_vad"] and query["vad_eagerness"] == ["low"]
+    for wrong in ({"turn_detection": "eager"}, {"noise_reduction": "loud"}, {"barge_in": "x"}):
+        with pytest.raises(ValueError):
+            call_request(caller, OutboundCall("+15551234567", turn_taking=wrong))

@@ -224,3 +224,69 @@ def test_item_done_exists_only_in_ga() -> None:
 def test_audio_travels_as_base64_only_on_the_wire() -> None:
     text = encode_server_event(rt.AudioDelta("r", "i", b"\x01\x02"), Dialect.GA, "e")
     assert text is not None and json.loads(text)["delta"] == base64.b64encode(b"\x01\x02").decode()
+
+
+@pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.BETA])
+def test_turn_detection_and_noise_reduction_reach_the_provider_as_the_sdk_types_them(
+    dialect: Dialect,
+) -> None:
+    """Validated against the openai SDK's own client event models, in both dialects."""
+    from openai.types.beta.realtime.response_create_event import ResponseCreateEvent as BetaCreate
+    from openai.types.beta.realtime.session_update_event import SessionUpdateEvent as BetaUpdate
+    from openai.types.realtime.response_create_event import ResponseCreateEvent as GaCreate
+    from openai.types.realtime.session_update_event import SessionUpdateEvent as GaUpdate
+
+    update_model, create_model = (
+        (GaUpdate, GaCreate) if dialect is Dialect.GA else (BetaUpdate, BetaCreate)
+    )
+    for eagerness in ("low", "medium", "high", "auto"):
+        config = rt.SessionConfig(
+            instructions="Be brief.",
+            input_format=rt.AudioFormat.G711_ULAW,
+            turn_detection=rt.TurnDetection(semantic=True, eagerness=eagerness),  # type: ignore[arg-type]
+            noise_reduction="far_field",
+        )
+        update = client_json(rt.SessionUpdate(config), dialect)
+        update_model.model_validate(update, strict=False)
+        session = update["session"]
+        assert isinstance(session, dict)
+        if dialect is Dialect.GA:
+            vad = session["audio"]["input"]["turn_detection"]
+            noise = session["audio"]["input"]["noise_reduction"]
+        else:
+            vad, noise = session["turn_detection"], session["input_audio_noise_reduction"]
+        assert vad == {
+            "type": "semantic_vad",
+            "eagerness": eagerness,
+            "create_response": True,
+            "interrupt_response": True,
+        }
+        assert noise == {"type": "far_field"}
+    server = client_json(
+        rt.SessionUpdate(
+            rt.SessionConfig(turn_detection=rt.TurnDetection(), noise_reduction="off")
+        ),
+        dialect,
+    )
+    update_model.model_validate(server)
+    session = server["session"]
+    assert isinstance(session, dict)
+    if dialect is Dialect.GA:
+        assert session["audio"]["input"]["turn_detection"]["type"] == "server_vad"
+        assert session["audio"]["input"]["noise_reduction"] is None
+    else:
+        assert session["turn_detection"]["type"] == "server_vad"
+        assert session["input_audio_noise_reduction"] is None
+    create_model.model_validate(client_json(rt.CreateResponse("Go on.", speak=True), dialect))
+
+
+@pytest.mark.parametrize("dialect", [Dialect.GA, Dialect.BETA])
+def test_a_server_reads_turn_detection_and_noise_reduction_back(dialect: Dialect) -> None:
+    config = rt.SessionConfig(
+        turn_detection=rt.TurnDetection(semantic=True, eagerness="low"),
+        noise_reduction="near_field",
+    )
+    event = decode_client_event(encode_client_event(rt.SessionUpdate(config), dialect))
+    assert isinstance(event, rt.SessionUpdate)
+    assert event.session.turn_detection == rt.TurnDetection(semantic=True, eagerness="low")
+    assert event.session.noise_reduction == "near_field"

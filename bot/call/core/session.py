@@ -164,6 +164,9 @@ class CallSession:
     audio: rt.AudioFormat
     greeting: str | None = None
     instructions: str | None = None  # per-call instructions, sent at the start
+    # A call's own turn detection and noise reduction (an outbound call's choice).
+    turn_detection: rt.TurnDetection | None = None
+    noise_reduction: rt.NoiseReduction | Literal["off"] | None = None
     record_audio: bool = False
     hold_for_human: bool = False  # outbound with answering-machine detection
     forward_dtmf: bool = True
@@ -343,9 +346,15 @@ class CallSession:
         return commands
 
     def _call_instructions(self) -> list[Command]:
-        if not self.instructions:
+        """The call's own session settings, over the ones every call gets."""
+        if not self.instructions and self.turn_detection is None and self.noise_reduction is None:
             return []
-        return [SendToRealtime(rt.SessionUpdate(rt.SessionConfig(instructions=self.instructions)))]
+        config = rt.SessionConfig(
+            instructions=self.instructions or None,
+            turn_detection=self.turn_detection,
+            noise_reduction=self.noise_reduction,
+        )
+        return [SendToRealtime(rt.SessionUpdate(config))]
 
     # ---- from Twilio -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from bot.core.realtime.events import (
     AudioFormat,
     Item,
+    NoiseReduction,
     ResponseInfo,
     SessionConfig,
     Transcription,
@@ -135,6 +136,13 @@ def read_format(value: object) -> AudioFormat:
 def _turn_detection_shape(vad: TurnDetection | Literal["off"]) -> dict[str, object] | None:
     if vad == "off":
         return None
+    if vad.semantic:
+        return {
+            "type": "semantic_vad",
+            "eagerness": vad.eagerness,
+            "create_response": vad.create_response,
+            "interrupt_response": vad.interrupt_response,
+        }
     return {
         "type": "server_vad",
         "threshold": vad.threshold,
@@ -152,6 +160,10 @@ def _transcription_shape(transcription: Transcription | Literal["off"]) -> dict[
     if transcription.prompt:
         shape["prompt"] = transcription.prompt
     return shape
+
+
+def _noise_shape(noise: NoiseReduction | Literal["off"]) -> dict[str, str] | None:
+    return None if noise == "off" else {"type": noise}
 
 
 def session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
@@ -178,6 +190,8 @@ def session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
             inputs["turn_detection"] = vad
         if config.transcription is not None:
             inputs["transcription"] = transcription
+        if config.noise_reduction is not None:
+            inputs["noise_reduction"] = _noise_shape(config.noise_reduction)
         if config.output_format is not None:
             outputs["format"] = names.formats[config.output_format]
         if config.voice is not None:
@@ -196,6 +210,8 @@ def session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
             shape["turn_detection"] = vad
         if config.transcription is not None:
             shape["input_audio_transcription"] = transcription
+        if config.noise_reduction is not None:
+            shape["input_audio_noise_reduction"] = _noise_shape(config.noise_reduction)
     if config.tools is not None:
         shape["tools"] = [dict(tool) for tool in config.tools]
         shape["tool_choice"] = "auto"
@@ -230,6 +246,10 @@ def read_session(shape: Mapping[str, Any]) -> SessionConfig:
             )
         else:
             raise TypeError("transcription must be an object or null")
+    noise_reduction: NoiseReduction | Literal["off"] | None = None
+    if "noise_reduction" in inputs or "input_audio_noise_reduction" in shape:
+        noise = inputs.get("noise_reduction", shape.get("input_audio_noise_reduction"))
+        noise_reduction = "off" if noise is None else _read_noise(noise)
     modalities = shape.get("output_modalities", shape.get("modalities"))
     tools = shape.get("tools")
     if tools is not None and not (
@@ -246,14 +266,32 @@ def read_session(shape: Mapping[str, Any]) -> SessionConfig:
         transcription=transcription,
         tools=None if tools is None else tuple(tools),
         speak=None if modalities is None else "audio" in modalities,
+        noise_reduction=noise_reduction,
     )
+
+
+def _read_noise(noise: object) -> NoiseReduction:
+    kind: object = noise.get("type") if isinstance(noise, dict) else None
+    if kind == "near_field":
+        return "near_field"
+    if kind == "far_field":
+        return "far_field"
+    raise ValueError(f"noise_reduction must be near_field or far_field, got {kind!r}")
 
 
 def _read_turn_detection(vad: object) -> TurnDetection:
     if not isinstance(vad, dict):
         raise TypeError("turn_detection must be an object or null")
     default = TurnDetection()
+    kind = vad.get("type", "server_vad")
+    if kind not in ("server_vad", "semantic_vad"):
+        raise ValueError(f"turn_detection type must be server_vad or semantic_vad, got {kind!r}")
+    eagerness = vad.get("eagerness", "auto")
+    if eagerness not in ("low", "medium", "high", "auto"):
+        raise ValueError(f"eagerness must be low, medium, high or auto, got {eagerness!r}")
     return TurnDetection(
+        semantic=kind == "semantic_vad",
+        eagerness=eagerness,
         threshold=float(vad.get("threshold", default.threshold)),
         prefix_padding_ms=int(vad.get("prefix_padding_ms", default.prefix_padding_ms)),
         silence_duration_ms=int(vad.get("silence_duration_ms", default.silence_duration_ms)),

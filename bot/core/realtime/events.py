@@ -55,6 +55,8 @@ __all__ = [
     "TranscriptDelta",
     "TranscriptDone",
     "TruncateItem",
+    "Eagerness",
+    "NoiseReduction",
     "TurnDetection",
 ]
 
@@ -77,15 +79,24 @@ class AudioFormat(Enum):
 # ---- session settings ----------------------------------------------------------------------
 
 
+Eagerness = Literal["low", "medium", "high", "auto"]
+NoiseReduction = Literal["near_field", "far_field"]
+
+
 @dataclass(frozen=True, slots=True)
 class TurnDetection:
-    """Server VAD: when the caller's turn starts and ends, and what the server does then."""
+    """When the caller's turn starts and ends, and what the server does then. `server_vad`
+    ends a turn after `silence_duration_ms` of silence; `semantic_vad` (`semantic`) when what
+    was said sounds finished, waiting longer the lower its `eagerness` (the VAD numbers do
+    not apply to it)."""
 
     threshold: float = 0.5
     prefix_padding_ms: int = 300
     silence_duration_ms: int = 500
     create_response: bool = True
     interrupt_response: bool = True
+    semantic: bool = False
+    eagerness: Eagerness = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +119,8 @@ class SessionConfig:
     transcription: Transcription | Literal["off"] | None = None
     tools: tuple[Mapping[str, object], ...] | None = None  # {"type","name","description",...}
     speak: bool | None = None  # answers in audio (with a transcript), or in text only
+    # Before VAD and the model: near_field for handsets, far_field for speakerphones.
+    noise_reduction: NoiseReduction | Literal["off"] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -87,6 +88,7 @@ class CampaignOptions:
     poll_interval_s: float = 3.0
     instructions: str | None = None
     greeting: str | None = None
+    turn_taking: Mapping[str, str] = field(default_factory=dict)  # for every call
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any, Final
 from urllib.parse import urlencode
 
 from bot.core.ids import is_e164
+from bot.core.turn_taking import TURN_PARAMETERS, turn_parameter_problems
 from bot.core.twiml import MAX_PARAMETER_CHARS
 
 __all__ = ["Caller", "OutboundCall", "call_request"]
@@ -28,6 +29,8 @@ class OutboundCall:
     instructions: str | None = None
     greeting: str | None = None
     campaign: str | None = None
+    # The call's own turn detection and noise reduction (see bot.core.turn_taking).
+    turn_taking: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,12 @@ def call_request(caller: Caller, call: OutboundCall) -> dict[str, Any]:
     """
     if not is_e164(call.to):
         raise ValueError(f"{call.to!r} is not an E.164 number such as +15551234567")
+    problems = turn_parameter_problems(call.turn_taking)
+    unknown = set(call.turn_taking) - set(TURN_PARAMETERS)
+    if problems or unknown:
+        raise ValueError("; ".join(problems) or f"unknown turn-taking settings {sorted(unknown)}")
     query: dict[str, str] = {f"var_{name}": value for name, value in call.variables.items()}
+    query.update(call.turn_taking)
     for name, value in (
         ("instructions", call.instructions),
         ("greeting", call.greeting),
