@@ -69,8 +69,10 @@ def session_config(
     instructions: str,
     tools: tuple[Mapping[str, object], ...],
     audio: AudioFormat,
+    bridge_owns_responses: bool = False,
 ) -> SessionConfig:
-    """The session every call asks for."""
+    """The session every call asks for. With `bridge_owns_responses` (pause, then decide)
+    the server neither answers a turn nor cancels an answer by itself."""
     transcription = realtime.transcription_model
     return SessionConfig(
         instructions=instructions,
@@ -83,6 +85,8 @@ def session_config(
             silence_duration_ms=realtime.vad_silence_ms,
             semantic=realtime.turn_detection == "semantic_vad",
             eagerness=cast(Eagerness, realtime.vad_eagerness),
+            create_response=not bridge_owns_responses,
+            interrupt_response=not bridge_owns_responses,
         ),
         noise_reduction=(
             None
@@ -138,6 +142,7 @@ def create_app(
     realtime = settings.realtime
     dial: Dialer
     session: SessionConfig
+    confirming = settings.call.interruptions == "confirm"
     if realtime.local:
         from bot.localrt.services import local_providers as offline
 
@@ -146,7 +151,7 @@ def create_app(
         audio = AudioFormat.G711_ULAW  # no resampling on the way in or out
         # The local backend always transcribes: a text model cannot answer what it cannot read.
         local_session = session = replace(
-            session_config(realtime, settings.call.instructions, schemas, audio),
+            session_config(realtime, settings.call.instructions, schemas, audio, confirming),
             transcription=Transcription("local"),
         )
 
@@ -159,7 +164,7 @@ def create_app(
     else:
         audio = realtime.audio
         hosted_session = session = session_config(
-            realtime, settings.call.instructions, schemas, audio
+            realtime, settings.call.instructions, schemas, audio, confirming
         )
 
         async def dial_hosted() -> RealtimeChannel:

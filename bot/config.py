@@ -543,6 +543,27 @@ class CallSettings:
         "estimated tokens; a note says how many older turns were left out.",
         parse=whole(100, 100_000),
     )
+    interruptions: str = setting(
+        "INTERRUPTIONS",
+        "instant",
+        "`instant`: speech over an answer stops it at once, as a barge-in. `confirm`: pause, "
+        'then decide: a cough or an "uh-huh" lets the answer go on from where it stopped '
+        "(see *Turn-taking*).",
+        parse=choice("instant", "confirm"),
+    )
+    interrupt_min_ms: int = setting(
+        "INTERRUPT_MIN_MS",
+        500,
+        "With `confirm`: how long the caller's sound must last to interrupt.",
+        parse=whole(0, 10_000),
+    )
+    interrupt_min_words: int = setting(
+        "INTERRUPT_MIN_WORDS",
+        2,
+        "With `confirm`: or how many words, not counting fillers and backchannels, its "
+        "transcript must have.",
+        parse=whole(1, 100),
+    )
     handover: bool = setting(
         "DEPLOY_HANDOVER",
         True,

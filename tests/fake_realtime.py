@@ -42,6 +42,9 @@ class FakeConnection:
     received_at: list[float] = field(default_factory=list)  # time.monotonic() of each event
     input_audio: bytearray = field(default_factory=bytearray)
     audio_format: str = "pcm16"  # from session.update: pcm16 | g711_ulaw
+    # From session.update's turn_detection: the server answers and cancels by itself.
+    create_response: bool = True
+    interrupt_response: bool = True
     opened_at: float = field(default_factory=time.monotonic)
     closed_at: float | None = None
     speech_started_at: float | None = None
@@ -165,6 +168,12 @@ class FakeRealtime:
                 elif kind == "response.create":
                     task = asyncio.create_task(self._respond(ws, conn, state))
                     tasks.add(task)
+                elif kind == "response.cancel":
+                    state.interrupted.set()
+                elif kind == "conversation.item.delete":
+                    await self._send(
+                        ws, {"type": "conversation.item.deleted", "item_id": event["item_id"]}
+                    )
                 elif kind == "conversation.item.truncate":
                     await self._send(
                         ws,
@@ -199,11 +208,17 @@ class FakeRealtime:
         if self.dialect == "ga":
             audio = session.get("audio")
             assert isinstance(audio, dict), "GA session.update must nest audio settings"
-            fmt = audio["input"]["format"]["type"]
-            conn.audio_format = "g711_ulaw" if fmt == "audio/pcmu" else "pcm16"
+            if "format" in audio.get("input", {}):
+                fmt = audio["input"]["format"]["type"]
+                conn.audio_format = "g711_ulaw" if fmt == "audio/pcmu" else "pcm16"
+            vad = audio.get("input", {}).get("turn_detection")
         else:
-            assert "input_audio_format" in session, "beta session.update is flat"
-            conn.audio_format = str(session["input_audio_format"])
+            if "input_audio_format" in session:
+                conn.audio_format = str(session["input_audio_format"])
+            vad = session.get("turn_detection")
+        if isinstance(vad, dict):
+            conn.create_response = bool(vad.get("create_response", True))
+            conn.interrupt_response = bool(vad.get("interrupt_response", True))
 
     async def _close_later(self, ws: ServerConnection) -> None:
         assert self.close_after_s is not None
@@ -267,12 +282,12 @@ class FakeRealtime:
                     "transcript": text,
                 },
             )
-            if self.auto_respond and not state.responding:
+            if self.auto_respond and conn.create_response and not state.responding:
                 state.tasks.add(asyncio.create_task(self._respond(ws, conn, state)))
         if not state.speaking and state.loud_run >= 2:
             state.speaking = True
             conn.speech_started_at = time.monotonic()
-            if state.responding:
+            if state.responding and conn.interrupt_response:
                 state.interrupted.set()
             state.user_item = _id("item")
             await self._send(

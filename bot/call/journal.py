@@ -10,6 +10,7 @@ from typing import assert_never
 
 from bot.call.core.messages import (
     DigitPressed,
+    FalseInterruption,
     IdlePrompted,
     Interrupted,
     Notice,
@@ -126,6 +127,21 @@ class CallJournal:
                         self.error(now_ms, f"response {response_id} ended {status} ({reason})")
                 case ToolRecord(name, arguments, result, at_ms):
                     self.tool(name, arguments, result, None, 0, at_ms)
+                case FalseInterruption(item_id, sound_ms, paused_ms, at_ms):
+                    log.info(
+                        "not an interruption (%d ms of sound): the answer goes on after a "
+                        "%d ms pause",
+                        sound_ms,
+                        paused_ms,
+                    )
+                    self.metrics.false_interruptions.inc()
+                    call_log.event(
+                        call_sid,
+                        at_ms,
+                        "false_interruption",
+                        f"{sound_ms} ms of sound over the bot; it went on after {paused_ms} ms",
+                        {"item_id": item_id, "sound_ms": sound_ms, "paused_ms": paused_ms},
+                    )
                 case IdlePrompted(count, goodbye, at_ms):
                     kind = "idle_goodbye" if goodbye else "idle_prompt"
                     detail = (

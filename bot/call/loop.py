@@ -36,7 +36,7 @@ from bot.call.core.messages import (
     Transfer,
 )
 from bot.call.core.prompt import render_instructions
-from bot.call.core.session import CallSession, CallStats, IdlePolicy, Phase
+from bot.call.core.session import CallSession, CallStats, IdlePolicy, InterruptPolicy, Phase
 from bot.call.handover import HANDOVER_AT_MS, HANDOVER_PARAMETER, HANDOVER_SENT_MS, Handover
 from bot.call.journal import CallJournal, SessionLabel
 from bot.call.metrics import Metrics
@@ -183,6 +183,11 @@ class LiveCall:
                 settings.idle_goodbye_message,
             ),
             seed_budget_tokens=settings.seed_tokens,
+            interrupts=InterruptPolicy(
+                settings.interruptions == "confirm",
+                settings.interrupt_min_ms,
+                settings.interrupt_min_words,
+            ),
             clock_offset_ms=_whole(params.get(HANDOVER_AT_MS)) if self._resumed else 0,
         )
         recorder = None

@@ -23,7 +23,14 @@ class Metrics:
     ) -> None:
         self.registry = CollectorRegistry()
         self.calls = Counter("bot_calls", "Calls by outcome", ["outcome"], registry=self.registry)
-        self.barge_ins = Counter("bot_barge_ins", "Caller barge-ins", registry=self.registry)
+        self.barge_ins = Counter(
+            "bot_barge_ins", "Caller barge-ins (confirmed interruptions)", registry=self.registry
+        )
+        self.false_interruptions = Counter(
+            "bot_false_interruptions",
+            "Sounds over an answer that were not interruptions: the answer went on",
+            registry=self.registry,
+        )
         self.realtime_errors = Counter(
             "bot_realtime_errors", "Realtime errors and failures", registry=self.registry
         )

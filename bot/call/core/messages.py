@@ -18,6 +18,7 @@ __all__ = [
     "Command",
     "DigitPressed",
     "EndCall",
+    "FalseInterruption",
     "HangUp",
     "IdlePrompted",
     "Interrupted",
@@ -136,6 +137,17 @@ class Interrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class FalseInterruption:
+    """The caller made a sound over an answer that was not an interruption (a cough, an
+    "uh-huh"): the answer was paused for `paused_ms` and played on from where it stopped."""
+
+    item_id: str | None  # the caller item the server committed for it (deleted)
+    sound_ms: int
+    paused_ms: int
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class DigitPressed:
     digit: str
     at_ms: int
@@ -195,4 +207,5 @@ Report = (
     | ToolRecord
     | Notice
     | IdlePrompted
+    | FalseInterruption
 )

@@ -20,6 +20,12 @@ came later; an underrun between messages is the gap between the two. The shell k
 call clock to the millisecond between Twilio's 20 ms frames (`CallSession.advance_clock`).
 This keeps the truncation error within 20 ms, as one mark per 20 ms chunk did, with a
 fifth of the marks when deltas are short and one message per delta when they are long.
+
+Pause, then decide (`pause`, `confirm`, `resume`): when the caller may be interrupting,
+Twilio's queue is cleared at once, but what the caller has not heard is kept, from each
+item's heard position on, and new audio is held. A confirmed interruption cuts the items
+there, as `interrupt` does; a false one (a cough, an "uh-huh") sends the held audio again,
+so the caller hears the whole answer.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ CHUNK_ULAW_BYTES: Final = 160  # 20 ms: Twilio's frame, and the call clock's ste
 PLAYOUT_ALIGN_MS: Final = 10
 # Messages between marks are placed by the clock; a mark now and then re-anchors it.
 MARK_EVERY_MS: Final = 100
+PAUSE_LOOKAHEAD_MS: Final = 8  # the clock runs a few ms behind the phone (marks come late)
+RESUME_MESSAGE_BYTES: Final = 8000  # audio played again after a pause: a second a message
 
 
 @dataclass(slots=True)
@@ -71,6 +79,7 @@ class Cut:
     item: ItemPlayback
     audio_end_ms: int
     received_ms: int
+    heard_ulaw_bytes: int = 0  # where the caller stopped hearing it, in μ-law
 
 
 @dataclass(slots=True)
@@ -89,8 +98,16 @@ class _Sent:
     end_ulaw_bytes: int
     ulaw_bytes: int  # in the message
     sent_ms: int  # on the call clock
-    ulaw: bytes  # kept only when recording
+    ulaw: bytes  # kept when recording, or to resume after a pause
     mark: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """Audio of an item not yet heard, waiting for `resume`."""
+
+    item: ItemPlayback
+    ulaw: bytes
 
 
 @dataclass(eq=False)
@@ -100,6 +117,7 @@ class Playback:
     bytes_per_ms: int  # of the model's output format
     keep_audio: bool = False  # for the recording
     stats: PlaybackStats = field(default_factory=PlaybackStats)
+    resumable: bool = False  # keep what is sent until it is heard, for `pause`
 
     def __post_init__(self) -> None:
         self._items: dict[str, ItemPlayback] = {}
@@ -110,11 +128,17 @@ class Playback:
         self._last_ack_ms = 0  # when the newest acknowledged mark came back
         self._partial = b""
         self._partial_item: ItemPlayback | None = None
+        self._held: list[_Held] | None = None  # paused: what waits for `resume`
+        self._pause_cuts: list[Cut] = []
 
     @property
     def idle(self) -> bool:
         """Nothing sent is still unheard, and nothing waits to be sent."""
-        return not self._sent and not self._partial
+        return not self._sent and not self._partial and not self._held
+
+    @property
+    def paused(self) -> bool:
+        return self._held is not None
 
     def received_ms(self, item_id: str) -> int:
         item = self._items.get(item_id)
@@ -134,7 +158,9 @@ class Playback:
         if self._partial:
             ulaw = self._partial + ulaw
         full = len(ulaw) - len(ulaw) % CHUNK_ULAW_BYTES
-        if full:
+        if full and self._held is not None:
+            self._held.append(_Held(item, ulaw[:full]))
+        elif full:
             messages += self._send(item, ulaw[:full], now_ms)
         self._partial = ulaw[full:]
         self._partial_item = item if self._partial else None
@@ -145,6 +171,10 @@ class Playback:
         after the item's last audio, so that its end is known."""
         item, chunk = self._partial_item, self._partial
         self._partial, self._partial_item = b"", None
+        if self._held is not None:
+            if item is not None and chunk:
+                self._held.append(_Held(item, chunk))
+            return []
         if item is not None and chunk:
             return self._send(item, chunk, now_ms, last=True)
         if self._sent and self._sent[-1].mark is None:
@@ -156,7 +186,7 @@ class Playback:
     ) -> list[TwilioMessage]:
         first = item.sent_ulaw_bytes == 0
         item.sent_ulaw_bytes += len(ulaw)
-        kept = ulaw if self.keep_audio else b""
+        kept = ulaw if self.keep_audio or self.resumable else b""
         sent = _Sent(item, item.sent_ulaw_bytes, len(ulaw), now_ms, kept, None)
         self._sent.append(sent)
         self.stats.frames_out += 1
@@ -224,6 +254,94 @@ class Playback:
         clear = OutboundClear(self.stream_sid) if self._sent else None
         if clear is not None:
             self.stats.clears += 1
+        if self._held is not None:  # cut where the pause found it, not now
+            cuts, clear = self.confirm(), None
+        else:
+            cuts = self._cuts(active_response, now_ms)
+        self._sent.clear()
+        self._marks.clear()
+        self._since_mark_ms = 0
+        self._partial, self._partial_item = b"", None
+        self.transcoder.forget_answer()
+        # Items are kept only while they may need cutting; the rest are done.
+        self._items.clear()
+        return clear, cuts
+
+    def pause(self, active_response: str | None, now_ms: int) -> OutboundClear | None:
+        """The caller may be interrupting: stop Twilio at once, keep what was not heard (and
+        hold what comes) until `confirm` or `resume`. Needs `resumable`."""
+        if self._held is not None:
+            return None
+        assert self.resumable, "pause needs the audio kept (resumable)"
+        clear = OutboundClear(self.stream_sid) if self._sent else None
+        if clear is not None:
+            self.stats.clears += 1
+        self._pause_cuts = self._cuts(active_response, now_ms)
+        # The phone plays whole 20 ms frames, and finishes the one under way: the audio to
+        # play again starts after it (unless nothing plays past the last acknowledged mark).
+        # The phone plays whole 20 ms frames and finishes the one under way, so the audio to
+        # play again starts after it. The clock runs a little behind the phone (each mark's
+        # echo comes late): a frame that starts within the look-ahead counts as begun.
+        ahead = self._playing_now(now_ms + PAUSE_LOOKAHEAD_MS)
+        heard: dict[str, int] = {}
+        for cut in self._pause_cuts:
+            item = cut.item
+            position = item.heard_ulaw_bytes + ahead.get(item.item_id, 0)
+            if position > item.heard_ulaw_bytes:
+                position = (position // CHUNK_ULAW_BYTES + 1) * CHUNK_ULAW_BYTES
+            heard[item.item_id] = min(position, item.sent_ulaw_bytes)
+        held: list[_Held] = []
+        for sent in self._sent:
+            item = sent.item
+            start = sent.end_ulaw_bytes - sent.ulaw_bytes
+            skip = max(0, heard.get(item.item_id, sent.end_ulaw_bytes) - start)
+            if skip < sent.ulaw_bytes:
+                held.append(_Held(item, sent.ulaw[skip:]))
+        for cut in self._pause_cuts:
+            item = cut.item
+            item.heard_ulaw_bytes = item.sent_ulaw_bytes = heard[item.item_id]
+        self._sent.clear()
+        self._marks.clear()
+        self._since_mark_ms = 0
+        self._held = held
+        return clear
+
+    def confirm(self) -> list[Cut]:
+        """The interruption was real: every item is cut where the pause found it."""
+        cuts = [  # what the model produced meanwhile counts as received, not heard
+            Cut(
+                c.item,
+                c.audio_end_ms,
+                c.item.received_bytes // self.bytes_per_ms,
+                c.heard_ulaw_bytes,
+            )
+            for c in self._pause_cuts
+        ]
+        self._pause_cuts = []
+        self._held = None
+        self._partial, self._partial_item = b"", None
+        self.transcoder.forget_answer()
+        self._items.clear()
+        return cuts
+
+    def resume(self, now_ms: int) -> list[TwilioMessage]:
+        """It was not an interruption: play what the caller has not heard, from where they
+        stopped hearing it, then what came meanwhile."""
+        held, self._held = self._held or [], None
+        self._pause_cuts = []
+        messages: list[TwilioMessage] = []
+        for index, chunk in enumerate(held):
+            # A mark after each item's last held audio: its end is known again.
+            item_ends = index + 1 == len(held) or held[index + 1].item is not chunk.item
+            for start in range(0, len(chunk.ulaw), RESUME_MESSAGE_BYTES):
+                piece = chunk.ulaw[start : start + RESUME_MESSAGE_BYTES]
+                last = item_ends and start + RESUME_MESSAGE_BYTES >= len(chunk.ulaw)
+                messages += self._send(chunk.item, piece, now_ms, last=last)
+        return messages
+
+    def _cuts(self, active_response: str | None, now_ms: int) -> list[Cut]:
+        """Every item the caller has not heard completely (or whose response is still being
+        generated), at what they heard of it."""
         playing = self._playing_now(now_ms)
         cuts = []
         for item in self._items.values():
@@ -236,18 +354,13 @@ class Playback:
             received_ms = item.received_bytes // self.bytes_per_ms
             heard_bytes = item.heard_ulaw_bytes + playing.get(item.item_id, 0)
             heard_ms = min(heard_bytes // ULAW_BYTES_PER_MS, received_ms)
-            cuts.append(Cut(item, heard_ms, received_ms))
-        self._sent.clear()
-        self._marks.clear()
-        self._since_mark_ms = 0
-        self._partial, self._partial_item = b"", None
-        self.transcoder.forget_answer()
-        # Items are kept only while they may need cutting; the rest are done.
-        self._items.clear()
-        return clear, cuts
+            cuts.append(Cut(item, heard_ms, received_ms, heard_bytes))
+        return cuts
 
     def forget_response(self, response_id: str) -> None:
         """The response is over: its fully heard items need no more bookkeeping."""
+        if self._held is not None:
+            return  # paused: its audio may be played again
         done = [
             item_id
             for item_id, item in self._items.items()

@@ -40,6 +40,16 @@ was due. `renewal_seed` seeds a session opened in parallel at a turn boundary
 Idle callers: after `IdlePolicy.after_ms` of silence at a turn boundary the bot asks
 whether the caller is there, at most `prompts` times, then says goodbye and hangs up.
 
+Pause, then decide (`InterruptPolicy.confirm`; the session is opened with
+`create_response` and `interrupt_response` off, so the bridge owns responses): speech over
+an answer clears Twilio at once but keeps the unheard audio (`Playback.pause`). The caller's
+own audio tells how long the sound lasts. At least `min_ms` of it, or a transcript with
+`min_words` words that are not fillers, confirms the interruption: the answer is cut and
+truncated at the heard position, and cancelled, as in instant mode. A shorter sound (a
+cough, an "uh-huh") resumes the answer from the heard position; the server's committed item
+for it is deleted, so the model neither answers it nor keeps it. Every real caller turn
+gets its `response.create` from the bridge when the server commits it.
+
 Responses: a `response.create` asked for while a response is active waits for its
 `response.done`. Custom tools run in the shell (`RunTool`); their result comes back through
 `tool_finished`. Turns for the call log are kept by `turns.py`; actions by `actions.py`.
@@ -68,6 +78,7 @@ from bot.call.core.messages import (
     Command,
     DigitPressed,
     EndCall,
+    FalseInterruption,
     HangUp,
     IdlePrompted,
     Interrupted,
@@ -86,7 +97,7 @@ from bot.call.core.messages import (
 from bot.call.core.playback import Playback, PlaybackStats
 from bot.call.core.prompt import greeting_request, say_request
 from bot.call.core.turns import Turns
-from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder
+from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder, rms, ulaw_to_pcm16
 from bot.core.realtime import events as rt
 from bot.core.twilio import (
     TwilioConnected,
@@ -104,6 +115,7 @@ __all__ = [
     "CallSession",
     "CallStats",
     "IdlePolicy",
+    "InterruptPolicy",
     "Phase",
 ]
 
@@ -128,6 +140,41 @@ ANSWER_EXPECTED_MS: Final = 3_000  # after the caller's turn ends, a response is
 DEFAULT_SEED_BUDGET_TOKENS: Final = 4_000
 
 
+# Pause, then decide: what counts as the caller still making a sound, and how long a
+# silence ends it (well under the server's VAD_SILENCE_MS: a cough must resume fast).
+CALLER_SOUND_RMS: Final = 600  # PCM16; phone-line noise is a few hundred, speech thousands
+SOUND_ENDS_AFTER_MS: Final = 120
+# Backchannels and fillers: words that do not make a sound an interruption.
+FILLERS: Final = frozenset(
+    "uh huh uh-huh mm mhm mm-hmm hmm um umm uh er ah oh yeah yes yep yup ok okay right "
+    "sure alright i see got it cool nice great".split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptPolicy:
+    """When speech over an answer interrupts it. `confirm` False: at once (instant mode)."""
+
+    confirm: bool = False
+    min_ms: int = 500
+    min_words: int = 2
+
+
+def real_words(transcript: str) -> int:
+    """Words of a transcript that are not fillers or backchannels."""
+    words = [w.strip(".,!?;:\"'()").lower() for w in transcript.split()]
+    return sum(1 for w in words if w and w not in FILLERS)
+
+
+@dataclass(slots=True)
+class _Pause:
+    """Playback stopped for a sound that may or may not be an interruption."""
+
+    started_ms: int
+    sound_until_ms: int  # the newest caller frame with sound in it
+    items: list[str] = field(default_factory=list)  # caller items the server made of it
+
+
 @dataclass(frozen=True, slots=True)
 class IdlePolicy:
     """What the bot does when the caller goes quiet; `after_ms` 0 switches it off."""
@@ -149,6 +196,7 @@ class Phase(Enum):
 class CallStats:
     frames_in: int = 0
     interruptions: int = 0
+    false_interruptions: int = 0
     deltas_dropped: int = 0
     usage_total_tokens: int = 0
     playback: PlaybackStats = field(default_factory=PlaybackStats)
@@ -172,6 +220,7 @@ class CallSession:
     forward_dtmf: bool = True
     transcoder: Transcoder | None = None  # another codec for PCM16 (the benchmark's ratecv)
     idle: IdlePolicy = field(default_factory=IdlePolicy)
+    interrupts: InterruptPolicy = field(default_factory=InterruptPolicy)
     seed_budget_tokens: int = DEFAULT_SEED_BUDGET_TOKENS
     clock_offset_ms: int = 0  # a call moved here from another instance: its clock so far
 
@@ -188,6 +237,7 @@ class CallSession:
             self.audio.bytes_per_ms,
             self.record_audio,
             self.stats.playback,
+            resumable=self.interrupts.confirm,
         )
         self.turns = Turns()
         self.phase = Phase.AWAITING_PERSON if self.hold_for_human else Phase.CONVERSING
@@ -209,6 +259,8 @@ class CallSession:
         self._tools_running: set[str] = set()
         self._quiet_since_ms = self.clock_offset_ms
         self._idle_prompts = 0
+        self._pause: _Pause | None = None
+        self._noise_items: set[str] = set()  # committed items of false interruptions
 
     def advance_clock(self, now_ms: int) -> None:
         """Move the clock between media frames, from the shell's measure of the time since
@@ -282,6 +334,7 @@ class CallSession:
             and not self._caller_speaking
             and not self._tools_running
             and self._pending is None
+            and self._pause is None
             and self.now_ms >= self._answer_due_until_ms
             and self.playback.idle
         )
@@ -292,6 +345,7 @@ class CallSession:
         if not self.linked or self.phase is Phase.ENDED:
             return []
         self.linked = False
+        self._pause = None
         cut_short = self._active_response is not None
         commands = self._cut_answers(truncate=False)
         if cut_short:
@@ -410,12 +464,17 @@ class CallSession:
         if not self.linked:
             self._held_audio.append(ulaw)
             return []
+        decided: list[Command] = []
+        if self._pause is not None:
+            decided = self._hear_during_pause(ulaw)
         # Kept for a session that may replace this one: the speech in progress, and a lead-in.
         heard = self._heard_speech
         heard.append(ulaw)
         if not self._caller_speaking and len(heard) > _LEAD_IN_FRAMES:
             heard.popleft()
         commands: list[Command] = [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(ulaw)))]
+        if decided:
+            commands += decided
         idle = self.idle.after_ms
         if idle and self.now_ms - self._quiet_since_ms >= idle and self.at_turn_boundary:
             commands += self._caller_idle()
@@ -449,7 +508,9 @@ class CallSession:
                     self.turns.answer_text(item_id, delta)
                 return []
             case rt.SpeechStarted(audio_start_ms, item_id):
-                commands = self._barge_in()
+                commands = (
+                    self._maybe_pause(item_id) if self.interrupts.confirm else self._barge_in()
+                )
                 self._caller_speaking = True
                 self._quiet_since_ms, self._idle_prompts = self.now_ms, 0
                 if item_id is not None:
@@ -458,6 +519,10 @@ class CallSession:
                 return commands
             case rt.SpeechStopped(audio_end_ms, item_id):
                 self._caller_speaking = False
+                if self._pause is not None:
+                    pause_over = self._decide(ended=True)
+                    if pause_over:
+                        return pause_over
                 self._quiet_since_ms = self.now_ms
                 self._answer_due_until_ms = self.now_ms + ANSWER_EXPECTED_MS
                 self._drop_heard_speech()
@@ -466,8 +531,17 @@ class CallSession:
                     self._turn(record)
                 return []
             case rt.InputTranscriptCompleted(item_id, transcript):
+                if item_id in self._noise_items:
+                    self._notice("info", f"not an interruption: {transcript!r}")
+                    return []
                 self._turn(self.turns.caller_said(item_id, transcript))
+                pause = self._pause
+                if pause is not None and item_id in pause.items:
+                    if real_words(transcript) >= self.interrupts.min_words:
+                        return self._confirm()
                 return []
+            case rt.AudioCommitted(item_id):
+                return self._committed(item_id)
             case rt.InputTranscriptFailed(item_id, message):
                 self._notice("debug", f"no transcript of caller item {item_id}: {message}")
                 return []
@@ -500,7 +574,6 @@ class CallSession:
             case (
                 rt.SessionCreated()
                 | rt.SessionUpdated()
-                | rt.AudioCommitted()
                 | rt.AudioCleared()
                 | rt.ItemAdded()
                 | rt.ItemDone()
@@ -530,7 +603,8 @@ class CallSession:
         if item is None or response_id in self._dropped_responses:
             return []
         commands: list[Command] = [SendToTwilio(m) for m in self.playback.flush(self.now_ms)]
-        record = self.turns.answer_audio_done(item_id, item.fully_heard, self.now_ms)
+        fully_heard = item.fully_heard and not self.playback.paused
+        record = self.turns.answer_audio_done(item_id, fully_heard, self.now_ms)
         if record is not None:
             self._turn(record)
         return commands
@@ -539,6 +613,79 @@ class CallSession:
         commands = self._cut_answers(truncate=True)
         if self._active_response is not None:
             self._dropped_responses.add(self._active_response)
+        return commands
+
+    # ---- pause, then decide ------------------------------------------------------------------
+
+    def _maybe_pause(self, item_id: str | None) -> list[Command]:
+        """Speech over an answer (or while one is being made): stop playing, keep the rest."""
+        speaking = not self.playback.idle or self._active_response is not None
+        if not speaking and self._pause is None:
+            return []  # an ordinary turn
+        commands: list[Command] = []
+        if self._pause is None:
+            clear = self.playback.pause(self._active_response, self.now_ms)
+            self._pause = _Pause(self.now_ms, self.now_ms)
+            if clear is not None:
+                commands.append(SendToTwilio(clear))
+        if item_id is not None:
+            self._pause.items.append(item_id)
+        return commands
+
+    def _hear_during_pause(self, ulaw: bytes) -> list[Command]:
+        pause = self._pause
+        assert pause is not None
+        if rms(ulaw_to_pcm16(ulaw)) >= CALLER_SOUND_RMS:
+            pause.sound_until_ms = self.now_ms
+        return self._decide(ended=self.now_ms - pause.sound_until_ms >= SOUND_ENDS_AFTER_MS)
+
+    def _decide(self, ended: bool) -> list[Command]:
+        """Confirm once the sound has lasted long enough; resume if it ended sooner."""
+        pause = self._pause
+        assert pause is not None
+        if pause.sound_until_ms - pause.started_ms >= self.interrupts.min_ms:
+            return self._confirm()
+        if ended:
+            return self._resume()
+        return []
+
+    def _confirm(self) -> list[Command]:
+        self._pause = None
+        commands = self._cut_answers(truncate=True)
+        if self._active_response is not None:
+            self._dropped_responses.add(self._active_response)
+            commands.append(SendToRealtime(rt.CancelResponse()))
+        return commands
+
+    def _resume(self) -> list[Command]:
+        pause = self._pause
+        assert pause is not None
+        self._pause = None
+        self._noise_items.update(pause.items)
+        self._reports.append(
+            FalseInterruption(
+                pause.items[-1] if pause.items else None,
+                pause.sound_until_ms - pause.started_ms,
+                self.now_ms - pause.started_ms,
+                self.now_ms,
+            )
+        )
+        self.stats.false_interruptions += 1
+        return [SendToTwilio(m) for m in self.playback.resume(self.now_ms)]
+
+    def _committed(self, item_id: str) -> list[Command]:
+        """The server made a caller item of the audio. With pause-then-decide the bridge
+        answers real turns itself, and deletes what was only a sound."""
+        if not self.interrupts.confirm:
+            return []
+        commands: list[Command] = []
+        pause = self._pause
+        if pause is not None and item_id in pause.items:
+            commands += self._decide(ended=True)
+        if item_id in self._noise_items:
+            return [*commands, SendToRealtime(rt.DeleteItem(item_id))]
+        if self.phase is Phase.CONVERSING and self._pending is None:
+            commands += self._respond()
         return commands
 
     def _cut_answers(self, truncate: bool) -> list[Command]:

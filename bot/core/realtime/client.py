@@ -24,6 +24,7 @@ from bot.core.realtime.dialects import (
 )
 from bot.core.realtime.events import (
     AppendAudio,
+    AudioCommitted,
     AudioDelta,
     AudioDone,
     CancelResponse,
@@ -142,6 +143,10 @@ def decode_server_event(text: str | bytes) -> ServerEvent | None:
     if kind == "input_audio_buffer.speech_stopped":
         return SpeechStopped(
             f.integer(message, "audio_end_ms"), f.optional_string(message, "item_id")
+        )
+    if kind == "input_audio_buffer.committed":
+        return AudioCommitted(
+            f.string(message, "item_id"), f.optional_string(message, "previous_item_id")
         )
     if kind in AUDIO_DONE:
         return AudioDone(f.string(message, "response_id"), f.string(message, "item_id"))

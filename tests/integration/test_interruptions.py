@@ -1,0 +1,101 @@
+"""Pause, then decide (INTERRUPTIONS=confirm), over real sockets: a cough or an "uh-huh"
+over an answer pauses it and it goes on, byte for byte; "wait, stop, I have a question"
+stops it within a frame and truncates it at what was heard. μ-law passes through, so the
+phone's audio can be compared with the model's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot.core.codec import pcm16_to_ulaw
+from bot.simulator import SimulationResult, simulate
+from tests.audio_tools import tone
+from tests.conftest import run_app, settings_from
+from tests.fake_realtime import FakeConnection, FakeRealtime
+
+SILENCE_FRAME = b"\xff" * 160
+ANSWER = pcm16_to_ulaw(tone(440, 3.0, 8000, dbfs=-12))  # the model's audio, as the phone gets it
+
+
+def noise_burst(seconds: float) -> bytes:
+    """A cough-like burst: loud broadband noise."""
+    rng = np.random.default_rng(7)
+    samples = rng.normal(0, 6000, int(seconds * 8000)).clip(-32768, 32767).astype("<i2")
+    return pcm16_to_ulaw(samples.tobytes())
+
+
+def played_answer(result: SimulationResult) -> bytes:
+    """What the phone played of the bot, without the silence between."""
+    out = result.output_ulaw
+    frames = [out[i : i + 160] for i in range(0, len(out), 160)]
+    return b"".join(f for f in frames if f != SILENCE_FRAME)
+
+
+async def a_call(
+    base_env: dict[str, str], sound: bytes, at_s: float, fake: FakeRealtime, **env: str
+) -> SimulationResult:
+    settings = settings_from(
+        base_env,
+        REALTIME_URL=fake.url,
+        REALTIME_AUDIO="g711_ulaw",
+        BOT_GREETING="Hi",
+        INTERRUPTIONS="confirm",
+        **env,
+    )
+    async with run_app(settings) as app:
+        return await simulate(
+            app.url, auth_token=app.secret, barge_in_at_s=at_s, barge_in=sound, duration_s=5.0
+        )
+
+
+def answered(conn: FakeConnection) -> int:
+    return len(conn.of_type("response.create"))
+
+
+@pytest.mark.parametrize(
+    ("sound", "heard_as"),
+    [(noise_burst(0.2), "*cough*"), (pcm16_to_ulaw(tone(180, 0.35, 8000, dbfs=-8)), "uh-huh")],
+    ids=["a 200 ms cough", "an uh-huh"],
+)
+async def test_a_false_interruption_pauses_and_the_answer_goes_on_byte_for_byte(
+    base_env: dict[str, str], sound: bytes, heard_as: str
+) -> None:
+    fake = FakeRealtime(answer=ANSWER, caller_texts=(heard_as,))
+    async with fake:
+        result = await a_call(base_env, sound, 1.0, fake)
+    [conn] = fake.connections
+    assert conn.speech_started_at is not None  # the server heard it as speech
+    [clear] = result.clears  # the phone stopped at once...
+    assert not conn.truncates  # ...but nothing was cut
+    assert answered(conn) == 1  # only the greeting: the model was not asked to answer it
+    [deleted] = conn.of_type("conversation.item.delete")  # nor does it keep it
+    assert deleted["item_id"] == conn.of_type("conversation.item.delete")[0]["item_id"]
+    assert played_answer(result) == ANSWER  # the whole answer, byte for byte
+    sound_end = result.frames_sent_at[0] + 1.0 + len(sound) / 8000
+    resumed = min(
+        t
+        for t in result.media_received_at
+        if t > sound_end - 0.1 and t > clear.at_s + result.frames_sent_at[0]
+    )
+    print(f"{heard_as}: playback resumed {1000 * (resumed - sound_end):.0f} ms after the sound")
+    assert resumed - sound_end <= 0.3
+
+
+async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_was_heard(
+    base_env: dict[str, str],
+) -> None:
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait, stop, I have a question",))
+    speech = pcm16_to_ulaw(tone(2000, 1.5, 8000, dbfs=-6))
+    async with fake:
+        result = await a_call(base_env, speech, 1.0, fake)
+    [conn] = fake.connections
+    assert conn.speech_started_at is not None
+    clear = result.clears[0]
+    # Stopped within one 20 ms frame of the server's speech_started.
+    stopped = result.frames_sent_at[0] + clear.at_s
+    assert stopped - conn.speech_started_at <= 0.02
+    [truncate] = conn.truncates
+    assert abs(int(truncate["audio_end_ms"]) - clear.played_ms) <= 20
+    assert conn.of_type("response.cancel")  # the bridge stops the answer itself
+    assert answered(conn) == 2  # and asks for the answer to the question when it is over
