@@ -4,6 +4,8 @@ real SQLite and real PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +162,10 @@ async def test_an_outage_keeps_a_bounded_queue_and_counts_what_it_drops(tmp_path
                 await call_log.flush()
     finally:
         # The failed flushes opened connections again: closed here, not by a later test's
-        # garbage collection in a thread whose event loop is gone.
+        # garbage collection in a thread whose event loop is gone. A connection that timed
+        # out while opening still has its thread: it must finish while this loop runs.
         await store.close()
+        await _aiosqlite_threads_done()
     assert call_log.pending <= 1000
     assert call_log.dropped["increment"] > 0 and call_log.dropped["call"] > 0
     assert sum(call_log.dropped.values()) + call_log.pending == 6000
@@ -196,3 +200,17 @@ async def test_the_writer_survives_its_own_bugs(tmp_path: Path) -> None:
         assert await store.calls.get_call("CA" + "3" * 32) is not None
     finally:
         await store.close()
+
+
+async def _aiosqlite_threads_done(timeout_s: float = 5.0) -> None:
+    """Until no aiosqlite worker thread is left to call back into this event loop."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        workers = [
+            t
+            for t in threading.enumerate()
+            if "_connection_worker_thread" in t.name and t.is_alive()
+        ]
+        if not workers:
+            return
+        await asyncio.sleep(0.05)

@@ -74,6 +74,13 @@ from bot.call.core.actions import (
     is_machine,
 )
 from bot.call.core.history import History
+from bot.call.core.interrupts import (
+    SOUND_ENDS_AFTER_MS,
+    InterruptPolicy,
+    Pause,
+    SoundMeter,
+    real_words,
+)
 from bot.call.core.messages import (
     Command,
     DigitPressed,
@@ -97,7 +104,7 @@ from bot.call.core.messages import (
 from bot.call.core.playback import Playback, PlaybackStats
 from bot.call.core.prompt import greeting_request, say_request
 from bot.call.core.turns import Turns
-from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder, rms, ulaw_to_pcm16
+from bot.core.codec import PassthroughTranscoder, Pcm16Transcoder, Transcoder
 from bot.core.realtime import events as rt
 from bot.core.twilio import (
     TwilioConnected,
@@ -138,41 +145,6 @@ MAX_HELD_AUDIO_MS: Final = 15_000  # caller audio kept for a new session: speech
 _LEAD_IN_FRAMES: Final = 50  # before speech was detected: its start, and the VAD's prefix
 ANSWER_EXPECTED_MS: Final = 3_000  # after the caller's turn ends, a response is on its way
 DEFAULT_SEED_BUDGET_TOKENS: Final = 4_000
-
-
-# Pause, then decide: what counts as the caller still making a sound, and how long a
-# silence ends it (well under the server's VAD_SILENCE_MS: a cough must resume fast).
-CALLER_SOUND_RMS: Final = 600  # PCM16; phone-line noise is a few hundred, speech thousands
-SOUND_ENDS_AFTER_MS: Final = 120
-# Backchannels and fillers: words that do not make a sound an interruption.
-FILLERS: Final = frozenset(
-    "uh huh uh-huh mm mhm mm-hmm hmm um umm uh er ah oh yeah yes yep yup ok okay right "
-    "sure alright i see got it cool nice great".split()
-)
-
-
-@dataclass(frozen=True, slots=True)
-class InterruptPolicy:
-    """When speech over an answer interrupts it. `confirm` False: at once (instant mode)."""
-
-    confirm: bool = False
-    min_ms: int = 500
-    min_words: int = 2
-
-
-def real_words(transcript: str) -> int:
-    """Words of a transcript that are not fillers or backchannels."""
-    words = [w.strip(".,!?;:\"'()").lower() for w in transcript.split()]
-    return sum(1 for w in words if w and w not in FILLERS)
-
-
-@dataclass(slots=True)
-class _Pause:
-    """Playback stopped for a sound that may or may not be an interruption."""
-
-    started_ms: int
-    sound_until_ms: int  # the newest caller frame with sound in it
-    items: list[str] = field(default_factory=list)  # caller items the server made of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +231,7 @@ class CallSession:
         self._tools_running: set[str] = set()
         self._quiet_since_ms = self.clock_offset_ms
         self._idle_prompts = 0
-        self._pause: _Pause | None = None
+        self._pause: Pause | None = None
         self._noise_items: set[str] = set()  # committed items of false interruptions
 
     def advance_clock(self, now_ms: int) -> None:
@@ -625,7 +597,7 @@ class CallSession:
         commands: list[Command] = []
         if self._pause is None:
             clear = self.playback.pause(self._active_response, self.now_ms)
-            self._pause = _Pause(self.now_ms, self.now_ms)
+            self._pause = Pause(self.now_ms, self.now_ms, SoundMeter(self._heard_speech))
             if clear is not None:
                 commands.append(SendToTwilio(clear))
         if item_id is not None:
@@ -635,7 +607,7 @@ class CallSession:
     def _hear_during_pause(self, ulaw: bytes) -> list[Command]:
         pause = self._pause
         assert pause is not None
-        if rms(ulaw_to_pcm16(ulaw)) >= CALLER_SOUND_RMS:
+        if pause.meter.sound(ulaw):
             pause.sound_until_ms = self.now_ms
         return self._decide(ended=self.now_ms - pause.sound_until_ms >= SOUND_ENDS_AFTER_MS)
 

@@ -1,0 +1,76 @@
+"""Pause, then decide: whether a sound over an answer interrupts it.
+
+The caller's own audio tells how long a sound lasts, against the line's own noise: the
+quieter fifth of the second before the pause sets the floor, and a frame counts as sound
+when it is well above that floor (and above an absolute minimum). A sound that goes on for
+`InterruptPolicy.min_ms`, or whose transcript has `min_words` words that are not fillers
+or backchannels, is an interruption; one that ends sooner is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Final
+
+from bot.core.codec import rms, ulaw_to_pcm16
+
+__all__ = [
+    "FILLERS",
+    "SOUND_ENDS_AFTER_MS",
+    "InterruptPolicy",
+    "Pause",
+    "SoundMeter",
+    "real_words",
+]
+
+MIN_SOUND_RMS: Final = 600  # PCM16; a quiet phone line is a few hundred, speech thousands
+OVER_FLOOR: Final = 3.0  # a sound is this many times the line's noise floor (about 10 dB)
+# A silence this long ends the sound: well under the server's VAD silence (500 ms), so a
+# cough resumes the answer quickly.
+SOUND_ENDS_AFTER_MS: Final = 120
+# Backchannels and fillers: words that do not make a sound an interruption.
+FILLERS: Final = frozenset(
+    "uh huh uh-huh mm mhm mm-hmm hmm um umm uh er ah oh yeah yes yep yup ok okay right "
+    "sure alright i see got it cool nice great".split()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptPolicy:
+    """When speech over an answer interrupts it. `confirm` False: at once (instant mode)."""
+
+    confirm: bool = False
+    min_ms: int = 500
+    min_words: int = 2
+
+
+def real_words(transcript: str) -> int:
+    """Words of a transcript that are not fillers or backchannels."""
+    words = [w.strip(".,!?;:\"'()").lower() for w in transcript.split()]
+    return sum(1 for w in words if w and w not in FILLERS)
+
+
+class SoundMeter:
+    """Whether a caller frame (20 ms of μ-law) is a sound, against the line's noise floor,
+    which the frames just before the pause set."""
+
+    __slots__ = ("threshold",)
+
+    def __init__(self, before: Iterable[bytes]) -> None:
+        levels = sorted(rms(ulaw_to_pcm16(frame)) for frame in before)
+        floor = levels[len(levels) // 5] if levels else 0
+        self.threshold = max(MIN_SOUND_RMS, floor * OVER_FLOOR)
+
+    def sound(self, ulaw: bytes) -> bool:
+        return rms(ulaw_to_pcm16(ulaw)) >= self.threshold
+
+
+@dataclass(slots=True)
+class Pause:
+    """Playback stopped for a sound that may or may not be an interruption."""
+
+    started_ms: int
+    sound_until_ms: int  # the newest caller frame with sound in it
+    meter: SoundMeter
+    items: list[str] = field(default_factory=list)  # caller items the server made of it
