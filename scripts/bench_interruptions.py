@@ -5,7 +5,7 @@ Clips: Piper (the local backend's voice) saying backchannels ("uh-huh", "yeah", 
 "mm-hmm") and real interruptions ("wait, stop, I have a question", ...); a cough-like and
 a keyboard-like noise burst; each alone on a quiet line and over a babble or a TV-like
 background. For each: how long the meter hears the sound, and what the rule decides at
-several `INTERRUPT_MIN_MS`, with the delay from the end of the sound to the resume.
+several `INTERRUPT_MIN_MS` (and when, from the pause).
 """
 
 from __future__ import annotations
@@ -80,23 +80,32 @@ def frames_of(signal: np.ndarray) -> list[bytes]:
     return [ulaw[i : i + FRAME] for i in range(0, len(ulaw) - FRAME + 1, FRAME)]
 
 
-def decide(frames: list[bytes], start: int, min_ms: int) -> tuple[str, int, int]:
+def decide(
+    frames: list[bytes], start: int, min_ms: int, quiet_ms: int = SOUND_ENDS_AFTER_MS
+) -> tuple[str, int, int]:
     """The rule as the session runs it, from the pause at frame `start` (the server's
-    speech_started): (decision, sound ms heard, ms from the pause to the decision)."""
+    speech_started) to the end of the server's turn (500 ms of silence, its default):
+    (decision, sound ms heard, ms from the pause to the decision). A first short sound
+    plays on; more sound in the same turn stops playback again."""
     meter = SoundMeter(frames[max(0, start - 50) : start])
-    sound_until = 0
+    sound_ms = sound_until = 0
+    resumed = False
     for offset, frame in enumerate(frames[start:]):
         now = offset * 20
         if meter.sound(frame):
+            sound_ms += 20
             sound_until = now
-        if sound_until >= min_ms:
-            return "confirm", sound_until, now
-        if now - sound_until >= SOUND_ENDS_AFTER_MS:
-            return "resume", sound_until, now
-    return "undecided", sound_until, len(frames) * 20
+        if sound_ms >= min_ms:
+            return "confirm", sound_ms, now
+        silent = now - sound_until
+        if not resumed and silent >= quiet_ms:
+            resumed = True
+        if silent >= 500:  # the server's VAD ends the turn
+            return "resume", sound_ms, now
+    return "undecided", sound_ms, len(frames) * 20
 
 
-def main(min_values: list[int]) -> None:
+def main(min_values: list[int], quiet_ms: int) -> None:
     from bot.localrt.offline import PiperVoice
 
     rng = np.random.default_rng(11)
@@ -125,16 +134,23 @@ def main(min_values: list[int]) -> None:
             cells = []
             sound_ms = 0
             for min_ms in min_values:
-                decision, sound_ms, after = decide(frames, start, min_ms)
+                decision, sound_ms, after = decide(frames, start, min_ms, quiet_ms)
                 ok = (decision == "confirm") == interrupts
                 wrong[min_ms] += not ok
                 cells.append(f"{decision}{'' if ok else ' ✗'} ({after} ms)")
             print(f"| {name} | {background_name} | {sound_ms} ms | " + " | ".join(cells) + " |")
     print()
-    print("wrong decisions: " + ", ".join(f"{m} ms: {n}" for m, n in wrong.items()))
+    print(
+        f"wrong decisions (a sound ends after {quiet_ms} ms of silence): "
+        + ", ".join(f"{m} ms: {n}" for m, n in wrong.items())
+    )
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-ms", type=int, nargs="+", default=[300, 400, 500, 600, 800])
-    main(parser.parse_args().min_ms)
+    parser.add_argument(
+        "--quiet-ms", type=int, default=SOUND_ENDS_AFTER_MS, help="silence that ends a sound"
+    )
+    args = parser.parse_args()
+    main(args.min_ms, args.quiet_ms)

@@ -99,3 +99,23 @@ async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_wa
     assert abs(int(truncate["audio_end_ms"]) - clear.played_ms) <= 20
     assert conn.of_type("response.cancel")  # the bridge stops the answer itself
     assert answered(conn) == 2  # and asks for the answer to the question when it is over
+
+
+async def test_an_interruption_with_a_pause_in_it_is_still_one(base_env: dict[str, str]) -> None:
+    """ "Wait, ... stop, I have a question": the first word alone sounds like a backchannel,
+    so the answer plays on; more speech in the same turn stops it again, and its length in
+    all confirms the interruption."""
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait, stop, I have a question",))
+    word = pcm16_to_ulaw(tone(2000, 0.2, 8000, dbfs=-6))
+    gap = b"\xff" * int(0.35 * 8000)
+    rest = pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6))
+    async with fake:
+        result = await a_call(base_env, word + gap + rest, 1.0, fake)
+    [conn] = fake.connections
+    first, second = result.clears  # stopped, played on in the gap, stopped again
+    assert second.at_s - first.at_s > 0.3
+    [truncate] = conn.truncates
+    heard_ms = first.played_ms + second.played_ms
+    assert abs(int(truncate["audio_end_ms"]) - heard_ms) <= 40
+    assert len(conn.of_type("response.cancel")) == 1
+    assert answered(conn) == 2

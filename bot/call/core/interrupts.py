@@ -17,6 +17,7 @@ from bot.core.codec import rms, ulaw_to_pcm16
 
 __all__ = [
     "FILLERS",
+    "LISTEN_AFTER_SOUND_MS",
     "SOUND_ENDS_AFTER_MS",
     "InterruptPolicy",
     "Pause",
@@ -29,6 +30,9 @@ OVER_FLOOR: Final = 3.0  # a sound is this many times the line's noise floor (ab
 # A silence this long ends the sound: well under the server's VAD silence (500 ms), so a
 # cough resumes the answer quickly.
 SOUND_ENDS_AFTER_MS: Final = 120
+# After playing on, sound again within this long counts toward the same interruption
+# (speech pauses at commas: "Wait, ... stop"); the server's end of the turn decides sooner.
+LISTEN_AFTER_SOUND_MS: Final = 1_000
 # Backchannels and fillers: words that do not make a sound an interruption.
 FILLERS: Final = frozenset(
     "uh huh uh-huh mm mhm mm-hmm hmm um umm uh er ah oh yeah yes yep yup ok okay right "
@@ -68,9 +72,18 @@ class SoundMeter:
 
 @dataclass(slots=True)
 class Pause:
-    """Playback stopped for a sound that may or may not be an interruption."""
+    """A sound over an answer that may or may not be an interruption, from the server's
+    `speech_started` until the decision. Playback is stopped while it is decided; a first
+    short sound lets it play on, and more sound in the same turn stops it again."""
 
     started_ms: int
-    sound_until_ms: int  # the newest caller frame with sound in it
     meter: SoundMeter
     items: list[str] = field(default_factory=list)  # caller items the server made of it
+    sound_ms: int = 0  # how much of the caller's audio was sound, in all
+    sound_until_ms: int = 0  # the newest caller frame with sound in it
+    paused_since: int | None = None  # playback is stopped (since then)
+    paused_ms: int = 0  # stopped before, in all
+    resumed: bool = False  # it played on once already
+
+    def __post_init__(self) -> None:
+        self.sound_until_ms = self.started_ms

@@ -75,6 +75,7 @@ from bot.call.core.actions import (
 )
 from bot.call.core.history import History
 from bot.call.core.interrupts import (
+    LISTEN_AFTER_SOUND_MS,
     SOUND_ENDS_AFTER_MS,
     InterruptPolicy,
     Pause,
@@ -491,8 +492,8 @@ class CallSession:
                 return commands
             case rt.SpeechStopped(audio_end_ms, item_id):
                 self._caller_speaking = False
-                if self._pause is not None:
-                    pause_over = self._decide(ended=True)
+                if self._pause is not None and item_id in self._pause.items:
+                    pause_over = self._turn_over()
                     if pause_over:
                         return pause_over
                 self._quiet_since_ms = self.now_ms
@@ -590,36 +591,59 @@ class CallSession:
     # ---- pause, then decide ------------------------------------------------------------------
 
     def _maybe_pause(self, item_id: str | None) -> list[Command]:
-        """Speech over an answer (or while one is being made): stop playing, keep the rest."""
-        speaking = not self.playback.idle or self._active_response is not None
-        if not speaking and self._pause is None:
-            return []  # an ordinary turn
-        commands: list[Command] = []
-        if self._pause is None:
-            clear = self.playback.pause(self._active_response, self.now_ms)
-            self._pause = Pause(self.now_ms, self.now_ms, SoundMeter(self._heard_speech))
-            if clear is not None:
-                commands.append(SendToTwilio(clear))
+        """Speech over an answer (or while one is being made): stop playing, keep the rest,
+        and listen until the caller's turn is over."""
+        pause = self._pause
+        if pause is None:
+            if self.playback.idle and self._active_response is None:
+                return []  # an ordinary turn
+            pause = self._pause = Pause(self.now_ms, SoundMeter(self._heard_speech))
         if item_id is not None:
-            self._pause.items.append(item_id)
-        return commands
+            pause.items.append(item_id)
+        return self._stop_playing(pause)
+
+    def _stop_playing(self, pause: Pause) -> list[Command]:
+        if pause.paused_since is not None:
+            return []
+        pause.paused_since = self.now_ms
+        clear = self.playback.pause(self._active_response, self.now_ms)
+        return [] if clear is None else [SendToTwilio(clear)]
 
     def _hear_during_pause(self, ulaw: bytes) -> list[Command]:
+        """A caller frame while listening. A first short sound resumes the answer at once;
+        sound again in the same turn ("wait, ... stop") pauses it until the turn is over."""
         pause = self._pause
         assert pause is not None
+        commands: list[Command] = []
+        now = self.now_ms
         if pause.meter.sound(ulaw):
-            pause.sound_until_ms = self.now_ms
-        return self._decide(ended=self.now_ms - pause.sound_until_ms >= SOUND_ENDS_AFTER_MS)
+            pause.sound_ms += 20
+            pause.sound_until_ms = now
+            commands += self._stop_playing(pause)
+        if pause.sound_ms >= self.interrupts.min_ms:
+            return commands + self._confirm()
+        quiet_ms = now - pause.sound_until_ms
+        if pause.paused_since is not None and not pause.resumed and quiet_ms >= SOUND_ENDS_AFTER_MS:
+            pause.resumed = True
+            return commands + self._play_on(pause)
+        if pause.paused_since is None and quiet_ms >= LISTEN_AFTER_SOUND_MS:
+            return commands + self._not_an_interruption()
+        return commands
 
-    def _decide(self, ended: bool) -> list[Command]:
-        """Confirm once the sound has lasted long enough; resume if it ended sooner."""
+    def _play_on(self, pause: Pause) -> list[Command]:
+        if pause.paused_since is None:
+            return []
+        pause.paused_ms += self.now_ms - pause.paused_since
+        pause.paused_since = None
+        return [SendToTwilio(m) for m in self.playback.resume(self.now_ms)]
+
+    def _turn_over(self) -> list[Command]:
+        """The server ended the caller's turn: decide now."""
         pause = self._pause
         assert pause is not None
-        if pause.sound_until_ms - pause.started_ms >= self.interrupts.min_ms:
+        if pause.sound_ms >= self.interrupts.min_ms:
             return self._confirm()
-        if ended:
-            return self._resume()
-        return []
+        return self._not_an_interruption()
 
     def _confirm(self) -> list[Command]:
         self._pause = None
@@ -629,21 +653,22 @@ class CallSession:
             commands.append(SendToRealtime(rt.CancelResponse()))
         return commands
 
-    def _resume(self) -> list[Command]:
+    def _not_an_interruption(self) -> list[Command]:
         pause = self._pause
         assert pause is not None
+        commands = self._play_on(pause)
         self._pause = None
         self._noise_items.update(pause.items)
         self._reports.append(
             FalseInterruption(
                 pause.items[-1] if pause.items else None,
-                pause.sound_until_ms - pause.started_ms,
-                self.now_ms - pause.started_ms,
+                pause.sound_ms,
+                pause.paused_ms,
                 self.now_ms,
             )
         )
         self.stats.false_interruptions += 1
-        return [SendToTwilio(m) for m in self.playback.resume(self.now_ms)]
+        return commands
 
     def _committed(self, item_id: str) -> list[Command]:
         """The server made a caller item of the audio. With pause-then-decide the bridge
@@ -653,7 +678,7 @@ class CallSession:
         commands: list[Command] = []
         pause = self._pause
         if pause is not None and item_id in pause.items:
-            commands += self._decide(ended=True)
+            commands += self._turn_over()
         if item_id in self._noise_items:
             return [*commands, SendToRealtime(rt.DeleteItem(item_id))]
         if self.phase is Phase.CONVERSING and self._pending is None:
