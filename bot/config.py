@@ -551,6 +551,15 @@ class CallSettings:
         "(see *Turn-taking*).",
         parse=choice("instant", "confirm"),
     )
+    greeting_interruptible: bool = setting(
+        "GREETING_INTERRUPTIBLE",
+        True,
+        "`false`: the greeting plays to its end whatever the caller says (needs "
+        "`INTERRUPTIONS=confirm`); what they say still reaches the model, which answers "
+        "after it.",
+        parse=flag,
+        shown="`true`",
+    )
     interrupt_min_ms: int = setting(
         "INTERRUPT_MIN_MS",
         500,
@@ -830,6 +839,11 @@ class Settings:
             problems.append(
                 "WORKERS above 1 needs a PostgreSQL DATABASE_URL: workers share their calls "
                 "through it"
+            )
+        if call.get("greeting_interruptible") is False and call.get("interruptions") != "confirm":
+            problems.append(
+                "GREETING_INTERRUPTIBLE=false needs INTERRUPTIONS=confirm: in instant mode the "
+                "provider cancels an answer by itself as soon as the caller speaks"
             )
         password = calllog.get("review_password")
         if password is not None and len(password.reveal()) < 8:

@@ -187,6 +187,7 @@ class LiveCall:
                 settings.interruptions == "confirm",
                 settings.interrupt_min_ms,
                 settings.interrupt_min_words,
+                protect_greeting=not settings.greeting_interruptible,
             ),
             clock_offset_ms=_whole(params.get(HANDOVER_AT_MS)) if self._resumed else 0,
         )

@@ -119,3 +119,27 @@ async def test_an_interruption_with_a_pause_in_it_is_still_one(base_env: dict[st
     assert abs(int(truncate["audio_end_ms"]) - heard_ms) <= 40
     assert len(conn.of_type("response.cancel")) == 1
     assert answered(conn) == 2
+
+
+async def test_a_protected_greeting_plays_to_its_end_and_the_caller_is_answered_after(
+    base_env: dict[str, str],
+) -> None:
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Is this a recorded line?",))
+    speech = pcm16_to_ulaw(tone(2000, 1.2, 8000, dbfs=-6))
+    async with fake:
+        result = await a_call(base_env, speech, 1.0, fake, GREETING_INTERRUPTIBLE="false")
+    [conn] = fake.connections
+    assert conn.speech_started_at is not None  # the caller spoke over it...
+    assert not result.clears and not conn.truncates  # ...and it played on, untouched
+    assert played_answer(result).startswith(ANSWER)
+    assert conn.input_audio  # what they said reached the model
+    # The model was asked to answer them only once the greeting was done.
+    created = [
+        at
+        for event, at in zip(conn.events, conn.received_at, strict=True)
+        if event["type"] == "response.create"
+    ]
+    [greeting_done] = [
+        at for name, at in zip(conn.sent, conn.sent_at, strict=True) if name == "response.done"
+    ][:1]
+    assert len(created) == 2 and created[1] >= greeting_done

@@ -210,3 +210,10 @@ def test_continuity_settings_and_the_filler(tmp_path: Path) -> None:
     message = str(caught.value)
     for name in ("RECONNECT_FILLER", "REALTIME_SESSION_MAX_S", "IDLE_PROMPTS"):
         assert name in message
+
+
+def test_a_protected_greeting_needs_pause_then_decide() -> None:
+    with pytest.raises(ConfigError, match="GREETING_INTERRUPTIBLE=false needs INTERRUPTIONS"):
+        Settings.from_env({"GREETING_INTERRUPTIBLE": "false"})
+    settings = Settings.from_env({"GREETING_INTERRUPTIBLE": "false", "INTERRUPTIONS": "confirm"})
+    assert settings.call.greeting_interruptible is False

@@ -47,6 +47,7 @@ class InterruptPolicy:
     confirm: bool = False
     min_ms: int = 500
     min_words: int = 2
+    protect_greeting: bool = False  # the greeting plays to its end whatever the caller does
 
 
 def real_words(transcript: str) -> int:

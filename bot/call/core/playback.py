@@ -371,5 +371,14 @@ class Playback:
         for item_id in done:
             del self._items[item_id]
 
+    def unheard(self) -> set[str]:
+        """The items the caller has not heard completely yet (queued, playing or held)."""
+        waiting = {item.item_id for item in self._items.values() if not item.fully_heard}
+        if self._partial_item is not None:
+            waiting.add(self._partial_item.item_id)
+        if self._held:
+            waiting.update(held.item.item_id for held in self._held)
+        return waiting
+
     def item(self, item_id: str) -> ItemPlayback | None:
         return self._items.get(item_id)

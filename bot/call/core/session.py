@@ -233,6 +233,11 @@ class CallSession:
         self._quiet_since_ms = self.clock_offset_ms
         self._idle_prompts = 0
         self._pause: Pause | None = None
+        # Protected speech (pause-then-decide only): answers the caller cannot interrupt;
+        # their audio still reaches the model, which answers once they have played.
+        self._protect_next = False
+        self._protected_responses: set[str] = set()
+        self._protected_items: set[str] = set()
         self._noise_items: set[str] = set()  # committed items of false interruptions
 
     def advance_clock(self, now_ms: int) -> None:
@@ -521,6 +526,8 @@ class CallSession:
             case rt.OutputItemAdded(response_id, _, item):
                 if item.role == "assistant" and response_id not in self._dropped_responses:
                     assert item.id is not None
+                    if response_id in self._protected_responses:
+                        self._protected_items.add(item.id)
                     self.history.place(item.id, "assistant")
                     self.turns.answer_started(item.id)
                 return []
@@ -531,6 +538,9 @@ class CallSession:
                 return []
             case rt.ResponseCreated(response):
                 self._active_response = response.id
+                if self._protect_next:
+                    self._protect_next = False
+                    self._protected_responses.add(response.id)
                 self._answer_due_until_ms = 0
                 if self._pending is not None and not self._pending.armed:
                     self._pending = replace(self._pending, armed=True)
@@ -597,10 +607,20 @@ class CallSession:
         if pause is None:
             if self.playback.idle and self._active_response is None:
                 return []  # an ordinary turn
+            if self._protected_playing():
+                return []  # it plays on; the caller's turn is answered after it
             pause = self._pause = Pause(self.now_ms, SoundMeter(self._heard_speech))
         if item_id is not None:
             pause.items.append(item_id)
         return self._stop_playing(pause)
+
+    def _protected_playing(self) -> bool:
+        """Only protected speech is being made or played."""
+        active = self._active_response
+        if active is not None and active not in self._protected_responses:
+            return False
+        unheard = self.playback.unheard()
+        return (active is not None or bool(unheard)) and unheard <= self._protected_items
 
     def _stop_playing(self, pause: Pause) -> list[Command]:
         if pause.paused_since is not None:
@@ -782,6 +802,8 @@ class CallSession:
     def _greet(self) -> list[Command]:
         if not self.greeting:
             return []
+        if self.interrupts.confirm and self.interrupts.protect_greeting:
+            self._protect_next = True
         return self._respond(greeting_request(self.greeting))
 
     def _respond(self, instructions: str | None = None) -> list[Command]:
