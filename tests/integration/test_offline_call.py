@@ -21,11 +21,17 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.mark.timeout(120)
-async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(tmp_path: Path) -> None:
+@pytest.mark.parametrize("interruptions", ["instant", "confirm"])
+async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(
+    tmp_path: Path, interruptions: str
+) -> None:
+    """With `confirm` the local backend neither answers nor cancels by itself: the bridge
+    pauses the greeting, confirms the interruption and asks for the answer."""
     voice = PiperVoice(varied=False)  # the same question, and the same answers, every run
     spoken = await voice.synthesize("Where is my order 4417?", "joe")
     question = pcm16_to_ulaw(resample(spoken.pcm16, spoken.rate_hz, 8000))
-    settings = Settings.from_env({"BOT_DATA_DIR": str(tmp_path)})  # no keys: the default
+    # No keys: the default.
+    settings = Settings.from_env({"BOT_DATA_DIR": str(tmp_path), "INTERRUPTIONS": interruptions})
     assert settings.realtime.local
     chat = RecordingChat(DemoAgent())
     providers = Providers(
