@@ -95,13 +95,14 @@ class CallJournal:
                     if report.text is not None and report.ended_ms is not None:
                         shown = report.heard_text if report.interrupted else report.text
                         log.info("%s: %s", report.speaker, _shorten(shown or ""))
-                case Interrupted(item_id, audio_end_ms, received_ms, cleared, at_ms):
+                case Interrupted(item_id, audio_end_ms, received_ms, cleared, at_ms, decided):
                     log.info(
-                        "barge-in: item %s truncated at %d ms of %d ms received%s",
+                        "barge-in: item %s truncated at %d ms of %d ms received%s%s",
                         item_id,
                         audio_end_ms,
                         received_ms,
                         " (Twilio cleared)" if cleared else "",
+                        f", confirmed {decided} ms after the pause" if decided else "",
                     )
                     self.metrics.barge_ins.inc()
                     call_log.increment(call_sid, interruptions=1)
@@ -110,7 +111,11 @@ class CallJournal:
                         at_ms,
                         "interruption",
                         f"caller spoke over the bot; heard {audio_end_ms} of {received_ms} ms",
-                        {"item_id": item_id, "audio_end_ms": audio_end_ms},
+                        {
+                            "item_id": item_id,
+                            "audio_end_ms": audio_end_ms,
+                            "decided_after_ms": decided,
+                        },
                     )
                 case DigitPressed(digit, at_ms):
                     log.info("caller pressed %s", digit)

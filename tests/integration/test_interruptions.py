@@ -98,6 +98,14 @@ async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_wa
     [truncate] = conn.truncates
     assert abs(int(truncate["audio_end_ms"]) - clear.played_ms) <= 20
     assert conn.of_type("response.cancel")  # the bridge stops the answer itself
+    [truncated_at] = [
+        at
+        for event, at in zip(conn.events, conn.received_at, strict=True)
+        if event["type"] == "conversation.item.truncate"
+    ]
+    confirmed_after = truncated_at - conn.speech_started_at
+    print(f"confirmed {confirmed_after * 1000:.0f} ms after speech_started")
+    assert 0.4 <= confirmed_after <= 0.8  # INTERRUPT_MIN_MS of sound, from the pause
     assert answered(conn) == 2  # and asks for the answer to the question when it is over
 
 

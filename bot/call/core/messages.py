@@ -134,6 +134,7 @@ class Interrupted:
     received_ms: int
     cleared: bool
     at_ms: int
+    decided_after_ms: int = 0  # pause-then-decide: from the pause to the confirmation
 
 
 @dataclass(frozen=True, slots=True)

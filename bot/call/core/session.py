@@ -666,8 +666,12 @@ class CallSession:
         return self._not_an_interruption()
 
     def _confirm(self) -> list[Command]:
+        pause = self._pause
+        assert pause is not None
         self._pause = None
-        commands = self._cut_answers(truncate=True)
+        stopped = pause.paused_since is not None or pause.paused_ms > 0
+        decided_after = self.now_ms - pause.started_ms
+        commands = self._cut_answers(truncate=True, decided_after_ms=decided_after, cleared=stopped)
         if self._active_response is not None:
             self._dropped_responses.add(self._active_response)
             commands.append(SendToRealtime(rt.CancelResponse()))
@@ -705,10 +709,13 @@ class CallSession:
             commands += self._respond()
         return commands
 
-    def _cut_answers(self, truncate: bool) -> list[Command]:
+    def _cut_answers(
+        self, truncate: bool, decided_after_ms: int = 0, cleared: bool = False
+    ) -> list[Command]:
         """Clear Twilio's queue and cut every answer at what the caller heard; with
         `truncate`, the model's items are cut too (the caller interrupted)."""
         clear, cuts = self.playback.interrupt(self._active_response, self.now_ms)
+        cleared = cleared or clear is not None
         commands: list[Command] = [] if clear is None else [SendToTwilio(clear)]
         for cut in cuts:
             item_id = cut.item.item_id
@@ -716,7 +723,12 @@ class CallSession:
                 commands.append(SendToRealtime(rt.TruncateItem(item_id, cut.audio_end_ms)))
                 self._reports.append(
                     Interrupted(
-                        item_id, cut.audio_end_ms, cut.received_ms, clear is not None, self.now_ms
+                        item_id,
+                        cut.audio_end_ms,
+                        cut.received_ms,
+                        cleared,
+                        self.now_ms,
+                        decided_after_ms,
                     )
                 )
             self._dropped_responses.add(cut.item.response_id)
