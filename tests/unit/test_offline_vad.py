@@ -56,3 +56,41 @@ def test_local_tts_setting_picks_the_voice(tmp_path: Path) -> None:
     assert providers.transcription_prompt == DemoAgent.TRANSCRIPTION_PROMPT
     primed = Settings.from_env({"LOCAL_TTS": "espeak", "LOCAL_STT_PROMPT": "Names: Dana."})
     assert local_providers(primed.local).transcription_prompt == "Names: Dana."
+
+
+def test_the_noise_gate_lets_a_steady_hum_become_the_floor_but_not_speech_over_it() -> None:
+    import numpy as np
+
+    from bot.core.realtime.events import TurnDetection
+    from bot.localrt.core.vad import SpeechStarted, TurnTracker
+
+    rate = 8000
+    rng = np.random.default_rng(5)
+
+    def frames(level: float, seconds: float) -> list[bytes]:
+        audio = rng.normal(0, level, int(seconds * rate)).clip(-32768, 32767).astype("<i2")
+        raw = audio.tobytes()
+        return [raw[i : i + 320] for i in range(0, len(raw), 320)]
+
+    vad = TurnDetection()
+    tracker = TurnTracker()
+    events = []
+    at = 0
+    # A fan at -34 dBFS: loud enough for the energy detector (-40 dBFS), so without a gate
+    # it starts a turn; the gate learns it within seconds.
+    for frame in frames(600, 20.0):
+        at += 20
+        change = tracker.frame(frame, rate, at, vad)
+        if change is not None:
+            events.append((at, change))
+    # A turn may open at the start, before the hum is known; none after 12 s.
+    assert not [e for e in events if e[0] > 12_000 and isinstance(e[1], SpeechStarted)]
+    assert not tracker.speaking
+    # Speech over the hum still starts a turn.
+    started = None
+    for frame in frames(6000, 0.5):
+        at += 20
+        change = tracker.frame(frame, rate, at, vad)
+        if isinstance(change, SpeechStarted):
+            started = change
+    assert started is not None

@@ -3,6 +3,10 @@
 A speech detector says whether one 20 ms frame is speech. Speech starts once it lasts 60 ms
 (its start moved back by `prefix_padding_ms`) and ends after `silence_duration_ms` of quiet,
 as the hosted API's `server_vad` does. Times are milliseconds of input audio, never clocks.
+
+A noise gate comes first: a frame less than `GATE_OVER_FLOOR` above the line's noise floor
+is quiet whatever the detector thinks, so a steady hum or a fan does not start a turn once
+the line has carried it for a few seconds. The floor goes down at once and up slowly.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from bot.core.realtime.events import TurnDetection
 
 __all__ = [
     "FRAME_MS",
+    "NoiseGate",
     "SpeechDetector",
     "SpeechEnded",
     "SpeechStarted",
@@ -26,6 +31,8 @@ __all__ = [
 
 FRAME_MS: Final = 20
 START_FRAMES: Final = 3  # 60 ms of speech before we call it speech
+GATE_OVER_FLOOR: Final = 2.5  # about 8 dB over the noise floor, or it is not a voice
+_FLOOR_RISE: Final = 0.002  # per frame: a steady sound becomes the floor in about 10 s
 
 # One 20 ms frame of PCM16, its sample rate, and the session's VAD threshold (0-1) -> speech?
 SpeechDetector = Callable[[bytes, int, float], bool]
@@ -48,9 +55,30 @@ class SpeechEnded:
     audio_end_ms: int
 
 
+class NoiseGate:
+    """The line's noise floor, from its quiet frames; what is not well above it is quiet."""
+
+    __slots__ = ("floor",)
+
+    def __init__(self) -> None:
+        self.floor = 0.0
+
+    def open(self, frame: bytes) -> bool:
+        level = rms(frame)
+        above = level >= self.floor * GATE_OVER_FLOOR
+        # Down at once (speech has gaps, so the floor finds the line between words), up
+        # slowly: only a sound that never stops, such as a fan, becomes the floor.
+        if level < self.floor:
+            self.floor = float(level)
+        else:
+            self.floor += (level - self.floor) * _FLOOR_RISE
+        return above
+
+
 class TurnTracker:
     def __init__(self, detector: SpeechDetector = energy_speech) -> None:
         self._is_speech = detector
+        self._gate = NoiseGate()
         self._loud_frames = 0
         self._quiet_ms = 0
         self.speaking = False
@@ -59,7 +87,7 @@ class TurnTracker:
         self, frame: bytes, rate_hz: int, end_ms: int, vad: TurnDetection
     ) -> SpeechStarted | SpeechEnded | None:
         """One frame, ending `end_ms` into the session's input audio."""
-        loud = self._is_speech(frame, rate_hz, vad.threshold)
+        loud = self._gate.open(frame) and self._is_speech(frame, rate_hz, vad.threshold)
         if not self.speaking:
             self._loud_frames = self._loud_frames + 1 if loud else 0
             if self._loud_frames < START_FRAMES:
