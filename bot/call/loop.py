@@ -480,9 +480,7 @@ class LiveCall:
         session = self.session
         while True:
             realtime = self.realtime
-            if realtime is None:  # a renewal is swapping sessions
-                await asyncio.sleep(0.01)
-                continue
+            assert realtime is not None  # only this pump's own reconnect unsets it
             try:
                 event = await realtime.receive()
                 if realtime is not self.realtime:

@@ -609,7 +609,9 @@ class CallSession:
                 return []  # an ordinary turn
             if self._protected_playing():
                 return []  # it plays on; the caller's turn is answered after it
-            pause = self._pause = Pause(self.now_ms, SoundMeter(self._heard_speech))
+            # The floor from the last second only: the deque may hold 15 s of speech.
+            recent = list(self._heard_speech)[-_LEAD_IN_FRAMES:]
+            pause = self._pause = Pause(self.now_ms, SoundMeter(recent))
         if item_id is not None:
             pause.items.append(item_id)
         return self._stop_playing(pause)
