@@ -84,6 +84,7 @@ class FakeRealtime:
         late_deltas: int = 3,
         answer_text: str = "Hello there.",
         caller_texts: tuple[str, ...] = (),
+        transcript_delay_s: float = 0.0,
         auto_respond: bool = False,
         usage: dict[str, int] | None = None,
         script: list[Scripted] | None = None,
@@ -100,6 +101,7 @@ class FakeRealtime:
         self.late_deltas = late_deltas
         self.answer_text = answer_text
         self.caller_texts = caller_texts  # transcripts of the caller's turns, in order
+        self.transcript_delay_s = transcript_delay_s  # from the commit to the first word
         self.auto_respond = auto_respond  # answer when the caller stops speaking
         self.usage = usage or {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37}
         self.script = list(script or [])  # one entry per response, then the default answer
@@ -238,6 +240,30 @@ class FakeRealtime:
                 conn.sent_at.append(time.monotonic())
         await ws.send(json.dumps(event))
 
+    async def _transcribe(self, ws: ServerConnection, item_id: str | None, text: str) -> None:
+        """The caller's words as gpt-4o-transcribe sends them: deltas, then the whole."""
+        await asyncio.sleep(self.transcript_delay_s)
+        words = text.split(" ")
+        for index, word in enumerate(words):
+            await self._send(
+                ws,
+                {
+                    "type": "conversation.item.input_audio_transcription.delta",
+                    "item_id": item_id,
+                    "content_index": 0,
+                    "delta": word if index == 0 else " " + word,
+                },
+            )
+        await self._send(
+            ws,
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": text,
+            },
+        )
+
     async def _on_audio(
         self, ws: ServerConnection, conn: FakeConnection, state: _State, audio: bytes
     ) -> None:
@@ -273,15 +299,10 @@ class FakeRealtime:
                 else f"caller turn {state.turns + 1}"
             )
             state.turns += 1
-            await self._send(
-                ws,
-                {
-                    "type": "conversation.item.input_audio_transcription.completed",
-                    "item_id": item_id,
-                    "content_index": 0,
-                    "transcript": text,
-                },
-            )
+            if self.transcript_delay_s:
+                state.tasks.add(asyncio.create_task(self._transcribe(ws, item_id, text)))
+            else:
+                await self._transcribe(ws, item_id, text)
             if self.auto_respond and conn.create_response and not state.responding:
                 state.tasks.add(asyncio.create_task(self._respond(ws, conn, state)))
         if not state.speaking and state.loud_run >= 2:

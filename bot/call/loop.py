@@ -188,6 +188,8 @@ class LiveCall:
                 settings.interrupt_min_ms,
                 settings.interrupt_min_words,
                 protect_greeting=not settings.greeting_interruptible,
+                transcripts=services.session is not None
+                and services.session.transcription not in (None, "off"),
             ),
             clock_offset_ms=_whole(params.get(HANDOVER_AT_MS)) if self._resumed else 0,
         )
@@ -686,7 +688,9 @@ class LiveCall:
             outcome.duration_ms,
             command.at_ms,
         )
-        await self.execute(self.session.tool_finished(command.call_id, outcome.output))
+        await self.execute(
+            self.session.tool_finished(command.call_id, outcome.output, outcome.disclosure)
+        )
 
     def _carried_out(self, outcome: ActionOutcome) -> None:
         """After a REST action, our side of the call ends (unless nothing was attempted)."""

@@ -4,6 +4,10 @@ Built in: `end_call` and `transfer_call` (the call session carries them out). Cu
 come from a Python module named in `BOT_TOOLS`: every public `async def` in it is a tool.
 Its JSON schema is generated from the signature, its description and parameter
 descriptions from the docstring (Google style). Example: `bot/example_tools.py`.
+
+A tool that returns a `Disclosure` has its words said to the caller exactly, and with
+`INTERRUPTIONS=confirm` uninterruptibly ("this call is recorded"): the answer that says
+them plays to its end, while what the caller says still reaches the model.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ from typing import Any, Final, Literal, get_args, get_origin
 from bot.call.core.actions import BUILTIN_TOOLS, END_CALL, TRANSFER_CALL
 from bot.errors import ConfigError
 
-__all__ = ["Tool", "ToolOutcome", "builtin_schemas", "load_tools", "schema_of"]
+__all__ = ["Disclosure", "Tool", "ToolOutcome", "builtin_schemas", "load_tools", "schema_of"]
 
 ToolFunction = Callable[..., Awaitable[Any]]
 
 _SCALARS: Final[dict[type, str]] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+@dataclass(frozen=True)
+class Disclosure:
+    """What a tool returns for words the caller must hear in full."""
+
+    words: str
 
 
 @dataclass(frozen=True)
@@ -48,12 +59,16 @@ class Tool:
     async def run(self, arguments: str, timeout_s: float) -> ToolOutcome:
         """Call the tool with the model's JSON arguments; never raises."""
         started = asyncio.get_running_loop().time()
+        disclosure = None
         try:
             parsed = json.loads(arguments or "{}")
             if not isinstance(parsed, dict):
                 raise ValueError("arguments must be a JSON object")
             kwargs = self._check(parsed)
             result = await asyncio.wait_for(self.function(**kwargs), timeout_s)
+            if isinstance(result, Disclosure):
+                disclosure = result.words.strip() or None
+                result = {"said_to_caller": result.words}
             output = json.dumps(result, default=str)
             error = None
         except TimeoutError:
@@ -65,7 +80,7 @@ class Tool:
         if error is not None:
             output = json.dumps({"error": error})
         elapsed_ms = int((asyncio.get_running_loop().time() - started) * 1000)
-        return ToolOutcome(output, error, elapsed_ms)
+        return ToolOutcome(output, error, elapsed_ms, disclosure if error is None else None)
 
     def _check(self, arguments: dict[str, Any]) -> dict[str, Any]:
         properties: dict[str, Any] = self.parameters["properties"]
@@ -87,6 +102,7 @@ class ToolOutcome:
     output: str  # JSON text for the model
     error: str | None
     duration_ms: int
+    disclosure: str | None = None  # words to say in full, from a `Disclosure`
 
 
 def _matches(value: Any, expected: str | list[str]) -> bool:

@@ -5,6 +5,8 @@ phone's audio can be compared with the model's."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -12,7 +14,7 @@ from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import tone
 from tests.conftest import run_app, settings_from
-from tests.fake_realtime import FakeConnection, FakeRealtime
+from tests.fake_realtime import FakeConnection, FakeRealtime, Scripted
 
 SILENCE_FRAME = b"\xff" * 160
 ANSWER = pcm16_to_ulaw(tone(440, 3.0, 8000, dbfs=-12))  # the model's audio, as the phone gets it
@@ -113,7 +115,7 @@ async def test_an_interruption_with_a_pause_in_it_is_still_one(base_env: dict[st
     """ "Wait, ... stop, I have a question": the first word alone sounds like a backchannel,
     so the answer plays on; more speech in the same turn stops it again, and its length in
     all confirms the interruption."""
-    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait, stop, I have a question",))
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait.", "Stop, I have a question"))
     word = pcm16_to_ulaw(tone(2000, 0.2, 8000, dbfs=-6))
     gap = b"\xff" * int(0.35 * 8000)
     rest = pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6))
@@ -151,3 +153,65 @@ async def test_a_protected_greeting_plays_to_its_end_and_the_caller_is_answered_
         at for name, at in zip(conn.sent, conn.sent_at, strict=True) if name == "response.done"
     ][:1]
     assert len(created) == 2 and created[1] >= greeting_done
+
+
+async def test_a_short_sound_whose_words_interrupt_is_confirmed_by_its_transcript(
+    base_env: dict[str, str],
+) -> None:
+    """ "Wait, stop." in 350 ms, shorter than INTERRUPT_MIN_MS: the answer plays on while the
+    transcript comes, and its two real words confirm the interruption, cut where it was
+    heard by then."""
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait, stop.",), transcript_delay_s=0.2)
+    speech = pcm16_to_ulaw(tone(2000, 0.35, 8000, dbfs=-6))
+    async with fake:
+        result = await a_call(base_env, speech, 1.0, fake)
+    [conn] = fake.connections
+    first_clear = result.clears[0]
+    [truncate] = conn.truncates
+    assert int(truncate["audio_end_ms"]) > first_clear.played_ms  # it played on meanwhile
+    assert len(conn.of_type("response.cancel")) == 1
+    assert answered(conn) == 2  # the bridge answers the turn that interrupted
+    assert not conn.of_type("conversation.item.delete")
+    [second_word] = [
+        at
+        for name, at in zip(conn.sent, conn.sent_at, strict=True)
+        if name == "conversation.item.input_audio_transcription.delta"
+    ][1:2]
+    [truncated_at] = [
+        at
+        for event, at in zip(conn.events, conn.received_at, strict=True)
+        if event["type"] == "conversation.item.truncate"
+    ]
+    print(f"confirmed {1000 * (truncated_at - second_word):.0f} ms after its second word")
+    assert 0 <= truncated_at - second_word <= 0.1
+
+
+async def test_a_sound_whose_transcript_never_comes_is_not_an_interruption(
+    base_env: dict[str, str],
+) -> None:
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Wait, stop.",), transcript_delay_s=4.0)
+    async with fake:
+        result = await a_call(base_env, noise_burst(0.2), 1.0, fake)
+    [conn] = fake.connections
+    assert not conn.truncates
+    assert answered(conn) == 1
+    assert len(conn.of_type("conversation.item.delete")) == 1  # after TRANSCRIPT_WAIT_MS
+    assert played_answer(result) == ANSWER
+
+
+async def test_a_disclosure_from_a_tool_plays_to_its_end(base_env: dict[str, str]) -> None:
+    """A tool returns a `Disclosure`: the model is asked to say its words exactly, and the
+    caller speaking over them neither stops nor cuts them; they are answered after."""
+    script = [Scripted(tool=("recording_notice", "{}")), Scripted(audio=ANSWER, text="Recorded.")]
+    fake = FakeRealtime(answer=ANSWER, caller_texts=("Why?",), script=script)
+    speech = pcm16_to_ulaw(tone(2000, 1.2, 8000, dbfs=-6))
+    async with fake:
+        result = await a_call(base_env, speech, 1.0, fake, BOT_TOOLS="tests.disclosure_tools")
+    [conn] = fake.connections
+    assert conn.speech_started_at is not None
+    assert not result.clears and not conn.truncates and not conn.of_type("response.cancel")
+    assert played_answer(result).startswith(ANSWER)
+    creates = conn.of_type("response.create")
+    said = json.dumps(creates[1])
+    assert "This call is recorded for quality and training." in said
+    assert len(creates) == 3  # the greeting (a tool call), the disclosure, then the caller

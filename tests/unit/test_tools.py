@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from bot.call.tools import builtin_schemas, load_tools, tool_from_function
+from bot.call.tools import Disclosure, builtin_schemas, load_tools, tool_from_function
 from bot.errors import ConfigError
 
 
@@ -133,3 +133,19 @@ async def test_the_example_order_tool() -> None:
 def test_builtin_tools() -> None:
     assert [t["name"] for t in builtin_schemas(transfer=False)] == ["end_call"]
     assert [t["name"] for t in builtin_schemas(transfer=True)] == ["end_call", "transfer_call"]
+
+
+async def test_a_disclosure_is_said_exactly_and_the_model_is_told_so() -> None:
+    async def recording_notice() -> Disclosure:
+        """Tell the caller the call is recorded."""
+        return Disclosure("This call is recorded.")
+
+    outcome = await tool_from_function(recording_notice).run("{}", 1.0)
+    assert outcome.disclosure == "This call is recorded."
+    assert json.loads(outcome.output) == {"said_to_caller": "This call is recorded."}
+
+    async def blank() -> Disclosure:
+        """Nothing to say."""
+        return Disclosure("  ")
+
+    assert (await tool_from_function(blank).run("{}", 1.0)).disclosure is None

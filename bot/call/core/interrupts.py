@@ -17,6 +17,7 @@ from bot.core.codec import rms, ulaw_to_pcm16
 
 __all__ = [
     "FILLERS",
+    "TRANSCRIPT_WAIT_MS",
     "LISTEN_AFTER_SOUND_MS",
     "SOUND_ENDS_AFTER_MS",
     "InterruptPolicy",
@@ -33,6 +34,9 @@ SOUND_ENDS_AFTER_MS: Final = 120
 # After playing on, sound again within this long counts toward the same interruption
 # (speech pauses at commas: "Wait, ... stop"); the server's end of the turn decides sooner.
 LISTEN_AFTER_SOUND_MS: Final = 1_000
+# A short sound's words decide it once its turn is over; the answer plays on meanwhile,
+# and past this wait for the transcript the sound is not an interruption.
+TRANSCRIPT_WAIT_MS: Final = 1_500
 # Backchannels and fillers: words that do not make a sound an interruption.
 FILLERS: Final = frozenset(
     "uh huh uh-huh mm mhm mm-hmm hmm um umm uh er ah oh yeah yes yep yup ok okay right "
@@ -48,6 +52,7 @@ class InterruptPolicy:
     min_ms: int = 500
     min_words: int = 2
     protect_greeting: bool = False  # the greeting plays to its end whatever the caller does
+    transcripts: bool = False  # the caller's speech is transcribed, so words can decide
 
 
 def real_words(transcript: str) -> int:
@@ -85,6 +90,16 @@ class Pause:
     paused_since: int | None = None  # playback is stopped (since then)
     paused_ms: int = 0  # stopped before, in all
     resumed: bool = False  # it played on once already
+    words: dict[str, str] = field(default_factory=dict)  # the items' transcripts so far
+    transcribed: set[str] = field(default_factory=set)  # items whose transcript is final
+    committed: list[str] = field(default_factory=list)  # items committed before the decision
+    decide_by_ms: int | None = None  # the turn is over; the transcript decides until then
 
     def __post_init__(self) -> None:
         self.sound_until_ms = self.started_ms
+
+    def real_words(self) -> int:
+        return real_words(" ".join(self.words[item] for item in self.items if item in self.words))
+
+    def transcripts_pending(self) -> bool:
+        return any(item not in self.transcribed for item in self.items)

@@ -44,11 +44,13 @@ Pause, then decide (`InterruptPolicy.confirm`; the session is opened with
 `create_response` and `interrupt_response` off, so the bridge owns responses): speech over
 an answer clears Twilio at once but keeps the unheard audio (`Playback.pause`). The caller's
 own audio tells how long the sound lasts. At least `min_ms` of it, or a transcript with
-`min_words` words that are not fillers, confirms the interruption: the answer is cut and
-truncated at the heard position, and cancelled, as in instant mode. A shorter sound (a
-cough, an "uh-huh") resumes the answer from the heard position; the server's committed item
-for it is deleted, so the model neither answers it nor keeps it. Every real caller turn
-gets its `response.create` from the bridge when the server commits it.
+`min_words` words that are not fillers (from the transcript's deltas as they come),
+confirms the interruption: the answer is cut and truncated at the heard position, and
+cancelled, as in instant mode. A shorter sound (a cough, an "uh-huh") resumes the answer
+from the heard position; once its turn is over and its transcript has too few words (or
+`TRANSCRIPT_WAIT_MS` passed), the server's committed item for it is deleted, so the model
+neither answers it nor keeps it. Every real caller turn gets its `response.create` from the
+bridge when the server commits it.
 
 Responses: a `response.create` asked for while a response is active waits for its
 `response.done`. Custom tools run in the shell (`RunTool`); their result comes back through
@@ -77,10 +79,10 @@ from bot.call.core.history import History
 from bot.call.core.interrupts import (
     LISTEN_AFTER_SOUND_MS,
     SOUND_ENDS_AFTER_MS,
+    TRANSCRIPT_WAIT_MS,
     InterruptPolicy,
     Pause,
     SoundMeter,
-    real_words,
 )
 from bot.call.core.messages import (
     Command,
@@ -280,8 +282,11 @@ class CallSession:
             return []
         return self._respond(say_request(words))
 
-    def tool_finished(self, call_id: str, output: str) -> list[Command]:
-        """The result of a `RunTool`, for the model, which then carries on."""
+    def tool_finished(
+        self, call_id: str, output: str, disclosure: str | None = None
+    ) -> list[Command]:
+        """The result of a `RunTool`, for the model, which then carries on: by saying the
+        tool's `disclosure` exactly, if it has one, protected from interruptions."""
         self._tools_running.discard(call_id)
         self._quiet_since_ms = self.now_ms
         if self.phase is Phase.ENDED:
@@ -290,7 +295,12 @@ class CallSession:
         if not self.linked:
             self._response_wanted = True  # the output is seeded into the next session
             return []
-        return [SendToRealtime(rt.CreateItem(_function_output(call_id, output))), *self._respond()]
+        output_item = SendToRealtime(rt.CreateItem(_function_output(call_id, output)))
+        if disclosure is None:
+            return [output_item, *self._respond()]
+        if self.interrupts.confirm:
+            self._protect_next = True
+        return [output_item, *self._respond(say_request(disclosure))]
 
     def time_up(self, words: str) -> list[Command]:
         """The call reached its time limit: the bot says `words`, then hangs up."""
@@ -497,32 +507,35 @@ class CallSession:
                 return commands
             case rt.SpeechStopped(audio_end_ms, item_id):
                 self._caller_speaking = False
-                if self._pause is not None and item_id in self._pause.items:
-                    pause_over = self._turn_over()
-                    if pause_over:
-                        return pause_over
                 self._quiet_since_ms = self.now_ms
+                commands = []
+                if self._pause is not None and item_id in self._pause.items:
+                    commands = self._turn_over()
+                if item_id in self._noise_items:
+                    return commands
                 self._answer_due_until_ms = self.now_ms + ANSWER_EXPECTED_MS
                 self._drop_heard_speech()
                 record = self.turns.caller_stopped(item_id, audio_end_ms)
                 if record is not None:
                     self._turn(record)
-                return []
+                return commands
+            case rt.InputTranscriptDelta(item_id, delta):
+                pause = self._pause
+                if pause is None or item_id not in pause.items:
+                    return []
+                pause.words[item_id] = pause.words.get(item_id, "") + delta
+                return self._confirm() if pause.real_words() >= self.interrupts.min_words else []
             case rt.InputTranscriptCompleted(item_id, transcript):
                 if item_id in self._noise_items:
                     self._notice("info", f"not an interruption: {transcript!r}")
                     return []
                 self._turn(self.turns.caller_said(item_id, transcript))
-                pause = self._pause
-                if pause is not None and item_id in pause.items:
-                    if real_words(transcript) >= self.interrupts.min_words:
-                        return self._confirm()
-                return []
+                return self._transcribed(item_id, transcript)
             case rt.AudioCommitted(item_id):
                 return self._committed(item_id)
             case rt.InputTranscriptFailed(item_id, message):
                 self._notice("debug", f"no transcript of caller item {item_id}: {message}")
-                return []
+                return self._transcribed(item_id, "")
             case rt.OutputItemAdded(response_id, _, item):
                 if item.role == "assistant" and response_id not in self._dropped_responses:
                     assert item.id is not None
@@ -648,7 +661,10 @@ class CallSession:
         if pause.paused_since is not None and not pause.resumed and quiet_ms >= SOUND_ENDS_AFTER_MS:
             pause.resumed = True
             return commands + self._play_on(pause)
-        if pause.paused_since is None and quiet_ms >= LISTEN_AFTER_SOUND_MS:
+        if pause.decide_by_ms is not None:  # the turn is over: its words decide, or time does
+            if now >= pause.decide_by_ms:
+                return commands + self._not_an_interruption()
+        elif pause.paused_since is None and quiet_ms >= LISTEN_AFTER_SOUND_MS:
             return commands + self._not_an_interruption()
         return commands
 
@@ -660,12 +676,31 @@ class CallSession:
         return [SendToTwilio(m) for m in self.playback.resume(self.now_ms)]
 
     def _turn_over(self) -> list[Command]:
-        """The server ended the caller's turn: decide now."""
+        """The server ended the caller's turn: decide now, or once its words are known (the
+        answer plays on meanwhile)."""
         pause = self._pause
         assert pause is not None
         if pause.sound_ms >= self.interrupts.min_ms:
             return self._confirm()
+        if self.interrupts.transcripts and pause.transcripts_pending():
+            if pause.decide_by_ms is None:
+                pause.decide_by_ms = self.now_ms + TRANSCRIPT_WAIT_MS
+            return self._play_on(pause)
         return self._not_an_interruption()
+
+    def _transcribed(self, item_id: str, transcript: str) -> list[Command]:
+        """A caller item's final transcript: enough real words interrupt; a turn that is over
+        and has all its words is not an interruption otherwise."""
+        pause = self._pause
+        if pause is None or item_id not in pause.items:
+            return []
+        pause.words[item_id] = transcript
+        pause.transcribed.add(item_id)
+        if pause.real_words() >= self.interrupts.min_words:
+            return self._confirm()
+        if pause.decide_by_ms is not None and not pause.transcripts_pending():
+            return self._not_an_interruption()
+        return []
 
     def _confirm(self) -> list[Command]:
         pause = self._pause
@@ -677,6 +712,8 @@ class CallSession:
         if self._active_response is not None:
             self._dropped_responses.add(self._active_response)
             commands.append(SendToRealtime(rt.CancelResponse()))
+        if pause.committed:  # the turn was over before its words decided: answer it now
+            commands += self._answer_turn()
         return commands
 
     def _not_an_interruption(self) -> list[Command]:
@@ -685,6 +722,7 @@ class CallSession:
         commands = self._play_on(pause)
         self._pause = None
         self._noise_items.update(pause.items)
+        commands += [SendToRealtime(rt.DeleteItem(item)) for item in pause.committed]
         self._reports.append(
             FalseInterruption(
                 pause.items[-1] if pause.items else None,
@@ -705,11 +743,17 @@ class CallSession:
         pause = self._pause
         if pause is not None and item_id in pause.items:
             commands += self._turn_over()
+            if self._pause is pause:  # still undecided: the decision deletes or answers it
+                pause.committed.append(item_id)
+                return commands
         if item_id in self._noise_items:
             return [*commands, SendToRealtime(rt.DeleteItem(item_id))]
+        return commands + self._answer_turn()
+
+    def _answer_turn(self) -> list[Command]:
         if self.phase is Phase.CONVERSING and self._pending is None:
-            commands += self._respond()
-        return commands
+            return self._respond()
+        return []
 
     def _cut_answers(
         self, truncate: bool, decided_after_ms: int = 0, cleared: bool = False

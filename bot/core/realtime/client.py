@@ -37,6 +37,7 @@ from bot.core.realtime.events import (
     ErrorEvent,
     FunctionCallArguments,
     InputTranscriptCompleted,
+    InputTranscriptDelta,
     InputTranscriptFailed,
     Item,
     ItemTruncated,
@@ -184,6 +185,8 @@ def decode_server_event(text: str | bytes) -> ServerEvent | None:
                 usage if isinstance(usage, dict) else None,
             )
         )
+    if kind == "conversation.item.input_audio_transcription.delta":
+        return InputTranscriptDelta(f.string(message, "item_id"), f.string(message, "delta"))
     if kind == "conversation.item.input_audio_transcription.completed":
         return InputTranscriptCompleted(
             f.string(message, "item_id"), f.string(message, "transcript")

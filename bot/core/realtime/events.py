@@ -32,6 +32,7 @@ __all__ = [
     "ErrorEvent",
     "FunctionCallArguments",
     "InputTranscriptCompleted",
+    "InputTranscriptDelta",
     "InputTranscriptFailed",
     "Item",
     "ItemAdded",
@@ -310,6 +311,14 @@ class ItemTruncated:
 
 
 @dataclass(frozen=True, slots=True)
+class InputTranscriptDelta:
+    """Words of the caller's transcript as they come (models that stream them)."""
+
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
 class InputTranscriptCompleted:
     item_id: str
     transcript: str
@@ -427,6 +436,7 @@ ServerEvent = (
     | ItemDone
     | ItemDeleted
     | ItemTruncated
+    | InputTranscriptDelta
     | InputTranscriptCompleted
     | InputTranscriptFailed
     | ResponseCreated

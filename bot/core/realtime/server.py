@@ -38,6 +38,7 @@ from bot.core.realtime.events import (
     ErrorEvent,
     FunctionCallArguments,
     InputTranscriptCompleted,
+    InputTranscriptDelta,
     InputTranscriptFailed,
     ItemAdded,
     ItemDeleted,
@@ -211,6 +212,13 @@ def encode_server_event(event: ServerEvent, dialect: Dialect, event_id: str) -> 
                 "item_id": item_id,
                 "content_index": content_index,
                 "audio_end_ms": audio_end_ms,
+            }
+        case InputTranscriptDelta(item_id, delta):
+            body = {
+                "type": "conversation.item.input_audio_transcription.delta",
+                "item_id": item_id,
+                "content_index": 0,
+                "delta": delta,
             }
         case InputTranscriptCompleted(item_id, transcript):
             body = {
