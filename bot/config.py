@@ -545,7 +545,7 @@ class CallSettings:
     )
     interruptions: str = setting(
         "INTERRUPTIONS",
-        "instant",
+        "confirm",
         "`instant`: speech over an answer stops it at once, as a barge-in. `confirm`: pause, "
         'then decide: a cough or an "uh-huh" lets the answer go on from where it stopped '
         "(see *Turn-taking*).",

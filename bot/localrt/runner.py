@@ -21,6 +21,7 @@ from bot.localrt.core.session import (
     Emit,
     Generate,
     Output,
+    ProbeTurn,
     RealtimeServerSession,
     Synthesize,
     Transcribe,
@@ -70,6 +71,8 @@ class LocalSession:
                     await self.send(event)
                 case Transcribe():
                     self._spawn("stt", self._transcribe(output))
+                case ProbeTurn():
+                    self._spawn("stt", self._probe(output))
                 case Generate(response_id):
                     self._speech[response_id] = asyncio.Queue()
                     self._spawn(response_id, self._generate(output))
@@ -110,6 +113,18 @@ class LocalSession:
             await self.run(self.session.transcription_failed(job.item_id, str(exc)))
             return
         await self.run(self.session.transcribed(job.item_id, text))
+
+    async def _probe(self, job: ProbeTurn) -> None:
+        prompt = job.prompt or self.providers.transcription_prompt
+        text: str | None
+        try:
+            text = await asyncio.wait_for(
+                self.providers.stt.transcribe(job.pcm16, job.rate_hz, prompt), self.timeout_s
+            )
+        except Exception as exc:  # the fixed silence wait decides instead
+            logger.warning("speech-to-text failed on a pause: %s", exc)
+            text = None
+        await self.run(self.session.turn_probed(job.probe_id, text))
 
     async def _generate(self, job: Generate) -> None:
         session = self.session

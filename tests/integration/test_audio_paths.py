@@ -49,7 +49,9 @@ async def test_barge_in_clears_twilio_and_truncates_at_what_was_played(
     within one 20 ms frame of what the phone actually played, and nothing of the
     interrupted answer reaches the phone afterwards, late deltas included."""
     async with FakeRealtime(answer=pcm16_tone(440, 3.0, dbfs=-12), late_deltas=3) as fake:
-        settings = settings_from(base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi")
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi", INTERRUPTIONS="instant"
+        )
         async with run_app(settings) as app:
             interruption = pcm16_to_ulaw(tone(2000, 1.0, 8000, dbfs=-6))
             result = await simulate(

@@ -71,7 +71,11 @@ async def test_a_barge_in_is_recorded_with_the_heard_text_and_the_audio(
         answer=pcm16_tone(440, 3.0, dbfs=-12), answer_text=ANSWER_WORDS
     ) as fake:
         settings = settings_from(
-            base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi", RECORD_AUDIO="true"
+            base_env,
+            REALTIME_URL=fake.url,
+            BOT_GREETING="Hi",
+            RECORD_AUDIO="true",
+            INTERRUPTIONS="instant",
         )
         async with run_app(settings) as app:
             result = await simulate(

@@ -43,11 +43,11 @@ async def test_settings_and_a_calls_own_choice_reach_the_provider(
     first, second = fake.connections[0], fake.connections[-1]
     [opening] = first.of_type("session.update")
     vad, noise = audio_input(opening["session"], dialect)  # type: ignore[arg-type]
-    assert vad == {
+    assert vad == {  # pause, then decide (the default): the bridge owns the responses
         "type": "semantic_vad",
         "eagerness": "high",
-        "create_response": True,
-        "interrupt_response": True,
+        "create_response": False,
+        "interrupt_response": False,
     }
     assert noise == {"type": "near_field"}
     opening, own = second.of_type("session.update")

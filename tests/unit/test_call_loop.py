@@ -52,7 +52,7 @@ async def stored(call: MemoryCall) -> dict[str, object]:
 
 
 async def test_barge_in_clears_the_phone_and_truncates_at_what_it_played(tmp_path: Path) -> None:
-    call, task = await running(tmp_path)
+    call, task = await running(tmp_path, INTERRUPTIONS="instant")
     phone, model = call.phone, call.model
     # One second of μ-law in ten deltas: ten media messages, each with its mark.
     model.say(*answer(b"\x7f" * 800))

@@ -13,11 +13,13 @@ from bot.core.codec import pcm16_to_ulaw
 from bot.core.realtime.dialects import Dialect
 from bot.core.realtime.events import AudioFormat
 from bot.core.realtime.server import ClientEventError, decode_client_event, encode_server_event
+from bot.localrt.core.endpointing import sounds_finished
 from bot.localrt.core.session import (
     Cancel,
     Emit,
     Generate,
     Output,
+    ProbeTurn,
     RealtimeServerSession,
     Synthesize,
     Transcribe,
@@ -381,3 +383,85 @@ def test_speech_is_resampled_once_a_sentence_into_the_output_format(
 ) -> None:
     piper = Speech(tone(440, 1.0, 22050), 22050)
     assert len(in_format(piper, audio)) == size
+
+
+def semantic(session: Session, eagerness: str = "medium") -> None:
+    session.open()
+    send(
+        session,
+        {
+            "type": "session.update",
+            "session": {
+                "type": "realtime",
+                "audio": {
+                    "input": {"turn_detection": {"type": "semantic_vad", "eagerness": eagerness}}
+                },
+            }
+            if session.dialect == "ga"
+            else {"turn_detection": {"type": "semantic_vad", "eagerness": eagerness}},
+        },
+    )
+
+
+def speak_then_pause(session: Session, pause_s: float) -> list[Output]:
+    outputs = append(session, bytes(24000)) + append(session, tone(400, 1.0, 24000, dbfs=-12))
+    return outputs + append(session, bytes(int(pause_s * 24000) * 2))
+
+
+def test_semantic_vad_ends_a_finished_turn_at_a_short_pause(session: Session) -> None:
+    """At 200 ms of quiet the turn so far is transcribed; finished words end it at once and
+    are its transcript: no second transcription, and the answer starts."""
+    semantic(session)
+    outputs = speak_then_pause(session, 0.3)
+    assert "input_audio_buffer.speech_stopped" not in types(outputs, session.dialect)
+    [probe] = [o for o in outputs if isinstance(o, ProbeTurn)]
+    assert len(probe.pcm16) // 48 == pytest.approx(300 + 1000 + 200, abs=60)
+    ended = session.turn_probed(probe.probe_id, " What time do you close? ")
+    kinds = types(ended, session.dialect)
+    assert kinds[:2] == ["input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
+    assert "conversation.item.input_audio_transcription.completed" in kinds
+    stopped = events(ended, session.dialect)[0]
+    assert stopped["audio_end_ms"] == pytest.approx(1500, abs=40)
+    assert not [o for o in ended if isinstance(o, Transcribe)]
+    [generate] = [o for o in ended if isinstance(o, Generate)]
+    assert generate.messages == [{"role": "user", "content": "What time do you close?"}]
+
+
+@pytest.mark.parametrize(("eagerness", "wait_s"), [("high", 2.0), ("medium", 4.0)])
+def test_semantic_vad_waits_for_an_unfinished_turn(
+    session: Session, eagerness: str, wait_s: float
+) -> None:
+    semantic(session, eagerness)
+    outputs = speak_then_pause(session, 0.3)
+    [probe] = [o for o in outputs if isinstance(o, ProbeTurn)]
+    assert session.turn_probed(probe.probe_id, "I'd like to order a") == []
+    later = append(session, bytes(int((wait_s - 0.4) * 24000) * 2))
+    assert "input_audio_buffer.speech_stopped" not in types(later, session.dialect)
+    # More speech: a new pause gets its own probe; the old probe's answer changes nothing.
+    more = append(session, tone(400, 0.5, 24000, dbfs=-12)) + append(session, bytes(9600))
+    assert session.turn_probed(probe.probe_id, "Fine.") == []
+    [second] = [o for o in more if isinstance(o, ProbeTurn)]
+    assert second.probe_id != probe.probe_id
+    session.turn_probed(second.probe_id, "a large pizza and")
+    ended = append(session, bytes(int(wait_s * 24000) * 2))
+    assert "input_audio_buffer.speech_stopped" in types(ended, session.dialect)
+    assert [o for o in ended if isinstance(o, Transcribe)]  # its words are transcribed whole
+
+
+def test_semantic_vad_gives_a_sound_without_words_the_fixed_wait(session: Session) -> None:
+    semantic(session)
+    [probe] = [o for o in speak_then_pause(session, 0.3) if isinstance(o, ProbeTurn)]
+    assert session.turn_probed(probe.probe_id, "") == []
+    ended = append(session, bytes(int(0.3 * 24000) * 2))  # 600 ms of quiet in all: > 500
+    assert "input_audio_buffer.speech_stopped" in types(ended, session.dialect)
+
+
+def test_what_sounds_finished() -> None:
+    assert sounds_finished("What time do you close?") is True
+    assert sounds_finished("My order number is 4417.") is True
+    assert sounds_finished("Is that all I have to do?") is True
+    assert sounds_finished("I'd like to order a") is False
+    assert sounds_finished("I called because") is False
+    assert sounds_finished("So, um,") is False
+    assert sounds_finished("Let me think...") is False
+    assert sounds_finished("  ") is None

@@ -19,6 +19,11 @@ comes back as audio deltas after the sentence's transcript delta. Function calls
 `conversation.item.truncate` cuts an assistant item's stored text to what was heard before
 `audio_end_ms` (`bot.core.heard`, the rule the bridge's call log uses too), so the next
 turn never contains words the caller did not hear.
+
+With `semantic_vad`, a short pause in the caller's speech asks for a `ProbeTurn` job: the
+turn so far, transcribed. If its words sound finished (`endpointing.py`) the turn ends at
+once and they become the item's transcript; otherwise the caller gets the eagerness's
+longest wait.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from typing import Any, Final, Literal, assert_never
 from bot.core.codec import ulaw_to_pcm16
 from bot.core.realtime import events as rt
 from bot.localrt.core.conversation import Conversation, Entry
+from bot.localrt.core.endpointing import MAX_WAIT_MS, PROBE_AFTER_MS, sounds_finished
 from bot.localrt.core.vad import FRAME_MS, SpeechDetector, SpeechEnded, TurnTracker, energy_speech
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "Emit",
     "Generate",
     "Output",
+    "ProbeTurn",
     "RealtimeServerSession",
     "Synthesize",
     "Transcribe",
@@ -72,6 +79,16 @@ class Transcribe:
 
 
 @dataclass(frozen=True, slots=True)
+class ProbeTurn:
+    """Transcribe the caller's turn so far: do its words sound finished? (`semantic_vad`)"""
+
+    probe_id: int
+    pcm16: bytes
+    rate_hz: int
+    prompt: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Generate:
     response_id: str
     instructions: str
@@ -94,7 +111,7 @@ class Cancel:
     response_id: str
 
 
-Output = Emit | Transcribe | Generate | Synthesize | Cancel
+Output = Emit | Transcribe | ProbeTurn | Generate | Synthesize | Cancel
 
 
 @dataclass
@@ -128,6 +145,10 @@ class RealtimeServerSession:
         self._turns = TurnTracker(speech_detector or energy_speech)
         self._user_item_id: str | None = None
         self._transcribing: set[str] = set()
+        # Semantic end of turn: this pause's probe, and what its words said.
+        self._probe_id = 0
+        self._probe_state: Literal["none", "asked", "heard"] = "none"
+        self._finished: bool | None = None  # None: no words
 
     # ---- ids and shapes --------------------------------------------------------------------
 
@@ -250,28 +271,74 @@ class RealtimeServerSession:
         return outputs
 
     def _vad(self, frame: bytes, rate: int, vad: rt.TurnDetection) -> list[Output]:
-        change = self._turns.frame(frame, rate, self._input_ms, vad)
+        change = self._turns.frame(frame, rate, self._input_ms, vad, self._silence_ms(vad))
         if change is None:
             if not self._turns.speaking:
                 # Keep only the padding the start of speech may reach back to.
                 keep = (vad.prefix_padding_ms + 3 * FRAME_MS) * 2 * rate // 1000
                 del self._input[: max(0, len(self._input) - keep)]
-            return []
+                return []
+            return self._maybe_probe(vad) if vad.semantic else []
         if isinstance(change, SpeechEnded):
-            item_id = self._user_item_id or self._id("item")
-            self._user_item_id = None
-            outputs: list[Output] = [Emit(rt.SpeechStopped(change.audio_end_ms, item_id))]
-            outputs += self._commit(item_id)
-            if vad.create_response and self.response is None:
-                outputs += self._start_response()
-            return outputs
+            return self._turn_ended(change, vad)
         self._user_item_id = self._id("item")
-        outputs = [Emit(rt.SpeechStarted(change.audio_start_ms, self._user_item_id))]
+        self._new_pause()
+        outputs: list[Output] = [Emit(rt.SpeechStarted(change.audio_start_ms, self._user_item_id))]
         if self.response is not None and vad.interrupt_response:
             outputs += self._finish_response("cancelled", "turn_detected")
         return outputs
 
-    def _commit(self, item_id: str | None = None) -> list[Output]:
+    def _silence_ms(self, vad: rt.TurnDetection) -> int:
+        """How much silence ends the turn: with `semantic_vad`, the longest wait until the
+        words say otherwise; a sound without words gets the fixed `server_vad` wait."""
+        if not vad.semantic or (self._probe_state == "heard" and self._finished is None):
+            return vad.silence_duration_ms
+        return MAX_WAIT_MS[vad.eagerness]
+
+    def _new_pause(self) -> None:
+        self._probe_id += 1
+        self._probe_state, self._finished = "none", None
+
+    def _maybe_probe(self, vad: rt.TurnDetection) -> list[Output]:
+        quiet = self._turns.quiet_ms
+        if quiet == 0:  # speech again: the next pause gets its own probe
+            if self._probe_state != "none":
+                self._new_pause()
+            return []
+        if quiet < PROBE_AFTER_MS or self._probe_state != "none":
+            return []
+        self._probe_state = "asked"
+        transcription = self.config.transcription
+        prompt = transcription.prompt if isinstance(transcription, rt.Transcription) else None
+        return [ProbeTurn(self._probe_id, bytes(self._input), self._input_rate, prompt)]
+
+    def turn_probed(self, probe_id: int, text: str | None) -> list[Output]:
+        """The words of a probed pause (None: the probe failed). Finished words end the turn
+        now, as its transcript; a probe of an earlier pause is ignored."""
+        vad = self.config.turn_detection
+        if probe_id != self._probe_id or self._probe_state != "asked" or not self._turns.speaking:
+            return []
+        if not isinstance(vad, rt.TurnDetection):
+            return []
+        self._probe_state = "heard"
+        self._finished = None if text is None else sounds_finished(text)
+        if self._finished and text is not None:
+            return self._turn_ended(self._turns.end(self._input_ms), vad, text)
+        return []
+
+    def _turn_ended(
+        self, change: SpeechEnded, vad: rt.TurnDetection, transcript: str | None = None
+    ) -> list[Output]:
+        item_id = self._user_item_id or self._id("item")
+        self._user_item_id = None
+        self._new_pause()
+        outputs: list[Output] = [Emit(rt.SpeechStopped(change.audio_end_ms, item_id))]
+        outputs += self._commit(item_id, transcript)
+        if vad.create_response and self.response is None:
+            outputs += self._start_response()
+        return outputs
+
+    def _commit(self, item_id: str | None = None, transcript: str | None = None) -> list[Output]:
         item = Entry(item_id or self._id("item"), "message", role="user", audio=True)
         previous = self.conversation.items[-1].id if self.conversation.items else None
         audio = bytes(self._input)
@@ -281,6 +348,8 @@ class RealtimeServerSession:
         transcription = self.config.transcription
         if isinstance(transcription, rt.Transcription):
             self._transcribing.add(item.id)
+            if transcript is not None:  # the probe that ended the turn heard it already
+                return [*outputs, *self.transcribed(item.id, transcript)]
             outputs.append(Transcribe(item.id, audio, self._input_rate, transcription.prompt))
         return outputs
 

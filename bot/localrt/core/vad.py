@@ -83,10 +83,21 @@ class TurnTracker:
         self._quiet_ms = 0
         self.speaking = False
 
+    @property
+    def quiet_ms(self) -> int:
+        """Silence since the caller's last speech frame, while they have the turn."""
+        return self._quiet_ms if self.speaking else 0
+
     def frame(
-        self, frame: bytes, rate_hz: int, end_ms: int, vad: TurnDetection
+        self,
+        frame: bytes,
+        rate_hz: int,
+        end_ms: int,
+        vad: TurnDetection,
+        silence_ms: int | None = None,
     ) -> SpeechStarted | SpeechEnded | None:
-        """One frame, ending `end_ms` into the session's input audio."""
+        """One frame, ending `end_ms` into the session's input audio. The turn ends after
+        `silence_ms` of quiet (the VAD's `silence_duration_ms` unless given)."""
         loud = self._gate.open(frame) and self._is_speech(frame, rate_hz, vad.threshold)
         if not self.speaking:
             self._loud_frames = self._loud_frames + 1 if loud else 0
@@ -96,8 +107,12 @@ class TurnTracker:
             start = end_ms - FRAME_MS * START_FRAMES
             return SpeechStarted(max(0, start - vad.prefix_padding_ms))
         self._quiet_ms = 0 if loud else self._quiet_ms + FRAME_MS
-        if self._quiet_ms < vad.silence_duration_ms:
+        if self._quiet_ms < (vad.silence_duration_ms if silence_ms is None else silence_ms):
             return None
+        return self.end(end_ms)
+
+    def end(self, end_ms: int) -> SpeechEnded:
+        """End the caller's turn now (it sounds finished): speech ended where quiet began."""
         self.speaking, self._loud_frames = False, 0
         return SpeechEnded(end_ms - self._quiet_ms)
 
