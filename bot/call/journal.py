@@ -110,7 +110,8 @@ class CallJournal:
                         call_sid,
                         at_ms,
                         "interruption",
-                        f"caller spoke over the bot; heard {audio_end_ms} of {received_ms} ms",
+                        f"caller spoke over the bot; heard {audio_end_ms} of {received_ms} ms"
+                        + (f"; confirmed after {decided} ms" if decided else ""),
                         {
                             "item_id": item_id,
                             "audio_end_ms": audio_end_ms,

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import json
 
+import aiohttp
 import numpy as np
 import pytest
 
 from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import tone
-from tests.conftest import run_app, settings_from
+from tests.conftest import ended_call, run_app, settings_from
 from tests.fake_realtime import FakeConnection, FakeRealtime, Scripted
 
 SILENCE_FRAME = b"\xff" * 160
+REVIEW_PASSWORD = "review-pass-123"
 ANSWER = pcm16_to_ulaw(tone(440, 3.0, 8000, dbfs=-12))  # the model's audio, as the phone gets it
 
 
@@ -43,12 +45,24 @@ async def a_call(
         REALTIME_AUDIO="g711_ulaw",
         BOT_GREETING="Hi",
         INTERRUPTIONS="confirm",
+        REVIEW_PASSWORD=REVIEW_PASSWORD,
         **env,
     )
     async with run_app(settings) as app:
-        return await simulate(
+        result = await simulate(
             app.url, auth_token=app.secret, barge_in_at_s=at_s, barge_in=sound, duration_s=5.0
         )
+        await ended_call(settings, result.call_sid)
+        # The default jar ignores cookies of IP-address hosts such as 127.0.0.1.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+            login = {"password": REVIEW_PASSWORD, "next": "/calls"}
+            async with http.post(app.url + "/login", data=login) as response:
+                assert response.status == 200
+            async with http.get(f"{app.url}/calls/{result.call_sid}") as response:
+                result.page = await response.text()  # type: ignore[attr-defined]
+            async with http.get(app.url + "/metrics") as response:
+                result.metrics = await response.text()  # type: ignore[attr-defined]
+        return result
 
 
 def answered(conn: FakeConnection) -> int:
@@ -82,6 +96,11 @@ async def test_a_false_interruption_pauses_and_the_answer_goes_on_byte_for_byte(
     )
     print(f"{heard_as}: playback resumed {1000 * (resumed - sound_end):.0f} ms after the sound")
     assert resumed - sound_end <= 0.3
+    # The review page and /metrics show it as a false interruption, not a barge-in.
+    assert "not an interruption" in result.page  # type: ignore[attr-defined]
+    assert "+ 1 false" in result.page  # type: ignore[attr-defined]
+    assert "bot_false_interruptions_total 1.0" in result.metrics  # type: ignore[attr-defined]
+    assert "bot_barge_ins_total 0.0" in result.metrics  # type: ignore[attr-defined]
 
 
 async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_was_heard(
@@ -108,6 +127,9 @@ async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_wa
     confirmed_after = truncated_at - conn.speech_started_at
     print(f"confirmed {confirmed_after * 1000:.0f} ms after speech_started")
     assert 0.4 <= confirmed_after <= 0.8  # INTERRUPT_MIN_MS of sound, from the pause
+    assert "; confirmed after 5" in result.page  # type: ignore[attr-defined]
+    assert "bot_barge_ins_total 1.0" in result.metrics  # type: ignore[attr-defined]
+    assert "bot_false_interruptions_total 0.0" in result.metrics  # type: ignore[attr-defined]
     assert answered(conn) == 2  # and asks for the answer to the question when it is over
 
 
