@@ -49,6 +49,7 @@ from bot.core.realtime.events import (
     Transcription,
     TurnDetection,
 )
+from bot.listen.transcriber import make_transcriber
 from bot.localrt.inprocess import LocalRealtime
 from bot.localrt.providers import Providers
 from bot.localrt.web import realtime_blueprint
@@ -143,11 +144,12 @@ def create_app(
     dial: Dialer
     session: SessionConfig
     confirming = settings.call.interruptions == "confirm"
+    local_realtime: LocalRealtime | None = None
     if realtime.local:
         from bot.localrt.services import local_providers as offline
 
         providers = local_providers or offline(settings.local)
-        local = LocalRealtime(providers)
+        local = local_realtime = LocalRealtime(providers)
         audio = AudioFormat.G711_ULAW  # no resampling on the way in or out
         # The local backend always transcribes: a text model cannot answer what it cannot read.
         local_session = session = replace(
@@ -187,6 +189,7 @@ def create_app(
         call_blueprint(
             settings.server,
             settings.twilio,
+            settings.listen,
             settings.call.fallback_message,
             signing_secret,
             lambda: running().services,
@@ -265,6 +268,7 @@ def create_app(
             if rest is not None and cluster.shared and settings.call.handover
             else None,
             session=session,
+            transcriber=make_transcriber(settings, local_realtime),
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:

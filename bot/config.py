@@ -616,6 +616,133 @@ class CallSettings:
     )
 
 
+def dial_target(raw: str) -> str:
+    if not (is_e164(raw) or raw.startswith(("sip:", "client:"))):
+        raise ValueError(f"must be an E.164 number, a sip: URI or a client: name, got {raw!r}")
+    return raw
+
+
+def transcribed_lines(raw: str) -> tuple[tuple[str, str], ...]:
+    """`+15550001111=+15552223333,+15550004444=sip:desk@example.com`: called -> target."""
+    pairs = []
+    for entry in raw.split(","):
+        called, sep, target = entry.strip().partition("=")
+        if not sep:
+            raise ValueError(f"each entry is called-number=target, got {entry.strip()!r}")
+        pairs.append((e164(called.strip()), dial_target(target.strip())))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class ListenSettings:
+    """Listen-only calls: the call goes to a person and its audio to live transcription."""
+
+    call_mode: str = setting(
+        "CALL_MODE",
+        "bot",
+        "`bot`: the AI answers. `transcribe`: every call is forwarded to `FORWARD_TO` "
+        "(`<Dial>`) and both sides are transcribed live (`<Start><Stream both_tracks>`).",
+        parse=choice("bot", "transcribe"),
+    )
+    forward_to: str | None = setting(
+        "FORWARD_TO",
+        None,
+        "Who answers a transcribed call: an E.164 number, a `sip:` URI or `client:name`.",
+        parse=dial_target,
+    )
+    line_targets: tuple[tuple[str, str], ...] = setting(
+        "TRANSCRIBE_LINES",
+        (),
+        "Called numbers that are transcribed whatever `CALL_MODE` says, each with its own "
+        "target: `+15550001111=+15552223333,+15550004444=sip:desk@example.com`.",
+        parse=transcribed_lines,
+        shown="—",
+    )
+    transcribe_url: str | None = setting(
+        "TRANSCRIBE_URL",
+        None,
+        "Transcription endpoint. Default: `REALTIME_URL` with `?intent=transcription` (and "
+        "no model); the local backend when calls use it.",
+        parse=url("wss", "ws"),
+        shown="from `REALTIME_URL`",
+    )
+    transcribe_dialect: Dialect | None = setting(
+        "TRANSCRIBE_DIALECT",
+        None,
+        "`ga` (`session.update`, `type: transcription`) or `beta` "
+        "(`transcription_session.update`).",
+        parse=dialect,
+        shown="`REALTIME_DIALECT`",
+    )
+    api_key: Secret | None = setting(
+        "TRANSCRIBE_API_KEY",
+        None,
+        "Key for the transcription endpoint.",
+        parse=secret,
+        shown="`REALTIME_API_KEY`",
+    )
+    model: str = setting(
+        "TRANSCRIBE_MODEL",
+        DEFAULT_TRANSCRIPTION_MODEL,
+        "Transcription model (or Azure deployment).",
+    )
+    language: str | None = setting(
+        "TRANSCRIBE_LANGUAGE", None, "ISO-639-1 language of the calls, e.g. `en`."
+    )
+    prompt: str | None = setting(
+        "TRANSCRIBE_PROMPT", None, "Words that prime the transcription (names, products)."
+    )
+    turns: str = setting(
+        "TRANSCRIBE_TURNS",
+        "server_vad",
+        "`server_vad`: the provider finds each turn. `manual`: turn detection off; the bridge "
+        "commits after each pause (for models that need `turn_detection: null`).",
+        parse=choice("server_vad", "manual"),
+    )
+    audio: AudioFormat = setting(
+        "TRANSCRIBE_AUDIO",
+        AudioFormat.G711_ULAW,
+        "`g711_ulaw` passes Twilio's audio through; `pcm16` transcodes to 24 kHz.",
+        parse=audio_format,
+        shown="`g711_ulaw`",
+    )
+    ai_calls: bool = setting(
+        "TRANSCRIBE_AI_CALLS",
+        False,
+        "Also transcribe the bot's own calls in separate transcription sessions (both "
+        "sides), for speech-to-speech providers that do not transcribe.",
+        parse=flag,
+        shown="`false`",
+    )
+    summary_model: str | None = setting(
+        "SUMMARY_MODEL",
+        None,
+        "After each call, a summary and action items from this chat model; blank: none.",
+        blank_means_off=True,
+    )
+    summary_url: str = setting(
+        "SUMMARY_URL",
+        "https://api.openai.com/v1",
+        "OpenAI-compatible base URL for the summary (`/chat/completions`).",
+        parse=url("https", "http"),
+    )
+    summary_api_key: Secret | None = setting(
+        "SUMMARY_API_KEY",
+        None,
+        "Key for `SUMMARY_URL`.",
+        parse=secret,
+        shown="`OPENAI_API_KEY`",
+        also_read="OPENAI_API_KEY",
+    )
+
+    def forward_target(self, called: str) -> str | None:
+        """Where a call to `called` is forwarded when it is transcribed; None: the bot."""
+        for number, target in self.line_targets:
+            if number == called:
+                return target
+        return self.forward_to if self.call_mode == "transcribe" else None
+
+
 @dataclass(frozen=True)
 class OutboundSettings:
     """Calls the bridge places."""
@@ -753,6 +880,7 @@ _SECTIONS: Final = {
     "call": CallSettings,
     "outbound": OutboundSettings,
     "calllog": CallLogSettings,
+    "listen": ListenSettings,
     "local": LocalBackendSettings,
 }
 
@@ -774,6 +902,7 @@ class Settings:
     call: CallSettings = field(default_factory=CallSettings)
     outbound: OutboundSettings = field(default_factory=OutboundSettings)
     calllog: CallLogSettings = field(default_factory=CallLogSettings)
+    listen: ListenSettings = field(default_factory=ListenSettings)
     local: LocalBackendSettings = field(default_factory=LocalBackendSettings)
     warnings: tuple[str, ...] = ()
 
@@ -845,6 +974,9 @@ class Settings:
                 "GREETING_INTERRUPTIBLE=false needs INTERRUPTIONS=confirm: in instant mode the "
                 "provider cancels an answer by itself as soon as the caller speaks"
             )
+        listen = values["listen"]
+        if listen.get("call_mode") == "transcribe" and listen.get("forward_to") is None:
+            problems.append("CALL_MODE=transcribe needs FORWARD_TO: the person who answers")
         password = calllog.get("review_password")
         if password is not None and len(password.reveal()) < 8:
             problems.append("REVIEW_PASSWORD must be at least 8 characters")

@@ -98,6 +98,8 @@ class SimulationResult:
     mark_acked_at: list[float] = field(default_factory=list)  # time.monotonic() of each ack
     media_received_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     frames_sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
+    twiml: str = ""
+    forked: bool = False  # a `<Start><Stream>` fork: one-way, both tracks
     media_received_bytes: list[int] = field(default_factory=list)  # the audio of each
     output_ulaw: bytes = b""
 
@@ -169,8 +171,15 @@ async def simulate(
     webhook_query: dict[str, str] | None = None,
     direction: str = "inbound",
     call_sid: str | None = None,
+    agent: bytes = b"",
+    odd_tracks: dict[int, str | None] | None = None,
 ) -> SimulationResult:
-    """Place one simulated call. Audio arguments are 8 kHz μ-law bytes."""
+    """Place one simulated call. Audio arguments are 8 kHz μ-law bytes.
+
+    When the TwiML forks the call (`<Start><Stream track="both_tracks">` beside a `<Dial>`),
+    the phone streams both tracks as Twilio does: `say` is the caller (`inbound`), `agent`
+    the person who answered (`outbound`), each frame labelled. `odd_tracks` relabels the
+    caller's frame at an index (None: no track at all), as a hostile peer would."""
     result = SimulationResult()
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = account_sid or "AC" + secrets.token_hex(16)
@@ -200,11 +209,16 @@ async def simulate(
         async with http.post(target, data=params, headers=headers) as response:
             result.webhook_status = response.status
             twiml = await response.text()
+    result.twiml = twiml
     if result.webhook_status != 200:
         return result
-    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    document = ET.fromstring(twiml)
+    stream = document.find("./Connect/Stream")
     if stream is None:
-        raise ValueError("TwiML has no <Connect><Stream>")
+        stream = document.find("./Start/Stream")
+        result.forked = stream is not None
+    if stream is None:
+        raise ValueError("TwiML has no <Connect><Stream> or <Start><Stream>")
     result.stream_url = stream_url or stream.attrib["url"]
     custom = {p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")}
     upgrade_headers = {}
@@ -215,7 +229,7 @@ async def simulate(
     stream_sid = "MZ" + secrets.token_hex(16)
     result.stream_sid = stream_sid
     if duration_s is None:
-        duration_s = max(len(say), len(barge_in)) / 8000 + (barge_in_at_s or 0) + 5.0
+        duration_s = max(len(say), len(barge_in), len(agent)) / 8000 + (barge_in_at_s or 0) + 5.0
     try:
         async with websockets.connect(
             result.stream_url, additional_headers=upgrade_headers, compression=None
@@ -231,6 +245,8 @@ async def simulate(
                 duration_s,
                 fast,
                 dtmf or [],
+                agent if result.forked else None,
+                odd_tracks or {},
             )
             result.close_code = ws.close_code
             result.close_reason = ws.close_reason or ""
@@ -251,8 +267,11 @@ async def _run_stream(
     duration_s: float,
     fast: bool,
     dtmf: list[tuple[float, str]],
+    agent: bytes | None,
+    odd_tracks: dict[int, str | None],
 ) -> None:
     sid = result.stream_sid
+    tracks = ("inbound",) if agent is None else ("inbound", "outbound")
     seq = 0
 
     def next_seq() -> int:
@@ -261,7 +280,7 @@ async def _run_stream(
         return seq
 
     await ws.send(twilio.phone_connected())
-    await ws.send(twilio.phone_start(sid, result.call_sid, account_sid, custom, next_seq()))
+    await ws.send(twilio.phone_start(sid, result.call_sid, account_sid, custom, next_seq(), tracks))
     started = time.monotonic()
     playback = _Playback()
     output = bytearray()
@@ -385,7 +404,12 @@ async def _run_stream(
             result.frames_sent += 1
             result.bytes_sent += len(frame)
             result.frames_sent_at.append(time.monotonic())
-            await send(twilio.phone_media(sid, frame, index, next_seq()))
+            track = odd_tracks.get(index, "inbound")
+            await send(twilio.phone_media(sid, frame, index, next_seq(), track))
+            if agent is not None:
+                heard = agent[index * FRAME_BYTES : (index + 1) * FRAME_BYTES]
+                heard += SILENCE[len(heard) :]
+                await send(twilio.phone_media(sid, heard, index, next_seq(), "outbound"))
         await send(twilio.phone_stop(sid, result.call_sid, account_sid, next_seq()))
         await ws.close()
 

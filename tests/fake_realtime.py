@@ -53,6 +53,8 @@ class FakeConnection:
     sent: list[str] = field(default_factory=list)  # the types of the events sent, in order
     sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     socket: ServerConnection | None = None
+    transcription: bool = False  # a transcription session (`intent=transcription`)
+    manual_commit: bool = False  # its turn detection is off: the client commits
 
     def of_type(self, kind: str) -> list[dict[str, object]]:
         return [e for e in self.events if e.get("type") == kind]
@@ -85,6 +87,7 @@ class FakeRealtime:
         answer_text: str = "Hello there.",
         caller_texts: tuple[str, ...] = (),
         transcript_delay_s: float = 0.0,
+        texts_by_pitch: dict[int, str] | None = None,
         auto_respond: bool = False,
         usage: dict[str, int] | None = None,
         script: list[Scripted] | None = None,
@@ -101,6 +104,9 @@ class FakeRealtime:
         self.late_deltas = late_deltas
         self.answer_text = answer_text
         self.caller_texts = caller_texts  # transcripts of the caller's turns, in order
+        # Or, per turn, the text of the pitch nearest to the turn's loudest frequency (Hz):
+        # with two tracks in two sessions, each speaker has their own words.
+        self.texts_by_pitch = texts_by_pitch or {}
         self.transcript_delay_s = transcript_delay_s  # from the commit to the first word
         self.auto_respond = auto_respond  # answer when the caller stops speaking
         self.usage = usage or {"total_tokens": 57, "input_tokens": 20, "output_tokens": 37}
@@ -162,6 +168,13 @@ class FakeRealtime:
                 if kind == "session.update":
                     self._apply_session(conn, event["session"])
                     await self._send(ws, {"type": "session.updated", "session": event["session"]})
+                elif kind == "transcription_session.update":  # beta transcription sessions
+                    conn.transcription = True
+                    self._apply_session(conn, event["session"])
+                    updated = {"type": "transcription_session.updated", "session": event["session"]}
+                    await self._send(ws, updated)
+                elif kind == "input_audio_buffer.commit":
+                    await self._commit(ws, conn, state)
                 elif kind == "input_audio_buffer.append":
                     conn.events.append({"type": kind, "bytes": len(event["audio"])})
                     conn.received_at.append(time.monotonic())
@@ -207,6 +220,8 @@ class FakeRealtime:
     def _apply_session(self, conn: FakeConnection, session: dict[str, object]) -> None:
         if set(session) <= {"type", "instructions"}:
             return  # an update of the instructions alone
+        if session.get("type") == "transcription":
+            conn.transcription = True
         if self.dialect == "ga":
             audio = session.get("audio")
             assert isinstance(audio, dict), "GA session.update must nest audio settings"
@@ -221,6 +236,10 @@ class FakeRealtime:
         if isinstance(vad, dict):
             conn.create_response = bool(vad.get("create_response", True))
             conn.interrupt_response = bool(vad.get("interrupt_response", True))
+        elif vad is None and conn.transcription:
+            conn.manual_commit = True  # turn detection off: the client commits
+        if conn.transcription:
+            conn.create_response = conn.interrupt_response = False
 
     async def _close_later(self, ws: ServerConnection) -> None:
         assert self.close_after_s is not None
@@ -271,40 +290,25 @@ class FakeRealtime:
         pcm = ulaw_to_pcm16(audio) if conn.audio_format == "g711_ulaw" else audio
         rate = 8000 if conn.audio_format == "g711_ulaw" else 24000
         position_ms = len(conn.input_audio) * 1000 // (rate * (1 if rate == 8000 else 2))
+        state.turn_audio += pcm
+        if conn.manual_commit:
+            return  # no turn detection: the client commits
         loud = rms(pcm) > self.vad_threshold_rms if pcm else False
         state.loud_run = state.loud_run + 1 if loud else 0
         state.quiet_run = 0 if loud else state.quiet_run + 1
         if state.speaking and state.quiet_run >= 15:  # 300 ms of silence ends the turn
             state.speaking = False
-            item_id = state.user_item
             await self._send(
                 ws,
                 {
                     "type": "input_audio_buffer.speech_stopped",
                     "audio_end_ms": max(0, position_ms - 300),
-                    "item_id": item_id,
+                    "item_id": state.user_item,
                 },
             )
-            await self._send(
-                ws,
-                {
-                    "type": "input_audio_buffer.committed",
-                    "item_id": item_id,
-                    "previous_item_id": None,
-                },
-            )
-            text = (
-                self.caller_texts[state.turns % len(self.caller_texts)]
-                if self.caller_texts
-                else f"caller turn {state.turns + 1}"
-            )
-            state.turns += 1
-            if self.transcript_delay_s:
-                state.tasks.add(asyncio.create_task(self._transcribe(ws, item_id, text)))
-            else:
-                await self._transcribe(ws, item_id, text)
-            if self.auto_respond and conn.create_response and not state.responding:
-                state.tasks.add(asyncio.create_task(self._respond(ws, conn, state)))
+            await self._commit(ws, conn, state)
+        if not state.speaking and not loud:
+            del state.turn_audio[: max(0, len(state.turn_audio) - rate // 2)]  # the padding
         if not state.speaking and state.loud_run >= 2:
             state.speaking = True
             conn.speech_started_at = time.monotonic()
@@ -319,6 +323,36 @@ class FakeRealtime:
                     "item_id": state.user_item,
                 },
             )
+
+    async def _commit(self, ws: ServerConnection, conn: FakeConnection, state: _State) -> None:
+        """The turn so far becomes an item, and its transcript follows."""
+        item_id = state.user_item if not conn.manual_commit else _id("item")
+        state.user_item = None
+        await self._send(
+            ws,
+            {"type": "input_audio_buffer.committed", "item_id": item_id, "previous_item_id": None},
+        )
+        rate = 8000 if conn.audio_format == "g711_ulaw" else 24000
+        text = self._text_for(bytes(state.turn_audio), rate, state.turns)
+        state.turn_audio.clear()
+        state.turns += 1
+        if self.transcript_delay_s:
+            state.tasks.add(asyncio.create_task(self._transcribe(ws, item_id, text)))
+        else:
+            await self._transcribe(ws, item_id, text)
+        if self.auto_respond and conn.create_response and not state.responding:
+            state.tasks.add(asyncio.create_task(self._respond(ws, conn, state)))
+
+    def _text_for(self, pcm: bytes, rate: int, turn: int) -> str:
+        if self.texts_by_pitch and len(pcm) >= 400:
+            samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], "<i2").astype(np.float64)
+            spectrum = np.abs(np.fft.rfft(samples))
+            pitch = float(np.fft.rfftfreq(len(samples), 1 / rate)[int(np.argmax(spectrum))])
+            nearest = min(self.texts_by_pitch, key=lambda hz: abs(hz - pitch))
+            return self.texts_by_pitch[nearest]
+        if self.caller_texts:
+            return self.caller_texts[turn % len(self.caller_texts)]
+        return f"caller turn {turn + 1}"
 
     async def _respond(self, ws: ServerConnection, conn: FakeConnection, state: _State) -> None:
         scripted = self.script.pop(0) if self.script else Scripted(self.answer, self.answer_text)
@@ -462,6 +496,7 @@ class _State:
     turns: int = 0
     user_item: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    turn_audio: bytearray = field(default_factory=bytearray)  # PCM16 of the turn so far
 
 
 def pcm16_tone(freq_hz: float, seconds: float, dbfs: float = -10.0, rate: int = 24000) -> bytes:

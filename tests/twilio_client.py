@@ -37,7 +37,10 @@ async def fetch_twiml(
 
 
 def stream_parameters(twiml: str) -> tuple[str, dict[str, str]]:
-    stream = ET.fromstring(twiml).find("./Connect/Stream")
+    document = ET.fromstring(twiml)
+    stream = document.find("./Connect/Stream")
+    if stream is None:
+        stream = document.find("./Start/Stream")  # a listened call's fork
     assert stream is not None
     return stream.attrib["url"], {
         p.attrib["name"]: p.attrib["value"] for p in stream.findall("Parameter")

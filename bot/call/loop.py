@@ -52,6 +52,7 @@ from bot.core.realtime.events import AudioFormat, SessionConfig, TurnDetection
 from bot.core.turn_taking import turn_parameter_problems, turn_taking
 from bot.core.twilio import OutboundClear, OutboundMedia, TwilioMedia, TwilioMessage
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
+from bot.listen.stream import LISTEN_MODE, MODE_PARAMETER, ListenedCall, Transcriber
 
 __all__ = ["CallServices", "LiveCall", "serve_stream"]
 
@@ -89,6 +90,7 @@ class CallServices:
     cluster: Cluster
     handover: Handover | None = None  # calls can move to another instance on SIGTERM
     session: SessionConfig | None = None  # what every call's Realtime session is opened with
+    transcriber: Transcriber | None = None  # listened calls' transcription sessions
 
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
@@ -105,9 +107,26 @@ async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
             services.metrics.call_finished("busy", None)
             await channel.close(1000, "busy")  # Twilio plays the fallback message
             return
+        if admitted.start.custom_parameters.get(MODE_PARAMETER) == LISTEN_MODE:
+            await _listen(channel, services, admitted)
+            return
         call = LiveCall(channel, services, admitted)
         registry.register(call)  # with no wait after admission: one stream per call
         await call.run()
+
+
+async def _listen(channel: TwilioChannel, services: CallServices, admitted: Admitted) -> None:
+    """A fork of a call a person answers: transcribed, never spoken to."""
+    if services.transcriber is None:
+        admitted.log.error("a listened call's stream, but transcription is not set up")
+        await channel.close(1000, "no transcription")
+        return
+    listened = ListenedCall(channel, services, admitted)
+    services.registry.register(listened)
+    try:
+        await listened.run()
+    finally:
+        services.registry.unregister(listened)
 
 
 async def _refuse(channel: TwilioChannel, services: CallServices, refused: Refused) -> None:

@@ -31,6 +31,12 @@ class Metrics:
             "Sounds over an answer that were not interruptions: the answer went on",
             registry=self.registry,
         )
+        self.skipped_frames = Counter(
+            "bot_skipped_frames",
+            "Media frames of listened calls skipped: no track, an unknown track, a bad payload",
+            ["reason"],
+            registry=self.registry,
+        )
         self.realtime_errors = Counter(
             "bot_realtime_errors", "Realtime errors and failures", registry=self.registry
         )

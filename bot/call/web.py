@@ -17,11 +17,18 @@ from werkzeug.datastructures import MultiDict
 
 from bot.call.loop import CallServices, serve_stream
 from bot.call.twilio_socket import AsgiApp, AsgiTwilioChannel, Receive, Scope, Send
-from bot.config import ServerSettings, TwilioSettings
+from bot.config import ListenSettings, ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
 from bot.core.tokens import TOKEN_PARAMETER
 from bot.core.turn_taking import TURN_PARAMETERS
-from bot.core.twiml import render_connect_stream, say_then_hang_up, xml_safe
+from bot.core.twiml import (
+    dial_noun,
+    render_connect_stream,
+    render_start_stream,
+    say_then_hang_up,
+    xml_safe,
+)
+from bot.listen.stream import LISTEN_MODE, MODE_PARAMETER
 from bot.log import ThrottledLog
 from bot.store.schema import utcnow
 
@@ -70,6 +77,7 @@ def stream_url(base_url: str) -> str:
 def call_blueprint(
     server: ServerSettings,
     twilio: TwilioSettings,
+    listen: ListenSettings,
     fallback_message: str,
     signing_secret: str,
     services: Callable[[], CallServices],
@@ -79,6 +87,7 @@ def call_blueprint(
     validator = RequestValidator(signing_secret)
     rejections = ThrottledLog(logger)
     template = (twiml_dir() / "connect_stream.xml").read_text()
+    fork_template = (twiml_dir() / "start_stream_dial.xml").read_text()
     base_url = server.base_url
     media_url = stream_url(base_url)
     local_mode = twilio.auth_token is None
@@ -129,9 +138,14 @@ def call_blueprint(
             "to": _one_line(form.get("To", ""), 64),
             "direction": _one_line(form.get("Direction", "inbound"), 32),
         }
-        for name, value in request.args.items():
-            if name in OUTBOUND_PARAMETERS or name.startswith("var_"):
-                parameters[xml_safe(name)] = xml_safe(value)
+        inbound = parameters["direction"] == "inbound"
+        forward_to = listen.forward_target(parameters["to"]) if inbound else None
+        if forward_to is not None:
+            parameters[MODE_PARAMETER] = LISTEN_MODE  # bound by the token like the rest
+        else:
+            for name, value in request.args.items():
+                if name in OUTBOUND_PARAMETERS or name.startswith("var_"):
+                    parameters[xml_safe(name)] = xml_safe(value)
         calls = services()
         token = calls.admission.tokens.issue(call_sid, parameters)
         if token is None:
@@ -151,6 +165,14 @@ def call_blueprint(
             busy, count = "MAX_CALLS reached", f"{calls.registry.load} calls on this instance"
         elif not await _reserve(calls, call_sid):
             busy, count = "MAX_CALLS_TOTAL reached", f"{calls.settings.max_calls_total} in all"
+        if busy is not None and forward_to is not None:
+            # A person answers this line: put the call through, only without a transcript.
+            logger.warning("[%s -] busy: %s (%s); put through untranscribed", call_sid, busy, count)
+            calls.call_log.event(call_sid, 0, "error", f"not transcribed: {busy}")
+            twiml = (
+                f'<Response><Dial answerOnBridge="true">{dial_noun(forward_to)}</Dial></Response>'
+            )
+            return Response(twiml, content_type="text/xml")
         if busy is not None:
             logger.warning(
                 "[%s -] busy: %s (%s); the caller is asked to call again", call_sid, busy, count
@@ -159,6 +181,15 @@ def call_blueprint(
             calls.metrics.call_finished("busy", None)
             return Response(say_then_hang_up(calls.settings.busy_message), content_type="text/xml")
         parameters[TOKEN_PARAMETER] = token
+        if forward_to is not None:
+            logger.info(
+                "[%s -] incoming call from %s: put through to %s, transcribed",
+                call_sid,
+                parameters["from"],
+                forward_to,
+            )
+            twiml = render_start_stream(fork_template, media_url, parameters, forward_to)
+            return Response(twiml, content_type="text/xml")
         calls.registry.prewarm(call_sid)
         logger.info("[%s -] incoming call from %s: TwiML sent", call_sid, parameters["from"])
         twiml = render_connect_stream(template, media_url, parameters, fallback_message)

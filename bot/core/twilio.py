@@ -64,14 +64,18 @@ class TwilioStart:
     call_sid: str
     account_sid: str
     custom_parameters: Mapping[str, str] = field(default_factory=dict)
+    tracks: tuple[str, ...] = ("inbound",)  # both_tracks forks: ("inbound", "outbound")
 
 
 @dataclass(frozen=True, slots=True)
 class TwilioMedia:
-    """Caller audio. `timestamp_ms` counts from the start of the stream."""
+    """Audio of one track: `inbound` is the caller, `outbound` what the caller hears (the
+    person a fork's `<Dial>` reached). `timestamp_ms` counts from the start of the stream;
+    `track` is None when the frame does not say."""
 
     ulaw: bytes
     timestamp_ms: int | None
+    track: str | None = "inbound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +121,12 @@ def decode(text: str | bytes) -> TwilioEvent | None:
             ulaw = base64.b64decode(payload, validate=True)
         except binascii.Error as exc:
             raise TwilioProtocolError("media.payload is not base64") from exc
-        return TwilioMedia(ulaw, _fields.optional_numeric(media, "timestamp"))
+        track = media.get("track")
+        return TwilioMedia(
+            ulaw,
+            _fields.optional_numeric(media, "timestamp"),
+            track[:16] if isinstance(track, str) else None,
+        )
     if event == "mark":
         return TwilioMark(_fields.string(_fields.obj(message, "mark"), "name"))
     if event == "start":
@@ -127,11 +136,15 @@ def decode(text: str | bytes) -> TwilioEvent | None:
             isinstance(value, str) for value in params.values()
         ):
             raise TwilioProtocolError("start.customParameters must map names to strings")
+        tracks = start.get("tracks")
         return TwilioStart(
             stream_sid=_sid(start, "streamSid"),
             call_sid=_sid(start, "callSid"),
             account_sid=_sid(start, "accountSid"),
             custom_parameters=params,
+            tracks=tuple(t[:16] for t in tracks[:4] if isinstance(t, str))
+            if isinstance(tracks, list)
+            else ("inbound",),
         )
     if event == "connected":
         return TwilioConnected(str(message.get("protocol", "")))
@@ -219,6 +232,7 @@ def phone_start(
     account_sid: str,
     parameters: Mapping[str, str],
     sequence: int = 1,
+    tracks: tuple[str, ...] = ("inbound",),
 ) -> str:
     return json.dumps(
         {
@@ -228,7 +242,7 @@ def phone_start(
                 "accountSid": account_sid,
                 "streamSid": stream_sid,
                 "callSid": call_sid,
-                "tracks": ["inbound"],
+                "tracks": list(tracks),
                 "customParameters": dict(parameters),
                 "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
             },
@@ -237,18 +251,28 @@ def phone_start(
     )
 
 
-def phone_media(stream_sid: str, ulaw: bytes, index: int, sequence: int | None = None) -> str:
-    """Caller audio frame number `index` (from 0) of a stream: 20 ms each."""
+def phone_media(
+    stream_sid: str,
+    ulaw: bytes,
+    index: int,
+    sequence: int | None = None,
+    track: str | None = "inbound",
+) -> str:
+    """Audio frame number `index` (from 0) of a track of a stream: 20 ms each (`track`
+    None: a frame that does not say, which Twilio never sends)."""
+    media = {
+        "track": track,
+        "chunk": str(index + 1),
+        "timestamp": str(index * 20),
+        "payload": base64.b64encode(ulaw).decode("ascii"),
+    }
+    if track is None:
+        del media["track"]
     return json.dumps(
         {
             "event": "media",
             "sequenceNumber": str(sequence if sequence is not None else index + 2),
-            "media": {
-                "track": "inbound",
-                "chunk": str(index + 1),
-                "timestamp": str(index * 20),
-                "payload": base64.b64encode(ulaw).decode("ascii"),
-            },
+            "media": media,
             "streamSid": stream_sid,
         }
     )

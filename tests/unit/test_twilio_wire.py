@@ -34,10 +34,10 @@ def test_parses_every_event_twilio_sends() -> None:
     media = tw.decode(
         json.dumps({"event": "media", "media": {"payload": payload, "timestamp": "40"}})
     )
-    assert media == tw.TwilioMedia(b"\xff" * 160, 40)
-    assert tw.decode('{"event":"media","media":{"payload":"","timestamp":7}}') == tw.TwilioMedia(
-        b"", 7
-    )
+    assert media == tw.TwilioMedia(b"\xff" * 160, 40, None)  # a frame with no track says none
+    assert tw.decode(
+        '{"event":"media","media":{"track":"outbound","payload":"","timestamp":7}}'
+    ) == tw.TwilioMedia(b"", 7, "outbound")
     assert tw.decode('{"event":"mark","mark":{"name":"m1"}}') == tw.TwilioMark("m1")
     assert tw.decode('{"event":"dtmf","dtmf":{"track":"inbound_track","digit":"#"}}') == (
         tw.TwilioDtmf("#")
@@ -100,6 +100,10 @@ def test_the_phones_frames_are_what_the_bridge_reads() -> None:
     call, account = "CA" + "2" * 32, "AC" + "1" * 32
     start = tw.decode(tw.phone_start(SID, call, account, {"token": "t"}))
     assert start == tw.TwilioStart(SID, call, account, {"token": "t"})
+    both = tw.decode(tw.phone_start(SID, call, account, {}, tracks=("inbound", "outbound")))
+    assert isinstance(both, tw.TwilioStart) and both.tracks == ("inbound", "outbound")
+    untracked = tw.decode(tw.phone_media(SID, b"\x01" * 160, 3, track=None))
+    assert isinstance(untracked, tw.TwilioMedia) and untracked.track is None
     assert tw.decode(tw.phone_media(SID, b"\x01" * 160, 3)) == tw.TwilioMedia(b"\x01" * 160, 60)
     assert tw.decode(tw.phone_mark(SID, "m9", 5)) == tw.TwilioMark("m9")
     assert tw.decode(tw.phone_dtmf(SID, "7", 6)) == tw.TwilioDtmf("7")

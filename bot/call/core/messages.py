@@ -116,7 +116,7 @@ class TurnRecord:
     """The current state of one turn; the newest snapshot of an item replaces older ones."""
 
     item_id: str
-    speaker: Literal["caller", "assistant"]
+    speaker: Literal["caller", "assistant", "agent"]  # agent: a person, on a listened call
     started_ms: int | None
     ended_ms: int | None
     text: str | None

@@ -789,7 +789,7 @@ class CallSession:
         """A turn's newest state, for the call log and for the conversation's history."""
         self._reports.append(record)
         text = record.heard_text if record.interrupted else record.text
-        if text is not None:
+        if text is not None and record.speaker != "agent":  # no agent on a bot's call
             self.history.said(record.item_id, record.speaker, text)
 
     def _drop_heard_speech(self) -> None:

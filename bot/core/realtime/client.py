@@ -62,6 +62,14 @@ from bot.errors import RealtimeProtocolError
 __all__ = ["decode_server_event", "encode_client_event"]
 
 _fields: Final = FieldReader(RealtimeProtocolError)
+_SESSION_EVENTS: Final = frozenset(
+    {
+        "session.created",
+        "session.updated",
+        "transcription_session.created",  # beta transcription sessions
+        "transcription_session.updated",
+    }
+)
 
 
 def encode_client_event(event: ClientEvent, dialect: Dialect) -> str:
@@ -75,7 +83,12 @@ def encode_client_event(event: ClientEvent, dialect: Dialect) -> str:
                 + '"}'
             )
         case SessionUpdate(session):
-            message = {"type": "session.update", "session": session_shape(session, dialect)}
+            kind = (
+                "transcription_session.update"
+                if session.transcribe_only and dialect is Dialect.BETA
+                else "session.update"
+            )
+            message = {"type": kind, "session": session_shape(session, dialect)}
         case CommitAudio():
             message = {"type": "input_audio_buffer.commit"}
         case ClearAudio():
@@ -220,7 +233,7 @@ def decode_server_event(text: str | bytes) -> ServerEvent | None:
             f.optional_string(error, "param"),
             f.optional_string(error, "event_id"),
         )
-    if kind in ("session.created", "session.updated"):
+    if kind in _SESSION_EVENTS:
         session = f.obj(message, "session")
         expires_at = session.get("expires_at")
         info = SessionInfo(
@@ -229,7 +242,7 @@ def decode_server_event(text: str | bytes) -> ServerEvent | None:
             f.optional_string(session, "model"),
             expires_at if isinstance(expires_at, int) else None,
         )
-        return SessionCreated(info) if kind == "session.created" else SessionUpdated(info)
+        return SessionCreated(info) if kind.endswith(".created") else SessionUpdated(info)
     return None
 
 

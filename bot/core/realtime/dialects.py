@@ -159,6 +159,8 @@ def _transcription_shape(transcription: Transcription | Literal["off"]) -> dict[
     shape = {"model": transcription.model}
     if transcription.prompt:
         shape["prompt"] = transcription.prompt
+    if transcription.language:
+        shape["language"] = transcription.language
     return shape
 
 
@@ -169,6 +171,8 @@ def _noise_shape(noise: NoiseReduction | Literal["off"]) -> dict[str, str] | Non
 def session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
     """The `session` object of a `session.update` (or of a server's description): only the
     settings `config` sets."""
+    if config.transcribe_only:
+        return _transcription_session_shape(config, dialect)
     names = DIALECTS[dialect]
     shape: dict[str, Any] = {"type": "realtime"} if dialect is Dialect.GA else {}
     if config.speak is not None:
@@ -218,6 +222,39 @@ def session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
     return shape
 
 
+def _transcription_session_shape(config: SessionConfig, dialect: Dialect) -> dict[str, Any]:
+    """A transcription session's settings: the input side only. Its turn detection has no
+    responses to create or interrupt."""
+    vad: dict[str, object] | None = None
+    if isinstance(config.turn_detection, TurnDetection):
+        vad = _turn_detection_shape(config.turn_detection)
+        assert vad is not None
+        vad.pop("create_response", None)
+        vad.pop("interrupt_response", None)
+    inputs: dict[str, object] = {}
+    if config.input_format is not None:
+        inputs["format"] = format_shape(config.input_format, dialect)
+    if config.transcription is not None:
+        inputs["transcription"] = _transcription_shape(config.transcription)
+    if config.turn_detection is not None:
+        inputs["turn_detection"] = vad
+    if config.noise_reduction is not None:
+        inputs["noise_reduction"] = _noise_shape(config.noise_reduction)
+    if dialect is Dialect.GA:
+        return (
+            {"type": "transcription", "audio": {"input": inputs}}
+            if inputs
+            else {"type": "transcription"}
+        )
+    beta_names = {
+        "format": "input_audio_format",
+        "transcription": "input_audio_transcription",
+        "turn_detection": "turn_detection",
+        "noise_reduction": "input_audio_noise_reduction",
+    }
+    return {beta_names[name]: value for name, value in inputs.items()}
+
+
 def read_session(shape: Mapping[str, Any]) -> SessionConfig:
     """A `session.update`'s settings, in either spelling (or a mix of both).
 
@@ -240,9 +277,11 @@ def read_session(shape: Mapping[str, Any]) -> SessionConfig:
         if raw is None:
             transcription = "off"
         elif isinstance(raw, dict):
-            prompt = raw.get("prompt")
+            prompt, language = raw.get("prompt"), raw.get("language")
             transcription = Transcription(
-                str(raw.get("model") or ""), str(prompt) if prompt else None
+                str(raw.get("model") or ""),
+                str(prompt) if prompt else None,
+                str(language) if language else None,
             )
         else:
             raise TypeError("transcription must be an object or null")
@@ -267,6 +306,7 @@ def read_session(shape: Mapping[str, Any]) -> SessionConfig:
         tools=None if tools is None else tuple(tools),
         speak=None if modalities is None else "audio" in modalities,
         noise_reduction=noise_reduction,
+        transcribe_only=shape.get("type") == "transcription",
     )
 
 

@@ -106,6 +106,7 @@ class Transcription:
 
     model: str
     prompt: str | None = None
+    language: str | None = None  # ISO-639-1, e.g. "en"; None: the model finds out
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,10 @@ class SessionConfig:
     speak: bool | None = None  # answers in audio (with a transcript), or in text only
     # Before VAD and the model: near_field for handsets, far_field for speakerphones.
     noise_reduction: NoiseReduction | Literal["off"] | None = None
+    # A transcription session (`?intent=transcription`): it transcribes and never answers.
+    # Only the input settings apply; GA spells it `session.type: "transcription"`, beta
+    # `transcription_session.update`.
+    transcribe_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from dataclasses import replace
 from typing import Any, Final, assert_never
 
 from bot.core.realtime.dialects import (
@@ -111,11 +112,14 @@ def _decode(kind: str, event: dict[str, Any], event_id: str | None) -> ClientEve
         except binascii.Error as exc:
             raise ValueError("audio is not base64") from exc
         return AppendAudio(audio, event_id=event_id)
-    if kind == "session.update":
+    if kind in ("session.update", "transcription_session.update"):
         session = event["session"]
         if not isinstance(session, dict):
             raise TypeError("session must be an object")
-        return SessionUpdate(read_session(session), event_id=event_id)
+        config = read_session(session)
+        if kind == "transcription_session.update":
+            config = replace(config, transcribe_only=True)
+        return SessionUpdate(config, event_id=event_id)
     if kind == "conversation.item.create":
         item = event["item"]
         if not isinstance(item, dict):
@@ -156,9 +160,15 @@ def encode_server_event(event: ServerEvent, dialect: Dialect, event_id: str) -> 
                 "delta": base64.b64encode(audio).decode("ascii"),
             }
         case SessionCreated(session):
-            body = {"type": "session.created", "session": _session(session, dialect)}
+            body = {
+                "type": _session_event(session, dialect, "created"),
+                "session": _session(session, dialect),
+            }
         case SessionUpdated(session):
-            body = {"type": "session.updated", "session": _session(session, dialect)}
+            body = {
+                "type": _session_event(session, dialect, "updated"),
+                "session": _session(session, dialect),
+            }
         case ErrorEvent(code, message, error_type, param, client_event_id):
             body = {
                 "type": "error",
@@ -312,8 +322,21 @@ def _where(response_id: str, item_id: str, output_index: int, content_index: int
     }
 
 
+def _session_event(session: SessionInfo, dialect: Dialect, what: str) -> str:
+    """`session.created`; beta transcription sessions are `transcription_session.created`."""
+    if session.config.transcribe_only and dialect is Dialect.BETA:
+        return f"transcription_session.{what}"
+    return f"session.{what}"
+
+
 def _session(session: SessionInfo, dialect: Dialect) -> dict[str, Any]:
     shape = session_shape(session.config, dialect)
+    if session.config.transcribe_only:
+        if dialect is Dialect.BETA:  # the SDK's TranscriptionSession has a client secret
+            shape["client_secret"] = {"value": "", "expires_at": 0}
+        shape["id"] = session.id
+        shape["object"] = "realtime.transcription_session"
+        return shape
     shape["object"] = "realtime.session"
     shape["id"] = session.id
     if dialect is Dialect.GA and session.model is not None:

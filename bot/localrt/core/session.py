@@ -207,6 +207,14 @@ class RealtimeServerSession:
             case rt.TruncateItem(item_id, audio_end_ms):
                 return self._truncate(item_id, audio_end_ms, event.event_id)
             case rt.CreateResponse(instructions):
+                if self.config.transcribe_only:
+                    return [
+                        self._error(
+                            "A transcription session does not create responses.",
+                            "invalid_request_error",
+                            event.event_id,
+                        )
+                    ]
                 if self.response is not None:
                     return [
                         self._error(
@@ -247,6 +255,17 @@ class RealtimeServerSession:
         if update.input_format not in (None, self.config.input_format):
             self._input.clear()  # audio of another rate cannot be joined to it
             self._frame.clear()
+        if update.transcribe_only:
+            # A transcription session (`intent=transcription`): it transcribes, never answers.
+            changes["transcribe_only"] = True
+            vad = changes.get("turn_detection", self.config.turn_detection)
+            if isinstance(vad, rt.TurnDetection):
+                changes["turn_detection"] = replace(
+                    vad, create_response=False, interrupt_response=False
+                )
+            changes.setdefault(
+                "transcription", self.config.transcription or rt.Transcription("local")
+            )
         self.config = replace(self.config, **changes)
         return [Emit(rt.SessionUpdated(self._info()))]
 

@@ -1,0 +1,1 @@
+"""The listened call's pure core: tracks, skipped frames and speaker-labelled turns."""

@@ -1,0 +1,1 @@
+"""The live view of calls in progress: their turns as server-sent events."""

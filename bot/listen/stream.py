@@ -1,0 +1,338 @@
+"""A listened call's fork: Twilio's `<Start><Stream track="both_tracks">` socket, one
+transcription session per track, and the call log.
+
+The fork is one-way: nothing is ever sent back to Twilio. The call itself is Twilio's
+`<Dial>` to a person and goes on whatever happens here. A transcription session that
+fails is reopened within `REALTIME_RECONNECT_S`; past that the fork stops (its socket
+closes, the `<Dial>` goes on) and the failure is an event on the call.
+
+One session per track, not one for both: a speaker is then known from where the audio
+came from, even when both talk at once (`scripts/bench_fork.py` measures both ways).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from bot.call.admission import Admitted
+from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
+from bot.call.core.session import CallStats
+from bot.cluster.core.messages import ControlAction
+from bot.core.codec import Pcm16Transcoder, rms, ulaw_to_pcm16
+from bot.core.realtime import events as rt
+from bot.core.twilio import TwilioMedia, TwilioStart, TwilioStop
+from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
+from bot.listen.core.fork import SPEAKERS, Fork, ManualTurns, TrackTurns
+from bot.store.schema import utcnow
+
+if TYPE_CHECKING:
+    from bot.call.loop import CallServices
+
+__all__ = ["LISTEN_MODE", "MODE_PARAMETER", "ListenedCall", "Transcriber"]
+
+MODE_PARAMETER: Final = "mode"
+LISTEN_MODE: Final = "listen"
+DRAIN_S: Final = 3.0  # after the stream ends: the last words' transcripts
+MAX_DROPS_A_MINUTE: Final = 3  # a session that keeps dropping is given up
+_RETRY_S: Final = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+logger = logging.getLogger("bot.listen")
+
+
+@dataclass(frozen=True)
+class Transcriber:
+    """How transcription sessions are opened, and what the call log says about them."""
+
+    open: Callable[[], Awaitable[RealtimeChannel]]
+    pcm16: bool  # the session takes 24 kHz PCM16 (else Twilio's μ-law, untouched)
+    manual: bool  # no turn detection: the bridge commits
+    provider: str
+    model: str
+    dialect: str
+    reconnect_s: float = 5.0
+
+
+@dataclass
+class _Track:
+    name: str
+    turns: TrackTurns
+    channel: RealtimeChannel | None = None
+    transcoder: Pcm16Transcoder | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    failed: str | None = None
+
+
+class ListenedCall:
+    """One admitted fork stream, registered like a call (controls do not apply to it)."""
+
+    def __init__(self, channel: TwilioChannel, services: CallServices, admitted: Admitted):
+        assert services.transcriber is not None
+        self.twilio = channel
+        self.services = services
+        self.transcriber = services.transcriber
+        self.start: TwilioStart = admitted.start
+        self.log = admitted.log
+        self.errors = admitted.errors
+        self.fork = Fork(admitted.start.tracks)
+        self.tracks = {
+            name: _Track(
+                name,
+                TrackTurns(
+                    SPEAKERS[name], manual=ManualTurns() if self.transcriber.manual else None
+                ),
+                transcoder=Pcm16Transcoder() if self.transcriber.pcm16 else None,
+            )
+            for name in self.fork.tracks
+        }
+        self._stats = CallStats()
+        self._stop = asyncio.Event()
+        self._stop_reason = "the fork was stopped"
+        self._recorder = None
+        if services.recordings is not None:
+            from bot.calllog.recorder import CallRecorder
+
+            self._recorder = CallRecorder(
+                services.recordings / f"{self.call_sid}-{self.start.stream_sid}.wav",
+                (services.settings.max_call_s or 4 * 3600) * 1000,
+            )
+
+    # ---- what the registry sees ------------------------------------------------------------
+
+    @property
+    def call_sid(self) -> str:
+        return self.start.call_sid
+
+    @property
+    def stats(self) -> CallStats:
+        return self._stats
+
+    def end(self, reason: str) -> None:
+        self._stop_reason = reason
+        self._stop.set()
+
+    def deliver_verdict(self, answered_by: str) -> None:
+        pass
+
+    def control(self, action: ControlAction, words: str) -> None:
+        self.log.warning("a listened call takes no %s: a person is on it", action)
+
+    async def hand_over(self) -> None:
+        pass  # the fork ends with this instance; the call goes on with Twilio
+
+    def moved(self) -> None:
+        pass
+
+    # ---- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        services, call_log, call_sid = self.services, self.services.call_log, self.call_sid
+        started = time.monotonic()
+        params = self.start.custom_parameters
+        call_log.call(
+            call_sid,
+            stream_sid=self.start.stream_sid,
+            started_at=utcnow(),
+            answered_at=utcnow(),
+            direction=params.get("direction") or "inbound",
+            from_number=params.get("from") or None,
+            to_number=params.get("to") or None,
+            provider=self.transcriber.provider,
+            model=self.transcriber.model,
+            dialect=self.transcriber.dialect,
+            audio_mode="listen",
+            recording_path=str(self._recorder.path) if self._recorder else None,
+        )
+        call_log.event(
+            call_sid, 0, "listen", f"transcribing {', '.join(self.fork.tracks)} (a person answers)"
+        )
+        self.log.info("listening to the call: tracks %s", ", ".join(self.fork.tracks))
+        end_by, reason = "caller", "stream ended"
+        sessions = [
+            asyncio.create_task(self._keep_transcribing(track)) for track in self.tracks.values()
+        ]
+        reader = asyncio.create_task(self._read_twilio())
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if reader in done:
+                end_by, reason = reader.result()
+                await self._drain()
+            else:
+                end_by, reason = "bridge", self._stop_reason
+        except Exception:  # a bug must not leave the fork half open
+            self.log.exception("listening failed")
+            end_by, reason = "bridge", "listening failed"
+        finally:
+            self._stop.set()
+            reader.cancel()
+            stopper.cancel()
+            await self._close()
+            await asyncio.wait(sessions, timeout=2)
+            for session in sessions:
+                session.cancel()
+        if self._recorder is not None:
+            with contextlib.suppress(OSError):
+                self._recorder.close()
+        skipped = sum(self.fork.skipped.values())
+        if skipped:
+            detail = ", ".join(f"{n} {why}" for why, n in self.fork.skipped.items())
+            call_log.event(call_sid, None, "skipped_frames", f"media frames skipped: {detail}")
+            for why, n in self.fork.skipped.items():
+                services.metrics.skipped_frames.labels(reason=why).inc(n)
+        failures = [t for t in self.tracks.values() if t.failed is not None]
+        if failures and end_by != "caller":
+            end_by = "realtime"
+        call_log.call(call_sid, ended_at=utcnow(), ended_by=end_by, end_reason=reason)
+        services.metrics.call_finished(f"listen_{end_by}", None)
+        self.log.info(
+            "listening ended by %s (%s) after %.1f s: frames %s, skipped %d",
+            end_by,
+            reason,
+            time.monotonic() - started,
+            dict(self.fork.frames),
+            skipped,
+        )
+
+    async def _read_twilio(self) -> tuple[str, str]:
+        """Frames until the stream ends: (who ended it, why)."""
+        while not self._stop.is_set():
+            try:
+                event = await self.twilio.receive()
+            except ChannelClosed as closed:
+                return "caller", closed.reason
+            except TwilioProtocolError as exc:
+                self.errors.report("twilio", exc)
+                continue
+            match event:
+                case TwilioMedia(ulaw, timestamp_ms, track):
+                    await self._media(ulaw, timestamp_ms, track)
+                case TwilioStop():
+                    return "caller", "Twilio stopped the stream"
+                case _:
+                    pass  # marks and digits do not concern a fork
+        return "bridge", "the fork was stopped"
+
+    async def _media(self, ulaw: bytes, timestamp_ms: int | None, track_name: str | None) -> None:
+        audio = self.fork.media(ulaw, track_name)
+        if audio is None:
+            return
+        self._stats.frames_in += 1
+        track = self.tracks[audio.track]
+        at_ms = timestamp_ms if timestamp_ms is not None else self.fork.frames[audio.track] * 20
+        if self._recorder is not None:
+            if audio.track == "inbound":
+                self._recorder.caller(audio.ulaw, at_ms)
+            else:
+                self._recorder.bot(audio.ulaw, at_ms + len(audio.ulaw) // 8)
+        channel = track.channel
+        if channel is None or not track.ready.is_set():
+            return  # opening (or reopening): this moment is not transcribed
+        payload = audio.ulaw if track.transcoder is None else track.transcoder.to_model(audio.ulaw)
+        await self._send(track, rt.AppendAudio(payload))
+        manual = track.turns.manual
+        if manual is not None and manual.frame(rms(ulaw_to_pcm16(audio.ulaw)), at_ms + 20):
+            await self._send(track, rt.CommitAudio())
+
+    async def _send(self, track: _Track, event: rt.ClientEvent) -> None:
+        channel = track.channel
+        if channel is None:
+            return
+        try:
+            await channel.send(event)
+        except ChannelClosed:
+            track.ready.clear()  # the session's reader reopens it
+
+    async def _keep_transcribing(self, track: _Track) -> None:
+        """Open the track's session and read it; reopen it when it fails, within the
+        reconnect wait. Past that the fork stops: the call goes on without a transcript."""
+        call_log, call_sid = self.services.call_log, self.call_sid
+        failed_since: float | None = None
+        attempt = 0
+        drops: list[float] = []
+        while not self._stop.is_set():
+            try:
+                track.channel = await self.transcriber.open()
+            except RealtimeUnavailable as exc:
+                track.failed = str(exc)
+            else:
+                track.ready.set()
+                if failed_since is not None:
+                    call_log.event(call_sid, None, "reconnect", f"{track.name} transcription back")
+                failed_since, attempt = None, 0
+                track.failed = await self._read_session(track)
+                track.ready.clear()
+                with contextlib.suppress(Exception):
+                    await track.channel.close()
+                track.channel = None
+                if track.failed is None:
+                    return  # closed by us
+                drops.append(time.monotonic())
+            now = time.monotonic()
+            failed_since = failed_since if failed_since is not None else now
+            flapping = len([t for t in drops if now - t < 60]) >= MAX_DROPS_A_MINUTE
+            if now - failed_since >= self.transcriber.reconnect_s or flapping:
+                message = f"{track.name} transcription failed: {track.failed}; the fork stops"
+                self.log.error("%s (the call goes on)", message)
+                call_log.event(call_sid, None, "error", message)
+                call_log.increment(call_sid, errors=1)
+                self.services.metrics.realtime_errors.inc()
+                self.end(f"{track.name} transcription failed")
+                return
+            delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
+            attempt += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _read_session(self, track: _Track) -> str | None:
+        """Events until the session ends: None when we closed it, else why it failed."""
+        channel = track.channel
+        assert channel is not None
+        call_log, call_sid = self.services.call_log, self.call_sid
+        while True:
+            try:
+                event = await channel.receive()
+            except ChannelClosed as closed:
+                return None if self._stop.is_set() else closed.reason
+            except RealtimeProtocolError:
+                continue
+            match event:
+                case rt.InputTranscriptFailed(_, message, _):
+                    call_log.event(
+                        call_sid, None, "error", f"{track.name}: no transcript ({message})"
+                    )
+                case rt.ErrorEvent(code, message):
+                    self.log.warning("transcription error %s: %s", code, message)
+                    if code in ("invalid_api_key", "session_expired"):
+                        return f"error {code}: {message}"
+                case _:
+                    record = track.turns.event(event)
+                    if record is not None:
+                        call_log.turn(call_sid, record)
+                        self.log.info("%s: %s", record.speaker, (record.text or "")[:80])
+
+    async def _drain(self) -> None:
+        """The stream ended: commit what is left and give the last transcripts a moment."""
+        waiting = [t for t in self.tracks.values() if t.channel is not None and t.ready.is_set()]
+        for track in waiting:
+            if track.turns.manual is not None or track.turns.started:
+                await self._send(track, rt.CommitAudio())
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110 (no event to wait on)
+            t.turns.started or t.turns.partial for t in waiting
+        ):
+            await asyncio.sleep(0.05)
+
+    async def _close(self) -> None:
+        self._stop.set()
+        for track in self.tracks.values():
+            if track.channel is not None:
+                with contextlib.suppress(Exception):
+                    await track.channel.close()
+        with contextlib.suppress(Exception):
+            await self.twilio.close(1000, "fork over")

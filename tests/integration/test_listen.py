@@ -1,0 +1,241 @@
+"""Listened calls (`CALL_MODE=transcribe`), over real sockets: the voice webhook forks the
+call with `<Start><Stream track="both_tracks">` beside a `<Dial>`, the phone streams both
+tracks one-way, and each track's transcription session gives speaker-labelled turns."""
+
+from __future__ import annotations
+
+import asyncio
+import wave
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import websockets
+from openai.types.beta.realtime import TranscriptionSessionUpdate
+from openai.types.realtime import SessionUpdateEvent
+
+from bot.core import twilio
+from bot.core.codec import pcm16_to_ulaw
+from bot.simulator import SimulationResult, simulate
+from tests.audio_tools import tone
+from tests.conftest import ended_call, eventually, run_app, settings_from
+from tests.fake_realtime import FakeRealtime
+from tests.fake_twilio import FakeTwilio
+from tests.twilio_client import fetch_twiml, new_call_sid, stream_parameters
+
+CALLER_HZ, AGENT_HZ = 300, 700
+CALLER_WORDS = "Hi, my order has not arrived."
+AGENT_WORDS = "Let me look that up for you."
+FORWARD_TO = "+15550009999"
+ACCOUNT, TOKEN = "AC" + "a" * 32, "listen-auth-token"
+
+
+def speech_at(freq_hz: int, at_s: float, seconds: float, total_s: float) -> bytes:
+    """A track: silence, a tone standing for speech, silence."""
+    pcm = np.zeros(int(total_s * 8000), "<i2")
+    start = int(at_s * 8000)
+    voice = np.frombuffer(tone(freq_hz, seconds, 8000, dbfs=-10), "<i2")
+    pcm[start : start + len(voice)] = voice
+    return pcm16_to_ulaw(pcm.tobytes())
+
+
+def listen_env(base_env: dict[str, str], fake: FakeRealtime, **more: str) -> dict[str, str]:
+    return {
+        **base_env,
+        "REALTIME_URL": fake.url,
+        "REALTIME_DIALECT": fake.dialect,
+        "CALL_MODE": "transcribe",
+        "FORWARD_TO": FORWARD_TO,
+        **more,
+    }
+
+
+async def listened_call(
+    base_env: dict[str, str], fake: FakeRealtime, **more: str
+) -> tuple[SimulationResult, dict[str, object], Path]:
+    settings = settings_from(listen_env(base_env, fake, **more))
+    caller = speech_at(CALLER_HZ, 0.4, 1.0, 4.0)
+    agent = speech_at(AGENT_HZ, 2.0, 1.0, 4.0)
+    async with run_app(settings) as app:
+        result = await simulate(
+            app.url, auth_token=app.secret, say=caller, agent=agent, duration_s=4.0
+        )
+        call = await ended_call(settings, result.call_sid)
+    return result, call, settings.calllog.recordings_path
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+async def test_a_listened_call_gives_speaker_labelled_turns(
+    base_env: dict[str, str], dialect: str
+) -> None:
+    fake = FakeRealtime(
+        dialect=dialect, texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS}
+    )
+    async with fake:
+        result, call, recordings = await listened_call(base_env, fake, RECORD_AUDIO="true")
+    # The TwiML, exactly: the fork with the per-call token, and the person's number.
+    assert result.forked
+    stream = ET.fromstring(result.twiml).find("./Start/Stream")
+    assert stream is not None
+    token = next(
+        p.attrib["value"] for p in stream.findall("Parameter") if p.attrib["name"] == "token"
+    )
+    assert result.twiml == (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        "<Response>\n"
+        "  <Start>\n"
+        f'    <Stream name="transcription" url="{stream.attrib["url"]}" track="both_tracks">\n'
+        '      <Parameter name="from" value="+15550100001"/>\n'
+        '      <Parameter name="to" value="+15550100002"/>\n'
+        '      <Parameter name="direction" value="inbound"/>\n'
+        '      <Parameter name="mode" value="listen"/>\n'
+        f'      <Parameter name="token" value="{token}"/>\n'
+        "    </Stream>\n"
+        "  </Start>\n"
+        f'  <Dial answerOnBridge="true"><Number>{FORWARD_TO}</Number></Dial>\n'
+        "</Response>\n"
+    )
+    assert stream.attrib["url"].endswith("/twilio/media")
+    # One-way: nothing ever went back to Twilio.
+    assert (result.media_received, result.marks_received, result.clears) == (0, 0, [])
+    assert not result.unexpected
+    # One transcription session per track, opened with the intent and no model.
+    assert len(fake.connections) == 2
+    for conn in fake.connections:
+        assert "intent=transcription" in conn.path and "model=" not in conn.path
+        [opening] = conn.events[:1]
+        if dialect == "ga":
+            SessionUpdateEvent.model_validate(opening)
+            assert opening["session"]["type"] == "transcription"  # type: ignore[index]
+        else:
+            TranscriptionSessionUpdate.model_validate(opening)
+        assert not conn.of_type("response.create")
+    said = [(t["speaker"], t["text"]) for t in call["turns"]]  # type: ignore[attr-defined]
+    assert said == [("caller", CALLER_WORDS), ("agent", AGENT_WORDS)]
+    caller_turn, agent_turn = call["turns"]  # type: ignore[misc]
+    assert caller_turn["started_ms"] == pytest.approx(400, abs=100)
+    assert agent_turn["started_ms"] == pytest.approx(2000, abs=100)
+    assert call["audio_mode"] == "listen" and call["ended_by"] == "caller"
+    # The recording: the caller left, the person who answered right.
+    with wave.open(str(next(recordings.glob(f"{result.call_sid}-*.wav"))), "rb") as wav:
+        assert wav.getnchannels() == 2
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), "<i2").reshape(-1, 2)
+    for channel, hz in ((0, CALLER_HZ), (1, AGENT_HZ)):
+        spectrum = np.abs(np.fft.rfft(frames[:, channel].astype(np.float64)))
+        assert np.fft.rfftfreq(len(frames), 1 / 8000)[int(np.argmax(spectrum))] == pytest.approx(
+            hz, abs=5
+        )
+
+
+async def test_the_forks_stream_needs_its_per_call_token(base_env: dict[str, str]) -> None:
+    async with FakeRealtime() as fake:
+        settings = settings_from(listen_env(base_env, fake))
+        async with run_app(settings) as app:
+            call_sid = new_call_sid()
+            status, twiml = await fetch_twiml(app.url, app.secret, call_sid)
+            assert status == 200
+            _, params = stream_parameters(twiml)
+            assert params["mode"] == "listen"
+            stream_url = app.url.replace("http", "ws") + "/twilio/media"
+            for custom in (
+                {k: v for k, v in params.items() if k != "token"},
+                {**params, "token": params["token"] + "x"},
+                {**params, "mode": "bot"},  # the token binds the mode too
+            ):
+                async with websockets.connect(stream_url) as ws:
+                    await ws.send(twilio.phone_connected())
+                    await ws.send(
+                        twilio.phone_start(
+                            "MZ" + "1" * 32,
+                            call_sid,
+                            "AC" + "0" * 32,
+                            custom,
+                            1,
+                            ("inbound", "outbound"),
+                        )
+                    )
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await asyncio.wait_for(ws.recv(), 2)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert fake.handshakes == 0  # no transcription session was opened for any of them
+
+
+async def test_frames_with_no_track_or_an_unknown_one_are_skipped_and_counted(
+    base_env: dict[str, str],
+) -> None:
+    fake = FakeRealtime(texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS})
+    async with fake:
+        settings = settings_from(listen_env(base_env, fake))
+        caller = speech_at(CALLER_HZ, 0.4, 1.0, 3.0)
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                say=caller,
+                agent=speech_at(AGENT_HZ, 2.0, 0.5, 3.0),
+                duration_s=3.0,
+                odd_tracks={5: None, 6: "sideways", 7: None},
+            )
+            call = await ended_call(settings, result.call_sid)
+            async with aiohttp.ClientSession() as http, http.get(app.url + "/metrics") as response:
+                metrics = await response.text()
+    [skipped] = [e for e in call["events"] if e["kind"] == "skipped_frames"]
+    assert skipped["detail"] == "media frames skipped: 2 no track, 1 unknown track"
+    assert 'bot_skipped_frames_total{reason="no track"} 2.0' in metrics
+    assert 'bot_skipped_frames_total{reason="unknown track"} 1.0' in metrics
+    said = [(t["speaker"], t["text"]) for t in call["turns"]]
+    assert said == [("caller", CALLER_WORDS), ("agent", AGENT_WORDS)]  # the call went on
+
+
+async def test_a_failing_transcription_backend_stops_only_the_fork(
+    base_env: dict[str, str],
+) -> None:
+    """The provider goes away mid-call and refuses to come back: the bridge closes the fork's
+    socket (Twilio's `<Dial>` goes on), never touches the call through the REST API, and
+    logs the failure on the call."""
+    fake = FakeRealtime(texts_by_pitch={CALLER_HZ: CALLER_WORDS})
+    async with FakeTwilio(ACCOUNT, TOKEN) as rest, fake:
+        env = listen_env(
+            {
+                **base_env,
+                "TWILIO_ACCOUNT_SID": ACCOUNT,
+                "TWILIO_AUTH_TOKEN": TOKEN,
+                "PUBLIC_URL": "http://127.0.0.1:0",
+            },
+            fake,
+            TWILIO_API_URL=rest.url,
+            REALTIME_RECONNECT_S="1",
+        )
+        settings = settings_from(env)
+        async with run_app(settings) as app:
+            call = asyncio.create_task(
+                simulate(
+                    app.url,
+                    auth_token=TOKEN,
+                    account_sid=ACCOUNT,
+                    say=speech_at(CALLER_HZ, 0.3, 0.6, 8.0),
+                    agent=b"",
+                    duration_s=8.0,
+                )
+            )
+            await eventually(lambda: len(fake.connections) == 2, what="both sessions")
+            done = "conversation.item.input_audio_transcription.completed"
+            await eventually(
+                lambda: any(done in c.sent for c in fake.connections), what="the caller's turn"
+            )
+            fake.reject_status = 503
+            for conn in fake.connections:
+                assert conn.socket is not None
+                await conn.socket.close(1011, "provider down")
+            result = await asyncio.wait_for(call, 10)
+            row = await ended_call(settings, result.call_sid)
+    assert result.duration_s < 6  # the bridge closed the fork; it did not run to the end
+    assert result.close_code == 1000 and result.close_reason == "fork over"
+    assert (result.media_received, result.marks_received, result.clears) == (0, 0, [])
+    assert rest.requests == []  # the call itself was left alone
+    errors = [e["detail"] for e in row["events"] if e["kind"] == "error"]
+    assert any("transcription failed" in e and "the fork stops" in e for e in errors), errors
+    assert row["ended_by"] == "realtime"
+    assert [(t["speaker"], t["text"]) for t in row["turns"]] == [("caller", CALLER_WORDS)]
