@@ -15,6 +15,7 @@ import binascii
 import datetime as dt
 import hmac
 import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -22,7 +23,16 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from quart import Blueprint, Response, redirect, render_template, request, send_file, session
+from quart import (
+    Blueprint,
+    Response,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+)
 from quart.typing import ResponseReturnValue
 
 from bot.calllog.core.logins import ReviewLogins
@@ -30,11 +40,13 @@ from bot.calllog.core.throttle import LoginThrottle
 from bot.calllog.core.view import jsonable, timeline
 from bot.cluster.core.messages import MAX_SAY_CHARS, ControlAction, Delivery
 from bot.config import CallLogSettings
+from bot.listen.live import live_events
 from bot.store.calls import CallFilter, CallRecords
 
 __all__ = ["PAGE_SIZE", "review_blueprint"]
 
 PAGE_SIZE: Final = 25
+_CALL_SID: Final = re.compile(r"CA[0-9a-fA-F]{32}")
 MAX_PAGE: Final = 100_000
 _DISABLED: Final = "call review is disabled: set REVIEW_PASSWORD to enable it"
 _WRONG_PASSWORD_DELAY_S: Final = 0.5
@@ -169,6 +181,20 @@ def review_blueprint(
         if call is None:
             return "no such call", 404
         return await render_template("call.html", call=call, timeline=timeline(call))
+
+    @review.get("/calls/<call_sid>/live")
+    async def live(call_sid: str) -> ResponseReturnValue:
+        """The call's turns as they come (server-sent events), behind the same login."""
+        if not _CALL_SID.fullmatch(call_sid):
+            return "no such call", 404
+        response = await make_response(
+            live_events(records(), call_sid),
+            200,
+            {"Content-Type": "text/event-stream", "X-Accel-Buffering": "no"},
+        )
+        assert isinstance(response, Response)
+        response.timeout = None  # it lasts as long as the call
+        return response
 
     @review.get("/calls/<call_sid>/recording.wav")
     async def recording(call_sid: str) -> ResponseReturnValue:

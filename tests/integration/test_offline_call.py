@@ -72,3 +72,41 @@ async def test_an_offline_call_with_a_question_an_answer_and_a_barge_in(
     [said] = [m["content"] for m in after_barge_in if m["role"] == "assistant" and m["content"]]
     assert said == greeting["heard_text"]
     assert 0 < len(said) < len(greeting["text"])
+
+
+@pytest.mark.timeout(120)
+async def test_a_listened_call_transcribed_offline(tmp_path: Path) -> None:
+    """`CALL_MODE=transcribe` on the embedded default: the local backend's transcription
+    sessions (`intent=transcription`), real Whisper on Piper's speech, one per track."""
+    voice = PiperVoice(varied=False)
+
+    async def spoken(text: str) -> bytes:
+        speech = await voice.synthesize(text, "joe")
+        return pcm16_to_ulaw(resample(speech.pcm16, speech.rate_hz, 8000))
+
+    silence = b"\xff" * 8000  # a second of μ-law silence
+    caller_words = await spoken("Hello, I am calling about my invoice from March.")
+    agent_words = await spoken("Sure, I can help you with that invoice today.")
+    caller = silence[:4000] + caller_words
+    agent = silence * 2 + len(caller_words) * b"\xff" + agent_words
+    settings = Settings.from_env(
+        {"BOT_DATA_DIR": str(tmp_path), "CALL_MODE": "transcribe", "FORWARD_TO": "+15550009999"}
+    )
+    assert settings.realtime.local
+    providers = Providers(WhisperTranscriber(), DemoAgent(), voice)
+    async with run_app(settings, local_providers=providers) as app:
+        result = await simulate(
+            app.url,
+            auth_token=LOCAL_SECRET,
+            say=caller,
+            agent=agent,
+            duration_s=len(agent) / 8000 + 1.5,
+        )
+        await app.calls_done()
+    assert result.forked and result.media_received == 0
+    call = await stored_call(settings, result.call_sid)
+    turns = [(t["speaker"], t["text"].lower()) for t in call["turns"]]
+    assert [speaker for speaker, _ in turns] == ["caller", "agent"], turns
+    assert "invoice" in turns[0][1] and "march" in turns[0][1]
+    assert "help" in turns[1][1] and "invoice" in turns[1][1]
+    assert call["turns"][0]["started_ms"] < call["turns"][1]["started_ms"]
