@@ -49,8 +49,10 @@ from bot.core.realtime.events import (
     Transcription,
     TurnDetection,
 )
+from bot.listen.summary import Summarizer
 from bot.listen.transcriber import make_transcriber
 from bot.localrt.inprocess import LocalRealtime
+from bot.localrt.openai_compat import CompatibleChat
 from bot.localrt.providers import Providers
 from bot.localrt.web import realtime_blueprint
 from bot.store.calls import CallRecords
@@ -98,6 +100,14 @@ def session_config(
         tools=tools or None,
         speak=True,
     )
+
+
+def _summarizer(settings: Settings, call_log: CallLog) -> Summarizer | None:
+    listen = settings.listen
+    if listen.summary_model is None:
+        return None
+    key = listen.summary_api_key.reveal() if listen.summary_api_key else None
+    return Summarizer(CompatibleChat(listen.summary_url, listen.summary_model, key), call_log)
 
 
 @dataclass
@@ -269,6 +279,7 @@ def create_app(
             else None,
             session=session,
             transcriber=make_transcriber(settings, local_realtime),
+            summarize=_summarizer(settings, call_log),
         )
         background = []
         if calllog.record_audio and calllog.retention_days > 0:

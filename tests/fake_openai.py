@@ -10,9 +10,10 @@ from aiohttp import web
 
 
 class FakeOpenAI:
-    def __init__(self, *, chat_status: int = 200) -> None:
+    def __init__(self, *, chat_status: int = 200, chat_reply: str | None = None) -> None:
         self.requests: list[tuple[str, Any]] = []
         self.chat_status = chat_status
+        self.chat_reply = chat_reply  # the chat's whole answer, in three chunks
         self.url = ""
         self._runner: web.AppRunner | None = None
 
@@ -59,6 +60,12 @@ class FakeOpenAI:
                 },
                 {"tool_calls": [{"index": 0, "function": {"arguments": '{"order_'}}]},
                 {"tool_calls": [{"index": 0, "function": {"arguments": 'id": "4417"}'}}]},
+            ]
+        elif self.chat_reply is not None:
+            third = len(self.chat_reply) // 3 + 1
+            chunks = [
+                {"content": self.chat_reply[i : i + third]}
+                for i in range(0, len(self.chat_reply), third)
             ]
         else:
             chunks = [

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, assert_never
@@ -91,6 +91,12 @@ class CallServices:
     handover: Handover | None = None  # calls can move to another instance on SIGTERM
     session: SessionConfig | None = None  # what every call's Realtime session is opened with
     transcriber: Transcriber | None = None  # listened calls' transcription sessions
+    summarize: Callable[[str], Coroutine[Any, Any, None]] | None = None  # after a call
+
+    def after_call(self, call_sid: str) -> None:
+        """The call is over and logged: its summary, in the background."""
+        if self.summarize is not None:
+            self.registry.track_cleanup(asyncio.create_task(self.summarize(call_sid)))
 
 
 async def serve_stream(channel: TwilioChannel, services: CallServices) -> None:
@@ -432,6 +438,7 @@ class LiveCall:
             time.monotonic() - started,
             self.errors.summary(),
         )
+        self.services.after_call(self.call_sid)
 
     async def _await_stop(self) -> None:
         await self._stop.wait()

@@ -190,6 +190,11 @@ class ListenedCall:
             end_by = "realtime"
         call_log.call(call_sid, ended_at=utcnow(), ended_by=end_by, end_reason=reason)
         services.metrics.call_finished(f"listen_{end_by}", None)
+        try:
+            await asyncio.wait_for(services.cluster.release(call_sid), 2)
+        except Exception as exc:  # the heartbeat sweep frees it if this instance stops
+            self.log.warning("could not free the call's slot (%s)", type(exc).__name__)
+        services.after_call(call_sid)
         self.log.info(
             "listening ended by %s (%s) after %.1f s: frames %s, skipped %d",
             end_by,

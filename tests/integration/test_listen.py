@@ -20,7 +20,8 @@ from bot.core import twilio
 from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import tone
-from tests.conftest import ended_call, eventually, run_app, settings_from
+from tests.conftest import ended_call, eventually, run_app, settings_from, stored_call
+from tests.fake_openai import FakeOpenAI
 from tests.fake_realtime import FakeRealtime
 from tests.fake_twilio import FakeTwilio
 from tests.twilio_client import fetch_twiml, new_call_sid, stream_parameters
@@ -239,3 +240,117 @@ async def test_a_failing_transcription_backend_stops_only_the_fork(
     assert any("transcription failed" in e and "the fork stops" in e for e in errors), errors
     assert row["ended_by"] == "realtime"
     assert [(t["speaker"], t["text"]) for t in row["turns"]] == [("caller", CALLER_WORDS)]
+
+
+async def test_after_the_call_a_summary_and_action_items_reach_the_log_and_the_page(
+    base_env: dict[str, str],
+) -> None:
+    reply = (
+        '```json\n{"summary": "The caller\'s order has not arrived; the agent looks it up.", '
+        '"action_items": ["Trace the order", "Call the customer back"]}\n```'
+    )
+    fake = FakeRealtime(texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS})
+    async with FakeOpenAI(chat_reply=reply) as chat, fake:
+        env = {
+            "SUMMARY_MODEL": "gpt-4o-mini",
+            "SUMMARY_URL": chat.url,
+            "SUMMARY_API_KEY": "sk-summary",
+            "REVIEW_PASSWORD": "review-pass-123",
+        }
+        settings = settings_from(listen_env(base_env, fake, **env))
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                say=speech_at(CALLER_HZ, 0.4, 1.0, 3.5),
+                agent=speech_at(AGENT_HZ, 2.0, 1.0, 3.5),
+                duration_s=3.5,
+            )
+
+            async def summarized() -> dict[str, object] | None:
+                call = await stored_call(settings, result.call_sid)
+                return next((e for e in call["events"] if e["kind"] == "summary"), None)
+
+            summary = None
+            for _ in range(50):
+                summary = await summarized()
+                if summary is not None:
+                    break
+                await asyncio.sleep(0.1)
+            assert summary is not None, "no summary"
+            jar = aiohttp.CookieJar(unsafe=True)
+            async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                login = {"password": "review-pass-123", "next": "/calls"}
+                async with http.post(app.url + "/login", data=login) as response:
+                    assert response.status == 200
+                async with http.get(f"{app.url}/calls/{result.call_sid}") as response:
+                    page = await response.text()
+    assert summary["data"] == {
+        "summary": "The caller's order has not arrived; the agent looks it up.",
+        "action_items": ["Trace the order", "Call the customer back"],
+    }
+    [(kind, request)] = chat.requests
+    assert kind == "chat" and request["model"] == "gpt-4o-mini"
+    assert request["authorization"] == "Bearer sk-summary"
+    assert request["messages"][-1]["content"] == (f"Caller: {CALLER_WORDS}\nAgent: {AGENT_WORDS}")
+    assert "Call the customer back" in page and "order has not arrived" in page
+
+
+@pytest.mark.parametrize("turns", ["server_vad", "manual"])
+async def test_a_third_party_transcription_endpoint_through_settings_alone(
+    base_env: dict[str, str], turns: str
+) -> None:
+    """OPE.AI's shape: its own URL with `?intent=transcription`, a Bearer key, the beta
+    header and `transcription_session.update`; model ids with slashes. With
+    `TRANSCRIBE_TURNS=manual` turn detection is off and the bridge commits each turn."""
+    fake = FakeRealtime(
+        dialect="beta", texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS}
+    )
+    async with fake:
+        settings = settings_from(
+            {
+                **base_env,
+                "REALTIME_URL": "wss://api-platform.ope.ai/v1/realtime",
+                "REALTIME_MODEL": "opeai/AudioLLM/Voice2",
+                "REALTIME_API_KEY": "sk-speech",
+                "CALL_MODE": "transcribe",
+                "FORWARD_TO": "sip:desk@example.com",
+                "TRANSCRIBE_URL": fake.url + "?intent=transcription",
+                "TRANSCRIBE_DIALECT": "beta",
+                "TRANSCRIBE_API_KEY": "sk-ope",
+                "TRANSCRIBE_MODEL": "opeai/transcribe",
+                "TRANSCRIBE_LANGUAGE": "en",
+                "TRANSCRIBE_TURNS": turns,
+            }
+        )
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                say=speech_at(CALLER_HZ, 0.4, 1.0, 4.0),
+                agent=speech_at(AGENT_HZ, 2.0, 1.0, 4.0),
+                duration_s=4.0,
+            )
+            call = await ended_call(settings, result.call_sid)
+    assert "<Sip>sip:desk@example.com</Sip>" in result.twiml
+    assert len(fake.connections) == 2
+    for conn in fake.connections:
+        assert conn.path == "/v1/realtime?intent=transcription"
+        assert conn.headers["authorization"] == "Bearer sk-ope"
+        assert conn.headers["openai-beta"] == "realtime=v1"
+        opening = conn.events[0]
+        assert opening["type"] == "transcription_session.update"
+        session = opening["session"]
+        assert session["input_audio_format"] == "g711_ulaw"  # type: ignore[index]
+        assert session["input_audio_transcription"] == {  # type: ignore[index]
+            "model": "opeai/transcribe",
+            "language": "en",
+        }
+        if turns == "manual":
+            assert session["turn_detection"] is None  # type: ignore[index]
+            assert conn.of_type("input_audio_buffer.commit")
+        else:
+            assert session["turn_detection"]["type"] == "server_vad"  # type: ignore[index]
+    said = [(t["speaker"], t["text"]) for t in call["turns"]]
+    assert said == [("caller", CALLER_WORDS), ("agent", AGENT_WORDS)]
+    assert call["turns"][0]["started_ms"] == pytest.approx(400, abs=100)
