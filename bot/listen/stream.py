@@ -17,18 +17,18 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from bot.call.admission import Admitted
 from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
+from bot.call.core.messages import TurnRecord
 from bot.call.core.session import CallStats
 from bot.cluster.core.messages import ControlAction
-from bot.core.codec import Pcm16Transcoder, rms, ulaw_to_pcm16
-from bot.core.realtime import events as rt
 from bot.core.twilio import TwilioMedia, TwilioStart, TwilioStop
-from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
-from bot.listen.core.fork import SPEAKERS, Fork, ManualTurns, TrackTurns
+from bot.errors import TwilioProtocolError
+from bot.listen.core.fork import SPEAKERS, Fork
+from bot.listen.tracks import TrackTranscriber, drain
 from bot.store.schema import utcnow
 
 if TYPE_CHECKING:
@@ -38,9 +38,6 @@ __all__ = ["LISTEN_MODE", "MODE_PARAMETER", "ListenedCall", "Transcriber"]
 
 MODE_PARAMETER: Final = "mode"
 LISTEN_MODE: Final = "listen"
-DRAIN_S: Final = 3.0  # after the stream ends: the last words' transcripts
-MAX_DROPS_A_MINUTE: Final = 3  # a session that keeps dropping is given up
-_RETRY_S: Final = (0.0, 0.25, 0.5, 1.0, 2.0)
 
 logger = logging.getLogger("bot.listen")
 
@@ -58,16 +55,6 @@ class Transcriber:
     reconnect_s: float = 5.0
 
 
-@dataclass
-class _Track:
-    name: str
-    turns: TrackTurns
-    channel: RealtimeChannel | None = None
-    transcoder: Pcm16Transcoder | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-    failed: str | None = None
-
-
 class ListenedCall:
     """One admitted fork stream, registered like a call (controls do not apply to it)."""
 
@@ -81,12 +68,14 @@ class ListenedCall:
         self.errors = admitted.errors
         self.fork = Fork(admitted.start.tracks)
         self.tracks = {
-            name: _Track(
+            name: TrackTranscriber(
                 name,
-                TrackTurns(
-                    SPEAKERS[name], manual=ManualTurns() if self.transcriber.manual else None
-                ),
-                transcoder=Pcm16Transcoder() if self.transcriber.pcm16 else None,
+                SPEAKERS[name],
+                self.transcriber,
+                services.call_log,
+                admitted.start.call_sid,
+                admitted.log,
+                self._turn,
             )
             for name in self.fork.tracks
         }
@@ -153,16 +142,14 @@ class ListenedCall:
         )
         self.log.info("listening to the call: tracks %s", ", ".join(self.fork.tracks))
         end_by, reason = "caller", "stream ended"
-        sessions = [
-            asyncio.create_task(self._keep_transcribing(track)) for track in self.tracks.values()
-        ]
+        sessions = [asyncio.create_task(self._transcribe(track)) for track in self.tracks.values()]
         reader = asyncio.create_task(self._read_twilio())
         stopper = asyncio.create_task(self._stop.wait())
         try:
             done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
             if reader in done:
                 end_by, reason = reader.result()
-                await self._drain()
+                await drain(list(self.tracks.values()))
             else:
                 end_by, reason = "bridge", self._stop_reason
         except Exception:  # a bug must not leave the fork half open
@@ -235,109 +222,28 @@ class ListenedCall:
                 self._recorder.caller(audio.ulaw, at_ms)
             else:
                 self._recorder.bot(audio.ulaw, at_ms + len(audio.ulaw) // 8)
-        channel = track.channel
-        if channel is None or not track.ready.is_set():
-            return  # opening (or reopening): this moment is not transcribed
-        payload = audio.ulaw if track.transcoder is None else track.transcoder.to_model(audio.ulaw)
-        await self._send(track, rt.AppendAudio(payload))
-        manual = track.turns.manual
-        if manual is not None and manual.frame(rms(ulaw_to_pcm16(audio.ulaw)), at_ms + 20):
-            await self._send(track, rt.CommitAudio())
+        await track.feed(audio.ulaw, at_ms)
 
-    async def _send(self, track: _Track, event: rt.ClientEvent) -> None:
-        channel = track.channel
-        if channel is None:
+    def _turn(self, record: TurnRecord) -> None:
+        self.services.call_log.turn(self.call_sid, record)
+        self.log.info("%s: %s", record.speaker, (record.text or "")[:80])
+
+    async def _transcribe(self, track: TrackTranscriber) -> None:
+        """A track's transcription; if it is given up, the fork stops (the call goes on)."""
+        failed = await track.run()
+        if failed is None:
             return
-        try:
-            await channel.send(event)
-        except ChannelClosed:
-            track.ready.clear()  # the session's reader reopens it
-
-    async def _keep_transcribing(self, track: _Track) -> None:
-        """Open the track's session and read it; reopen it when it fails, within the
-        reconnect wait. Past that the fork stops: the call goes on without a transcript."""
-        call_log, call_sid = self.services.call_log, self.call_sid
-        failed_since: float | None = None
-        attempt = 0
-        drops: list[float] = []
-        while not self._stop.is_set():
-            try:
-                track.channel = await self.transcriber.open()
-            except RealtimeUnavailable as exc:
-                track.failed = str(exc)
-            else:
-                track.ready.set()
-                if failed_since is not None:
-                    call_log.event(call_sid, None, "reconnect", f"{track.name} transcription back")
-                failed_since, attempt = None, 0
-                track.failed = await self._read_session(track)
-                track.ready.clear()
-                with contextlib.suppress(Exception):
-                    await track.channel.close()
-                track.channel = None
-                if track.failed is None:
-                    return  # closed by us
-                drops.append(time.monotonic())
-            now = time.monotonic()
-            failed_since = failed_since if failed_since is not None else now
-            flapping = len([t for t in drops if now - t < 60]) >= MAX_DROPS_A_MINUTE
-            if now - failed_since >= self.transcriber.reconnect_s or flapping:
-                message = f"{track.name} transcription failed: {track.failed}; the fork stops"
-                self.log.error("%s (the call goes on)", message)
-                call_log.event(call_sid, None, "error", message)
-                call_log.increment(call_sid, errors=1)
-                self.services.metrics.realtime_errors.inc()
-                self.end(f"{track.name} transcription failed")
-                return
-            delay = _RETRY_S[min(attempt, len(_RETRY_S) - 1)]
-            attempt += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-
-    async def _read_session(self, track: _Track) -> str | None:
-        """Events until the session ends: None when we closed it, else why it failed."""
-        channel = track.channel
-        assert channel is not None
-        call_log, call_sid = self.services.call_log, self.call_sid
-        while True:
-            try:
-                event = await channel.receive()
-            except ChannelClosed as closed:
-                return None if self._stop.is_set() else closed.reason
-            except RealtimeProtocolError:
-                continue
-            match event:
-                case rt.InputTranscriptFailed(_, message, _):
-                    call_log.event(
-                        call_sid, None, "error", f"{track.name}: no transcript ({message})"
-                    )
-                case rt.ErrorEvent(code, message):
-                    self.log.warning("transcription error %s: %s", code, message)
-                    if code in ("invalid_api_key", "session_expired"):
-                        return f"error {code}: {message}"
-                case _:
-                    record = track.turns.event(event)
-                    if record is not None:
-                        call_log.turn(call_sid, record)
-                        self.log.info("%s: %s", record.speaker, (record.text or "")[:80])
-
-    async def _drain(self) -> None:
-        """The stream ended: commit what is left and give the last transcripts a moment."""
-        waiting = [t for t in self.tracks.values() if t.channel is not None and t.ready.is_set()]
-        for track in waiting:
-            if track.turns.manual is not None or track.turns.started:
-                await self._send(track, rt.CommitAudio())
-        deadline = time.monotonic() + DRAIN_S
-        while time.monotonic() < deadline and any(  # noqa: ASYNC110 (no event to wait on)
-            t.turns.started or t.turns.partial for t in waiting
-        ):
-            await asyncio.sleep(0.05)
+        message = f"{track.name} transcription failed: {failed}; the fork stops"
+        self.log.error("%s (the call goes on)", message)
+        call_log = self.services.call_log
+        call_log.event(self.call_sid, None, "error", message)
+        call_log.increment(self.call_sid, errors=1)
+        self.services.metrics.realtime_errors.inc()
+        self.end(f"{track.name} transcription failed")
 
     async def _close(self) -> None:
         self._stop.set()
         for track in self.tracks.values():
-            if track.channel is not None:
-                with contextlib.suppress(Exception):
-                    await track.channel.close()
+            await track.close()
         with contextlib.suppress(Exception):
             await self.twilio.close(1000, "fork over")

@@ -18,9 +18,9 @@ from typing import Final, Literal
 from bot.call.core.messages import TurnRecord
 from bot.core.realtime import events as rt
 
-__all__ = ["SPEAKERS", "Fork", "ManualTurns", "TrackAudio", "TrackTurns"]
+__all__ = ["SPEAKERS", "Fork", "ManualTurns", "Speaker", "TrackAudio", "TrackTurns"]
 
-Speaker = Literal["caller", "agent"]
+Speaker = Literal["caller", "agent", "assistant"]
 SPEAKERS: Final[dict[str, Speaker]] = {"inbound": "caller", "outbound": "agent"}
 
 
