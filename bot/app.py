@@ -279,6 +279,7 @@ def create_app(
             else None,
             session=session,
             transcriber=make_transcriber(settings, local_realtime),
+            transcribe_ai_calls=settings.listen.ai_calls,
             summarize=_summarizer(settings, call_log),
         )
         background = []

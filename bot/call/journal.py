@@ -4,7 +4,7 @@ log lines, projected from the session's reports and the loop's own facts."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -56,6 +56,9 @@ class CallJournal:
         self.metrics = metrics
         self.log = log
         self.recorder = recorder
+        # Both sides' audio as the caller had it, for an independent transcript (track,
+        # μ-law, call ms where it starts): the caller's `inbound`, the bot's `outbound`.
+        self.tap: Callable[[str, bytes, int], None] | None = None
         self._latency_seen: set[str] = set()
 
     def started(self, stream_sid: str, parameters: Mapping[str, str], label: SessionLabel) -> None:
@@ -87,6 +90,8 @@ class CallJournal:
                 case PlayedAudio(ulaw, ended_ms):
                     if self.recorder is not None:
                         self.recorder.bot(ulaw, ended_ms)
+                    if self.tap is not None:
+                        self.tap("outbound", ulaw, ended_ms - len(ulaw) // 8)
                 case TurnRecord():
                     call_log.turn(call_sid, report)
                     if report.latency_ms is not None and report.item_id not in self._latency_seen:
@@ -170,6 +175,8 @@ class CallJournal:
     def caller_audio(self, ulaw: bytes, at_ms: int) -> None:
         if self.recorder is not None:
             self.recorder.caller(ulaw, at_ms)
+        if self.tap is not None:
+            self.tap("inbound", ulaw, at_ms)
 
     def tool(
         self,

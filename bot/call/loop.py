@@ -34,6 +34,7 @@ from bot.call.core.messages import (
     SendToRealtime,
     SendToTwilio,
     Transfer,
+    TurnRecord,
 )
 from bot.call.core.prompt import render_instructions
 from bot.call.core.session import CallSession, CallStats, IdlePolicy, InterruptPolicy, Phase
@@ -52,13 +53,17 @@ from bot.core.realtime.events import AudioFormat, SessionConfig, TurnDetection
 from bot.core.turn_taking import turn_parameter_problems, turn_taking
 from bot.core.twilio import OutboundClear, OutboundMedia, TwilioMedia, TwilioMessage
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
+from bot.listen.core.fork import Speaker
 from bot.listen.stream import LISTEN_MODE, MODE_PARAMETER, ListenedCall, Transcriber
+from bot.listen.tracks import TrackTranscriber, drain
 
 __all__ = ["CallServices", "LiveCall", "serve_stream"]
 
 logger = logging.getLogger("bot.call")
 
 POLICY_VIOLATION: Final = 1008
+# An independent transcript's tracks: what the caller said, what the bot said as played.
+_BESIDE: Final[tuple[tuple[str, Speaker], ...]] = (("inbound", "caller"), ("outbound", "assistant"))
 RECONNECT_BACKOFF_S: Final = (0.0, 0.25, 0.5, 1.0, 2.0)  # then 2 s apart, up to the wait
 MAX_RECONNECTS: Final = 3  # within RECONNECT_WINDOW_S: a provider that drops every session
 RECONNECT_WINDOW_S: Final = 60.0
@@ -91,6 +96,8 @@ class CallServices:
     handover: Handover | None = None  # calls can move to another instance on SIGTERM
     session: SessionConfig | None = None  # what every call's Realtime session is opened with
     transcriber: Transcriber | None = None  # listened calls' transcription sessions
+    # The bot's calls too, in transcription sessions beside the model's (`TRANSCRIBE_AI_CALLS`).
+    transcribe_ai_calls: bool = False
     summarize: Callable[[str], Coroutine[Any, Any, None]] | None = None  # after a call
 
     def after_call(self, call_sid: str) -> None:
@@ -198,7 +205,7 @@ class LiveCall:
             instructions=instructions,
             turn_detection=turn,
             noise_reduction=noise,
-            record_audio=services.recordings is not None,
+            record_audio=services.recordings is not None or services.transcribe_ai_calls,
             hold_for_human=params.get("amd") == "1" and not self._resumed,
             forward_dtmf=settings.forward_dtmf,
             idle=IdlePolicy(
@@ -231,6 +238,23 @@ class LiveCall:
             self.journal.resumed(start.stream_sid)
         else:
             self.journal.started(start.stream_sid, params, services.label)
+        self._transcripts: list[TrackTranscriber] = []
+        self._transcript_tasks: list[asyncio.Task[None]] = []
+        if services.transcribe_ai_calls and services.transcriber is not None:
+            self._transcripts = [
+                TrackTranscriber(
+                    track,
+                    speaker,
+                    services.transcriber,
+                    services.call_log,
+                    start.call_sid,
+                    self.log,
+                    self._independent_turn,
+                )
+                for track, speaker in _BESIDE
+            ]
+            tracks = {track.name: track for track in self._transcripts}
+            self.journal.tap = lambda name, ulaw, at_ms: tracks[name].push(ulaw, at_ms)
         self.realtime: RealtimeChannel | None = None
         self._group: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
@@ -353,6 +377,9 @@ class LiveCall:
                 return
             label = self.services.label
             self.log.info("call connected (%s dialect, %s audio)", label.dialect, label.audio_mode)
+            self._transcript_tasks = [
+                asyncio.create_task(self._transcribe_beside(track)) for track in self._transcripts
+            ]
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group
@@ -386,6 +413,28 @@ class LiveCall:
             registry.track_cleanup(cleanup)
             await asyncio.shield(cleanup)
 
+    def _independent_turn(self, record: TurnRecord) -> None:
+        """A line of the independent transcript: an event beside the model's own turns."""
+        self.services.call_log.event(
+            self.call_sid,
+            record.started_ms,
+            "transcript",
+            f"{record.speaker}: {record.text}",
+            {
+                "speaker": record.speaker,
+                "text": record.text,
+                "started_ms": record.started_ms,
+                "ended_ms": record.ended_ms,
+            },
+        )
+
+    async def _transcribe_beside(self, track: TrackTranscriber) -> None:
+        failed = await track.run()
+        if failed is not None:  # the call goes on; only its second transcript stops
+            message = f"independent {track.name} transcript stopped: {failed}"
+            self.log.warning("%s", message)
+            self.services.call_log.event(self.call_sid, None, "error", message)
+
     async def _resume(self) -> list[Command]:
         """The conversation so far, from the shared call log, for a call moved here."""
         history = History()
@@ -413,6 +462,13 @@ class LiveCall:
     async def _finish(self, end_by: str, end_reason: str, started: float) -> None:
         if self.realtime is not None:
             await self.realtime.close()
+        if self._transcripts:
+            self.journal.record(self.session.take_reports(), self.session.now_ms)
+            with contextlib.suppress(Exception):
+                await drain(self._transcripts)
+            for track in self._transcripts:
+                await track.close()
+            await asyncio.wait(self._transcript_tasks, timeout=2)
         if self._moved:  # another instance carries the call: it is not over
             self.journal.record(self.session.take_reports(), self.session.now_ms)
             self.log.info(

@@ -32,7 +32,10 @@ class Summarizer:
         try:
             await self.call_log.flush()
             call = await self.call_log.records.get_call(call_sid)
-            said = transcript(call["turns"]) if call is not None else ""
+            said = ""
+            if call is not None:  # the model's turns; or else the independent transcript
+                beside = [e["data"] for e in call["events"] if e["kind"] == "transcript"]
+                said = transcript(call["turns"]) or transcript(e for e in beside if e)
             if not said:
                 return
             answer = ""

@@ -28,6 +28,7 @@ __all__ = ["TrackTranscriber"]
 
 DRAIN_S: Final = 3.0  # after the audio ends: the last words' transcripts
 MAX_DROPS_A_MINUTE: Final = 3  # a session that keeps dropping is given up
+MAX_QUEUED_FRAMES: Final = 500  # 10 s of pushed audio
 _RETRY_S: Final = (0.0, 0.25, 0.5, 1.0, 2.0)
 _FATAL_CODES: Final = frozenset({"invalid_api_key", "session_expired"})
 
@@ -55,6 +56,22 @@ class TrackTranscriber:
         self._channel: RealtimeChannel | None = None
         self._ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._queue: asyncio.Queue[tuple[bytes, int]] = asyncio.Queue(MAX_QUEUED_FRAMES)
+        self.dropped_frames = 0
+
+    def push(self, ulaw: bytes, at_ms: int) -> None:
+        """Audio for the track from synchronous code (a bot's call): fed in 20 ms frames by
+        `run`; past 10 s of backlog the newest frames are dropped."""
+        for offset in range(0, len(ulaw), 160):
+            try:
+                self._queue.put_nowait((ulaw[offset : offset + 160], at_ms + offset // 8))
+            except asyncio.QueueFull:
+                self.dropped_frames += 1
+
+    async def _feed_pushed(self) -> None:
+        while True:
+            ulaw, at_ms = await self._queue.get()
+            await self.feed(ulaw, at_ms)
 
     async def feed(self, ulaw: bytes, at_ms: int) -> None:
         """20 ms of the track, starting `at_ms` into the call. Lost while (re)opening."""
@@ -68,6 +85,13 @@ class TrackTranscriber:
 
     async def run(self) -> str | None:
         """Until `close`: None; or why the track's transcription was given up."""
+        feeder = asyncio.create_task(self._feed_pushed())
+        try:
+            return await self._keep_open()
+        finally:
+            feeder.cancel()
+
+    async def _keep_open(self) -> str | None:
         failed_since: float | None = None
         attempt = 0
         drops: list[float] = []

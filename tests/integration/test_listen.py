@@ -22,7 +22,7 @@ from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import tone
 from tests.conftest import ended_call, eventually, run_app, settings_from, stored_call
 from tests.fake_openai import FakeOpenAI
-from tests.fake_realtime import FakeRealtime
+from tests.fake_realtime import FakeRealtime, pcm16_tone
 from tests.fake_twilio import FakeTwilio
 from tests.twilio_client import fetch_twiml, new_call_sid, stream_parameters
 
@@ -354,3 +354,41 @@ async def test_a_third_party_transcription_endpoint_through_settings_alone(
     said = [(t["speaker"], t["text"]) for t in call["turns"]]
     assert said == [("caller", CALLER_WORDS), ("agent", AGENT_WORDS)]
     assert call["turns"][0]["started_ms"] == pytest.approx(400, abs=100)
+
+
+async def test_a_bots_call_can_be_transcribed_beside_the_model(base_env: dict[str, str]) -> None:
+    """`TRANSCRIBE_AI_CALLS`: the caller's audio and the bot's, as played, each go to a
+    transcription session of their own; the lines are `transcript` events of the call."""
+    fake = FakeRealtime(
+        answer=pcm16_tone(AGENT_HZ, 1.0, dbfs=-10),
+        texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS},
+        vad_threshold_rms=1500,
+    )
+    async with fake:
+        settings = settings_from(
+            {
+                **base_env,
+                "REALTIME_URL": fake.url,
+                "BOT_GREETING": "Hi",
+                "TRANSCRIBE_AI_CALLS": "true",
+            }
+        )
+        async with run_app(settings) as app:
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                say=speech_at(CALLER_HZ, 2.0, 1.0, 4.5),
+                duration_s=4.5,
+            )
+            call = await ended_call(settings, result.call_sid)
+    assert result.bytes_played >= 8000  # the greeting reached the phone
+    transcription = [c for c in fake.connections if "intent=transcription" in c.path]
+    assert len(transcription) == 2 and len(fake.connections) == 3
+    lines = [
+        (e["data"]["speaker"], e["data"]["text"])
+        for e in call["events"]
+        if e["kind"] == "transcript"
+    ]
+    assert ("assistant", AGENT_WORDS) in lines and ("caller", CALLER_WORDS) in lines
+    greeting = next(e for e in call["events"] if e["kind"] == "transcript")
+    assert greeting["data"]["speaker"] == "assistant"  # the greeting came first
