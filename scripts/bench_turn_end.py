@@ -103,9 +103,7 @@ def run_turn(
             elif isinstance(output, Transcribe):
                 text, took = transcribe(output.pcm16, output.rate_hz)
                 return now_ms + took - speech_end_ms, now_ms < speech_end_ms, text
-            elif isinstance(output, Emit) and isinstance(
-                output.event, rt.InputTranscriptCompleted
-            ):
+            elif isinstance(output, Emit) and isinstance(output.event, rt.InputTranscriptCompleted):
                 # The probe's words, ready when the probe came back (this frame).
                 return now_ms - speech_end_ms, now_ms < speech_end_ms, output.event.transcript
     return None, False, ""
@@ -146,8 +144,7 @@ def main(rounds: int, with_smart_turn: bool) -> None:
     gap = np.zeros(int(HESITATION_S * RATE), "<i2")
     clips = [(text, speak(voice, text)) for text in FINISHED]
     clips += [
-        (f"{a} … {b}", np.concatenate([speak(voice, a), gap, speak(voice, b)]))
-        for a, b in HESITANT
+        (f"{a} … {b}", np.concatenate([speak(voice, a), gap, speak(voice, b)])) for a, b in HESITANT
     ]
     print("| clip | server_vad (500 ms) | semantic_vad |")
     print("|---|---|---|")
