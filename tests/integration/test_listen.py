@@ -392,3 +392,44 @@ async def test_a_bots_call_can_be_transcribed_beside_the_model(base_env: dict[st
     assert ("assistant", AGENT_WORDS) in lines and ("caller", CALLER_WORDS) in lines
     greeting = next(e for e in call["events"] if e["kind"] == "transcript")
     assert greeting["data"]["speaker"] == "assistant"  # the greeting came first
+
+
+async def test_one_deployment_serves_a_bot_line_and_a_human_line(base_env: dict[str, str]) -> None:
+    """`TRANSCRIBE_LINES` routes by the called number: the support line is put through to a
+    Twilio client and transcribed (in PCM16 here); every other number gets the bot."""
+    fake = FakeRealtime(texts_by_pitch={CALLER_HZ: CALLER_WORDS, AGENT_HZ: AGENT_WORDS})
+    async with fake:
+        settings = settings_from(
+            {
+                **base_env,
+                "REALTIME_URL": fake.url,
+                "TRANSCRIBE_LINES": "+15550100002=client:support_desk,+15550100003=+15550004444",
+                "TRANSCRIBE_AUDIO": "pcm16",
+            }
+        )
+        async with run_app(settings) as app:
+            status, bot_twiml = await fetch_twiml(
+                app.url, app.secret, new_call_sid(), form={"To": "+15550100009"}
+            )
+            assert status == 200 and "<Connect>" in bot_twiml and "<Dial" not in bot_twiml
+            result = await simulate(
+                app.url,
+                auth_token=app.secret,
+                to_number="+15550100002",
+                say=speech_at(CALLER_HZ, 0.4, 1.0, 4.0),
+                agent=speech_at(AGENT_HZ, 2.0, 1.0, 4.0),
+                duration_s=4.0,
+            )
+            call = await ended_call(settings, result.call_sid)
+    assert '<Dial answerOnBridge="true"><Client>support_desk</Client></Dial>' in result.twiml
+    transcription = [c for c in fake.connections if "intent=transcription" in c.path]
+    assert len(transcription) == 2
+    for conn in transcription:
+        session = conn.events[0]["session"]
+        assert session["audio"]["input"]["format"] == {  # type: ignore[index]
+            "type": "audio/pcm",
+            "rate": 24000,
+        }
+        assert conn.audio_format == "pcm16" and len(conn.input_audio) > 24000 * 2 * 3
+    said = [(t["speaker"], t["text"]) for t in call["turns"]]
+    assert said == [("caller", CALLER_WORDS), ("agent", AGENT_WORDS)]

@@ -217,3 +217,30 @@ def test_a_protected_greeting_needs_pause_then_decide() -> None:
         Settings.from_env({"GREETING_INTERRUPTIBLE": "false"})
     settings = Settings.from_env({"GREETING_INTERRUPTIBLE": "false", "INTERRUPTIONS": "confirm"})
     assert settings.call.greeting_interruptible is False
+
+
+def test_listened_calls_are_checked_at_start_up() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(
+            {
+                "CALL_MODE": "transcribe",
+                "TRANSCRIBE_LINES": "+15550001111=nobody,5550002222=+15550003333",
+                "TRANSCRIBE_URL": "https://example.com/realtime",
+                "TRANSCRIBE_TURNS": "sometimes",
+            }
+        )
+    problems = "\n".join(caught.value.problems)
+    assert "CALL_MODE=transcribe needs FORWARD_TO" in problems
+    assert "TRANSCRIBE_LINES" in problems and "TRANSCRIBE_URL" in problems
+    assert "TRANSCRIBE_TURNS" in problems
+    with pytest.raises(ConfigError, match="FORWARD_TO"):
+        Settings.from_env({"FORWARD_TO": "somebody"})
+    listen = Settings.from_env(
+        {
+            "FORWARD_TO": "sip:desk@example.com",
+            "TRANSCRIBE_LINES": "+15550001111=client:desk, +15550002222=+15550003333",
+        }
+    ).listen
+    assert listen.forward_target("+15550001111") == "client:desk"
+    assert listen.forward_target("+15550002222") == "+15550003333"
+    assert listen.forward_target("+15550009999") is None  # CALL_MODE=bot: the bot answers

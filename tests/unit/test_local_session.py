@@ -465,3 +465,45 @@ def test_what_sounds_finished() -> None:
     assert sounds_finished("So, um,") is False
     assert sounds_finished("Let me think...") is False
     assert sounds_finished("  ") is None
+
+
+def test_a_transcription_session_transcribes_and_never_answers(session: Session) -> None:
+    """`intent=transcription`: GA `session.update` with `type: transcription`, or beta
+    `transcription_session.update`; its events are the SDK's, and no response is made."""
+    d = session.dialect
+    session.open()
+    if d == "ga":
+        update: dict[str, Any] = {
+            "type": "session.update",
+            "session": {
+                "type": "transcription",
+                "audio": {
+                    "input": {
+                        "format": {"type": "audio/pcmu"},
+                        "transcription": {"model": "gpt-4o-transcribe", "language": "en"},
+                        "turn_detection": {"type": "server_vad"},
+                    }
+                },
+            },
+        }
+    else:
+        update = {
+            "type": "transcription_session.update",
+            "session": {
+                "input_audio_format": "g711_ulaw",
+                "input_audio_transcription": {"model": "gpt-4o-transcribe"},
+                "turn_detection": {"type": "server_vad"},
+            },
+        }
+    [updated] = events(send(session, update), d)
+    assert updated["type"] == ("session.updated" if d == "ga" else "transcription_session.updated")
+    speech = pcm16_to_ulaw(tone(400, 1.0, 8000, dbfs=-12))
+    outputs = append(session, b"\xff" * 4000) + append(session, speech)
+    outputs += append(session, b"\xff" * 8000)
+    kinds = types(outputs, d)
+    assert "input_audio_buffer.committed" in kinds and "response.created" not in kinds
+    [job] = [o for o in outputs if isinstance(o, Transcribe)]
+    done = events(session.transcribed(job.item_id, "Hello there."), d)
+    assert [e["type"] for e in done] == ["conversation.item.input_audio_transcription.completed"]
+    refused = events(send(session, {"type": "response.create"}), d)
+    assert refused[0]["type"] == "error"
