@@ -222,7 +222,7 @@ async def _show(store: CallRecords, call_sid: str) -> int:
         if entry.get("event"):
             print(f"[{when}] -- {entry['kind']}: {entry['detail']}")
             continue
-        who = "caller" if entry["speaker"] == "caller" else "bot"
+        who = {"caller": "caller", "agent": "agent"}.get(entry["speaker"], "bot")
         latency = f" ({entry['latency_ms']} ms)" if entry["latency_ms"] is not None else ""
         if entry["interrupted"] and "heard" in entry:
             print(

@@ -280,11 +280,17 @@ async def test_after_the_call_a_summary_and_action_items_reach_the_log_and_the_p
             assert summary is not None, "no summary"
             jar = aiohttp.CookieJar(unsafe=True)
             async with aiohttp.ClientSession(cookie_jar=jar) as http:
+                live = f"{app.url}/calls/{result.call_sid}/live"
+                async with http.get(live) as response:
+                    assert response.status == 401  # the live view is behind the login
                 login = {"password": "review-pass-123", "next": "/calls"}
                 async with http.post(app.url + "/login", data=login) as response:
                     assert response.status == 200
                 async with http.get(f"{app.url}/calls/{result.call_sid}") as response:
                     page = await response.text()
+                async with http.get(live) as response:  # the call is over: it says so
+                    assert response.headers["Content-Type"].startswith("text/event-stream")
+                    stream = await response.text()
     assert summary["data"] == {
         "summary": "The caller's order has not arrived; the agent looks it up.",
         "action_items": ["Trace the order", "Call the customer back"],
@@ -294,6 +300,7 @@ async def test_after_the_call_a_summary_and_action_items_reach_the_log_and_the_p
     assert request["authorization"] == "Bearer sk-summary"
     assert request["messages"][-1]["content"] == (f"Caller: {CALLER_WORDS}\nAgent: {AGENT_WORDS}")
     assert "Call the customer back" in page and "order has not arrived" in page
+    assert stream.count("event: turn") == 2 and stream.rstrip().splitlines()[-2] == "event: ended"
 
 
 @pytest.mark.parametrize("turns", ["server_vad", "manual"])
