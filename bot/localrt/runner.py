@@ -49,9 +49,12 @@ class LocalSession:
         *,
         model: str,
         provider_timeout_s: float = PROVIDER_TIMEOUT_S,
+        transcribe_only: bool = False,
     ) -> None:
         detector = providers.vad() if providers.vad is not None else None
-        self.session = RealtimeServerSession("sess_" + secrets.token_hex(8), model, detector)
+        self.session = RealtimeServerSession(
+            "sess_" + secrets.token_hex(8), model, detector, transcribe_only=transcribe_only
+        )
         self.providers = providers
         self.send = send
         self.timeout_s = provider_timeout_s

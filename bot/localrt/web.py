@@ -81,7 +81,12 @@ def realtime_blueprint(providers: Providers, key: str) -> Blueprint:
             if text is not None:
                 await ws.send(text)
 
-        local = LocalSession(providers, send, model=websocket.args.get("model", "local"))
+        local = LocalSession(
+            providers,
+            send,
+            model=websocket.args.get("model", "local"),
+            transcribe_only=websocket.args.get("intent") == "transcription",
+        )
         try:
             await local.open()
             while True:  # until the client goes away: Quart then cancels this task

@@ -4,6 +4,7 @@ whole phone call through the bridge into it (STT and TTS faked until the offline
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -253,3 +254,61 @@ async def test_bot_realtime_server_runs_the_backend_alone(tmp_path) -> None:  # 
     finally:
         process.terminate()
         await process.wait()
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+async def test_the_openai_sdk_opens_a_transcription_session_on_the_local_backend(
+    base_settings: Settings, dialect: str
+) -> None:
+    """`?intent=transcription`: the session transcribes what it hears and never answers;
+    every event is checked against the SDK's own models."""
+    if dialect == "beta" and BetaEvent is None:
+        pytest.skip("this openai SDK has no beta client")
+    stt = FixedTranscript("Please send me the invoice.")
+    providers = Providers(stt, DemoAgent(), ToneVoice())
+    async with run_app(base_settings, local_providers=providers) as app:
+        client = AsyncOpenAI(
+            api_key=TEST_KEY, websocket_base_url=app.url.replace("http", "ws") + "/v1"
+        )
+        realtime = client.realtime if dialect == "ga" else client.beta.realtime
+        intent = {"intent": "transcription"}
+        async with realtime.connect(model="local", extra_query=intent) as conn:
+            first = json.loads(await asyncio.wait_for(conn.recv_bytes(), 5))
+            if dialect == "ga":
+                validate(first, dialect)
+                assert first["type"] == "session.created"
+                assert first["session"]["type"] == "transcription"
+            else:  # what the hosted beta sends; the SDK has no model of it
+                assert first["type"] == "transcription_session.created"
+            pcm_format = {"type": "audio/pcm", "rate": 24000}
+            if dialect == "ga":
+                await conn.session.update(
+                    session={
+                        "type": "transcription",
+                        "audio": {
+                            "input": {
+                                "format": pcm_format,  # type: ignore[typeddict-item]
+                                "transcription": {"model": "gpt-4o-transcribe"},
+                                "turn_detection": {"type": "server_vad"},
+                            }
+                        },
+                    }
+                )
+            else:
+                await conn.transcription_session.update(
+                    session={
+                        "input_audio_format": "pcm16",
+                        "input_audio_transcription": {"model": "gpt-4o-transcribe"},
+                        "turn_detection": {"type": "server_vad"},
+                    }
+                )
+            speech = bytes(24000) + tone(400, 1.0, 24000, dbfs=-12) + bytes(48000)
+            for start in range(0, len(speech), 4800):
+                chunk = base64.b64encode(speech[start : start + 4800]).decode()
+                await conn.input_audio_buffer.append(audio=chunk)
+            done = "conversation.item.input_audio_transcription.completed"
+            events = await collect(conn, dialect, done)
+    kinds = [event["type"] for event in events]
+    assert "input_audio_buffer.committed" in kinds and "response.created" not in kinds
+    assert events[-1]["transcript"] == "Please send me the invoice."
+    assert stt.heard_ms and stt.heard_ms[0] > 1000

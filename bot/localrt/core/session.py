@@ -131,11 +131,22 @@ class _Response:
 
 class RealtimeServerSession:
     def __init__(
-        self, session_id: str, model: str, speech_detector: SpeechDetector | None = None
+        self,
+        session_id: str,
+        model: str,
+        speech_detector: SpeechDetector | None = None,
+        *,
+        transcribe_only: bool = False,
     ) -> None:
         self.session_id = session_id
         self.model = model
         self.config = DEFAULT_CONFIG
+        if transcribe_only:  # opened with `?intent=transcription`: it never answers
+            self.config = replace(
+                DEFAULT_CONFIG,
+                transcribe_only=True,
+                turn_detection=rt.TurnDetection(create_response=False, interrupt_response=False),
+            )
         self.conversation = Conversation()
         self.response: _Response | None = None
         self._seq = 0
