@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the bridge's base URL (default: PUBLIC_URL, else http://127.0.0.1:$PORT)",
     )
     sim.add_argument("--say", type=Path, help="WAV file the caller speaks (any rate)")
+    sim.add_argument(
+        "--agent",
+        type=Path,
+        metavar="WAV",
+        help="on a listened call (CALL_MODE=transcribe): what the person who answers says",
+    )
     sim.add_argument("--record", type=Path, help="write what the caller heard to this WAV")
     sim.add_argument(
         "--barge-in-at", type=float, metavar="SECONDS", help="start speaking over the bot"
@@ -160,6 +166,7 @@ def _simulate(args: argparse.Namespace, env: dict[str, str]) -> int:
     try:
         say = load_wav_as_ulaw(args.say) if args.say else b""
         barge = load_wav_as_ulaw(args.barge_in) if args.barge_in else b""
+        agent = load_wav_as_ulaw(args.agent) if args.agent else b""
     except (OSError, EOFError, ValueError) as exc:
         print(f"bot simulate: cannot read WAV: {exc}", file=sys.stderr)
         return 2
@@ -177,6 +184,7 @@ def _simulate(args: argparse.Namespace, env: dict[str, str]) -> int:
                 fast=args.fast,
                 stream_url=args.stream_url,
                 dtmf=dtmf,
+                agent=agent,
             )
         )
     except OSError as exc:

@@ -113,6 +113,7 @@ class SimulationResult:
             ("played", f"{self.bytes_played} B ({self.bytes_played / 8000:.2f} s)"),
             ("marks", f"{self.marks_received} received, {self.marks_acked} acknowledged"),
             ("clears", str(len(self.clears))),
+            ("stream", "a one-way fork of both tracks" if self.forked else "bidirectional"),
             ("time to first audio", ttfa),
             ("stream closed", f"{self.close_code} {self.close_reason}".strip()),
             ("duration", f"{self.duration_s:.2f} s"),

@@ -161,3 +161,47 @@ async def test_a_busy_port_is_a_clear_message(tmp_path: Path) -> None:
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
     assert "Traceback" not in err
+
+
+async def test_bot_simulate_plays_both_sides_of_a_listened_call(tmp_path: Path) -> None:
+    from bot.simulator import write_wav
+    from tests.integration.test_listen import speech_at
+
+    fake = FakeRealtime(texts_by_pitch={300: "Is the shop open?", 700: "Yes, until six."})
+    async with fake:
+        env = clean_env(
+            tmp_path,
+            PORT="0",
+            REALTIME_URL=fake.url,
+            REALTIME_API_KEY=TEST_KEY,
+            CALL_MODE="transcribe",
+            FORWARD_TO="+15550009999",
+        )
+        write_wav(tmp_path / "caller.wav", speech_at(300, 0.3, 0.8, 3.0))
+        write_wav(tmp_path / "agent.wav", speech_at(700, 1.6, 0.8, 3.0))
+        async with bot_server(env, tmp_path) as (_, url, _):
+            code, out, err = await run_bot(
+                "simulate",
+                url,
+                "--say",
+                "caller.wav",
+                "--agent",
+                "agent.wav",
+                "--duration",
+                "3.5",
+                env=env,
+                cwd=tmp_path,
+            )
+            await eventually(
+                lambda: (
+                    sum(
+                        "conversation.item.input_audio_transcription.completed" in c.sent
+                        for c in fake.connections
+                    )
+                    == 2
+                ),
+                what="both sides transcribed",
+            )
+    assert code == 0, err
+    assert re.search(r"stream\s+a one-way fork of both tracks", out)
+    assert re.search(r"received\s+0 B", out)  # nothing ever comes back on a fork
