@@ -6,6 +6,7 @@ phone's audio can be compared with the model's."""
 from __future__ import annotations
 
 import json
+import re
 
 import aiohttp
 import numpy as np
@@ -127,7 +128,7 @@ async def test_a_real_interruption_stops_within_a_frame_and_truncates_at_what_wa
     confirmed_after = truncated_at - conn.speech_started_at
     print(f"confirmed {confirmed_after * 1000:.0f} ms after speech_started")
     assert 0.4 <= confirmed_after <= 0.8  # INTERRUPT_MIN_MS of sound, from the pause
-    assert "; confirmed after 5" in result.page  # type: ignore[attr-defined]
+    assert re.search(r"; confirmed after \d+ ms", result.page)  # type: ignore[attr-defined]
     assert "bot_barge_ins_total 1.0" in result.metrics  # type: ignore[attr-defined]
     assert "bot_false_interruptions_total 0.0" in result.metrics  # type: ignore[attr-defined]
     assert answered(conn) == 2  # and asks for the answer to the question when it is over
