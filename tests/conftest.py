@@ -213,3 +213,17 @@ async def ended_call(settings: Settings, call_sid: str, timeout_s: float = 10.0)
             pass
         assert time.monotonic() < deadline, f"{call_sid} was not logged as ended"
         await asyncio.sleep(0.2)
+
+
+async def review_page_and_metrics(app_url: str, call_sid: str, password: str) -> tuple[str, str]:
+    """The call's review page, signed in with `password`, and `/metrics`."""
+    # The default jar ignores cookies of IP-address hosts such as 127.0.0.1.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        login = {"password": password, "next": "/calls"}
+        async with http.post(app_url + "/login", data=login) as response:
+            assert response.status == 200
+        async with http.get(f"{app_url}/calls/{call_sid}") as response:
+            page = await response.text()
+        async with http.get(app_url + "/metrics") as response:
+            metrics = await response.text()
+    return page, metrics

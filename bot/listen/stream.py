@@ -24,6 +24,8 @@ from bot.call.admission import Admitted
 from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
 from bot.call.core.messages import TurnRecord
 from bot.call.core.session import CallStats
+from bot.call.journal import CallJournal, SessionLabel
+from bot.calllog.recorder import CallRecorder
 from bot.cluster.core.messages import ControlAction
 from bot.core.twilio import TwilioMedia, TwilioStart, TwilioStop
 from bot.errors import TwilioProtocolError
@@ -49,9 +51,7 @@ class Transcriber:
     open: Callable[[], Awaitable[RealtimeChannel]]
     pcm16: bool  # the session takes 24 kHz PCM16 (else Twilio's μ-law, untouched)
     manual: bool  # no turn detection: the bridge commits
-    provider: str
-    model: str
-    dialect: str
+    label: SessionLabel  # provider, model, dialect; audio mode "listen"
     reconnect_s: float = 5.0
 
 
@@ -84,12 +84,14 @@ class ListenedCall:
         self._stop_reason = "the fork was stopped"
         self._recorder = None
         if services.recordings is not None:
-            from bot.calllog.recorder import CallRecorder
-
             self._recorder = CallRecorder(
                 services.recordings / f"{self.call_sid}-{self.start.stream_sid}.wav",
                 (services.settings.max_call_s or 4 * 3600) * 1000,
             )
+        journal = CallJournal(
+            self.call_sid, services.call_log, services.metrics, admitted.log, self._recorder
+        )
+        self._journal = journal
 
     # ---- what the registry sees ------------------------------------------------------------
 
@@ -122,20 +124,8 @@ class ListenedCall:
     async def run(self) -> None:
         services, call_log, call_sid = self.services, self.services.call_log, self.call_sid
         started = time.monotonic()
-        params = self.start.custom_parameters
-        call_log.call(
-            call_sid,
-            stream_sid=self.start.stream_sid,
-            started_at=utcnow(),
-            answered_at=utcnow(),
-            direction=params.get("direction") or "inbound",
-            from_number=params.get("from") or None,
-            to_number=params.get("to") or None,
-            provider=self.transcriber.provider,
-            model=self.transcriber.model,
-            dialect=self.transcriber.dialect,
-            audio_mode="listen",
-            recording_path=str(self._recorder.path) if self._recorder else None,
+        self._journal.started(
+            self.start.stream_sid, self.start.custom_parameters, self.transcriber.label
         )
         call_log.event(
             call_sid, 0, "listen", f"transcribing {', '.join(self.fork.tracks)} (a person answers)"

@@ -20,6 +20,7 @@ __all__ = ["Summarizer"]
 
 logger = logging.getLogger("bot.listen")
 TIMEOUT_S: Final = 60.0
+MAX_ANSWER_CHARS: Final = 20_000
 
 
 class Summarizer:
@@ -45,6 +46,8 @@ class Summarizer:
                 ):
                     if isinstance(event, TextDelta):
                         answer += event.text
+                        if len(answer) > MAX_ANSWER_CHARS:  # a summary is short: stop reading
+                            break
         except Exception as exc:  # the summary is lost, nothing else
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)[:200]
             logger.warning("[%s] no summary: %s", call_sid, reason)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from bot.call.channels import RealtimeChannel
+from bot.call.journal import SessionLabel
 from bot.call.realtime_socket import open_realtime
 from bot.config import Settings
 from bot.core.realtime.events import (
@@ -73,7 +74,8 @@ def make_transcriber(settings: Settings, local: LocalRealtime | None) -> Transcr
         async def open_local() -> RealtimeChannel:
             return await local.open(config)
 
-        return Transcriber(open_local, False, manual, "local", "local", "in-process", reconnect_s)
+        label = SessionLabel("local", "local", "in-process", "listen")
+        return Transcriber(open_local, False, manual, label, reconnect_s)
     url = listen.transcribe_url or transcription_url(realtime.url)
     dialect = listen.transcribe_dialect or realtime.dialect
     endpoint = replace(
@@ -84,6 +86,6 @@ def make_transcriber(settings: Settings, local: LocalRealtime | None) -> Transcr
     async def open_hosted() -> RealtimeChannel:
         return await open_realtime(endpoint, config)
 
-    host = urlsplit(url).hostname or "?"
+    label = SessionLabel(urlsplit(url).hostname, listen.model, dialect.value, "listen")
     pcm16 = listen.audio is AudioFormat.PCM16
-    return Transcriber(open_hosted, pcm16, manual, host, listen.model, dialect.value, reconnect_s)
+    return Transcriber(open_hosted, pcm16, manual, label, reconnect_s)

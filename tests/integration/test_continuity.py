@@ -12,14 +12,20 @@ import wave
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from bot.call.core.prompt import say_request
 from bot.core.codec import pcm16_to_ulaw, ulaw_to_pcm16
 from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import dominant_hz, tone
-from tests.conftest import LOCAL_SECRET, ended_call, eventually, run_app, settings_from
+from tests.conftest import (
+    LOCAL_SECRET,
+    ended_call,
+    eventually,
+    review_page_and_metrics,
+    run_app,
+    settings_from,
+)
 from tests.fake_realtime import FakeConnection, FakeRealtime, Scripted, pcm16_tone
 
 SILENCE_FRAME = b"\xff" * 160
@@ -93,15 +99,9 @@ async def call_with(
         await during()
         result = await call
         row = await ended_call(app_settings, result.call_sid)
-        # The default jar ignores cookies of IP-address hosts such as 127.0.0.1.
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            login = {"password": REVIEW_PASSWORD, "next": "/calls"}
-            async with http.post(app.url + "/login", data=login) as response:
-                assert response.status == 200
-            async with http.get(f"{app.url}/calls/{result.call_sid}") as response:
-                result.page = await response.text()  # type: ignore[attr-defined]
-            async with http.get(app.url + "/metrics") as response:
-                result.metrics = await response.text()  # type: ignore[attr-defined]
+        result.page, result.metrics = await review_page_and_metrics(  # type: ignore[attr-defined]
+            app.url, result.call_sid, REVIEW_PASSWORD
+        )
     result.row = row  # type: ignore[attr-defined]
     return result, started
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import json
 import re
 
-import aiohttp
 import numpy as np
 import pytest
 
 from bot.core.codec import pcm16_to_ulaw
 from bot.simulator import SimulationResult, simulate
 from tests.audio_tools import tone
-from tests.conftest import ended_call, run_app, settings_from
+from tests.conftest import ended_call, review_page_and_metrics, run_app, settings_from
 from tests.fake_realtime import FakeConnection, FakeRealtime, Scripted
 
 SILENCE_FRAME = b"\xff" * 160
@@ -54,15 +53,9 @@ async def a_call(
             app.url, auth_token=app.secret, barge_in_at_s=at_s, barge_in=sound, duration_s=5.0
         )
         await ended_call(settings, result.call_sid)
-        # The default jar ignores cookies of IP-address hosts such as 127.0.0.1.
-        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-            login = {"password": REVIEW_PASSWORD, "next": "/calls"}
-            async with http.post(app.url + "/login", data=login) as response:
-                assert response.status == 200
-            async with http.get(f"{app.url}/calls/{result.call_sid}") as response:
-                result.page = await response.text()  # type: ignore[attr-defined]
-            async with http.get(app.url + "/metrics") as response:
-                result.metrics = await response.text()  # type: ignore[attr-defined]
+        result.page, result.metrics = await review_page_and_metrics(  # type: ignore[attr-defined]
+            app.url, result.call_sid, REVIEW_PASSWORD
+        )
         return result
 
 
