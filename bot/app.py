@@ -28,8 +28,15 @@ from bot.call.registry import CallRegistry, Dialer
 from bot.call.stream_tokens import StreamTokens
 from bot.call.tools import builtin_schemas, load_tools
 from bot.call.twilio_actions import TwilioActions
-from bot.call.twilio_socket import AsgiApp, route_websockets
-from bot.call.web import MEDIA_PATH, call_blueprint, media_endpoint, stream_url, twiml_dir
+from bot.call.twilio_socket import AsgiApp, MediaGate, route_websockets
+from bot.call.web import (
+    MEDIA_PATH,
+    TwilioMediaGate,
+    call_blueprint,
+    media_endpoint,
+    stream_url,
+    twiml_dir,
+)
 from bot.calllog.retention import prune_recordings
 from bot.calllog.review import review_blueprint
 from bot.calllog.writer import CallLog
@@ -59,7 +66,7 @@ from bot.store.calls import CallRecords
 from bot.store.store import Store
 from bot.twilio_rest import TwilioRest
 
-__all__ = ["call_services", "create_app", "session_config"]
+__all__ = ["call_services", "create_app", "media_gate", "session_config"]
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +220,9 @@ def create_app(
             lambda: running().services.cluster.control,
         )
     )
-    media = media_endpoint(settings.server, signing_secret, lambda: running().services)
+    gate = TwilioMediaGate(settings.server, signing_secret, lambda: running().services)
+    app.extensions["bot.media"] = gate  # `bot serve` takes the media socket itself
+    media = media_endpoint(gate)
     app.asgi_app = route_websockets(  # type: ignore[method-assign,assignment]
         cast(AsgiApp, app.asgi_app), {MEDIA_PATH: media, MEDIA_PATH + "/": media}
     )
@@ -312,6 +321,13 @@ def create_app(
 
     app.extensions["bot.calls"] = lambda: running().services
     return app
+
+
+def media_gate(app: Quart) -> MediaGate | None:
+    """The app's door to the media socket, for a server that takes the socket itself; None
+    for an app without calls (the local backend served alone)."""
+    gate: MediaGate | None = app.extensions.get("bot.media")
+    return gate
 
 
 def call_services(app: Quart) -> CallServices:

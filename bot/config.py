@@ -146,6 +146,19 @@ def whole(low: int, high: int) -> Parser:
     return parse
 
 
+def frames_ms(low: int, high: int) -> Parser:
+    """Milliseconds of audio in whole 20 ms Twilio frames."""
+    check = whole(low, high)
+
+    def parse(raw: str) -> int:
+        value = int(check(raw))
+        if value % 20:
+            raise ValueError(f"must be a multiple of 20, got {raw}")
+        return value
+
+    return parse
+
+
 def flag(raw: str) -> bool:
     lowered = raw.lower()
     if lowered in ("true", "1", "yes", "on"):
@@ -535,6 +548,14 @@ class CallSettings:
         "most 10 s). Without it, silence.",
         parse=filler_wav,
         shown="— (silence)",
+    )
+    append_ms: int = setting(
+        "AUDIO_APPEND_MS",
+        40,
+        "How much of the caller's audio goes to the model in each append: 20 sends every "
+        "Twilio frame as it comes; 40 sends two at a time, for half the messages and CPU on "
+        "that side, and the first of each pair waits 20 ms more.",
+        parse=frames_ms(20, 100),
     )
     seed_tokens: int = setting(
         "RESEED_MAX_TOKENS",

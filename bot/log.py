@@ -27,6 +27,8 @@ def configure_logging(level: str) -> None:
     )
     # The websockets library logs every frame at DEBUG: far too much on an audio path.
     logging.getLogger("websockets").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    # picows says "accepted" and "disconnected" for every media socket at INFO.
+    logging.getLogger("bot.call.media_socket").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations say enough when they fail
 
 
@@ -75,11 +77,12 @@ class FrameErrors:
 
 
 class StrangerNoise(logging.Filter):
-    """For uvicorn's own lines about bad input ("Invalid HTTP request received.", "Invalid
-    UTF-8 sequence…", each with a traceback): at most one a minute of each, without the
-    traceback. Anyone can send such input; it must not flood the log."""
+    """For uvicorn's and picows' own lines about bad input ("Invalid HTTP request
+    received.", "Invalid UTF-8 sequence…", "WS parser error…", some with a traceback): at
+    most one a minute of each, as a warning without the traceback. Anyone can send such
+    input; it must not flood the log."""
 
-    NOISY: Final = ("Invalid HTTP request", "Invalid UTF-8 sequence")
+    NOISY: Final = ("Invalid HTTP request", "Invalid UTF-8 sequence", "WS parser error")
 
     def __init__(self) -> None:
         super().__init__()
@@ -101,10 +104,11 @@ class StrangerNoise(logging.Filter):
 
 
 def quiet_stranger_noise() -> None:
-    """Install `StrangerNoise` on uvicorn's error log, once."""
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, StrangerNoise) for f in uvicorn_log.filters):
-        uvicorn_log.addFilter(StrangerNoise())
+    """Install `StrangerNoise` on uvicorn's error log and the media socket's, once."""
+    for name in ("uvicorn.error", "bot.call.media_socket"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, StrangerNoise) for f in log.filters):
+            log.addFilter(StrangerNoise())
 
 
 class ThrottledLog:

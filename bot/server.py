@@ -1,8 +1,10 @@
 """`bot serve`: the app under uvicorn, with the start-up banner and a graceful SIGTERM.
 
-Uvicorn runs the `websockets` protocol implementation (`websockets-sansio`), which refuses a
-frame over the size limit from its header, before reading its payload, and pauses reading
-until the app has taken each message. HTTP is parsed by httptools.
+HTTP is parsed by httptools. The media socket is taken from uvicorn at the upgrade and
+served on `picows` (`bot.call.twilio_socket.open_media_socket`), which parses and unmasks
+frames in C. Other WebSockets (the local backend's `/v1/realtime`) run uvicorn's
+`websockets` protocol (`websockets-sansio`). Both refuse a frame over the size limit from
+its header, before reading its payload.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from websockets.http11 import Request
 if TYPE_CHECKING:
     from uvicorn._types import ASGISendEvent
 
-from bot.app import call_services, create_app
+from bot.app import call_services, create_app, media_gate
 from bot.call.realtime_socket import realtime_url, redact_url
-from bot.call.twilio_socket import SEND_BATCH
+from bot.call.twilio_socket import SEND_BATCH, MediaGate, open_media_socket
 from bot.call.web import MEDIA_PATH, VOICE_PATH
 from bot.config import (
     LOCAL_REALTIME_KEY_FILE,
@@ -56,6 +58,7 @@ _FINISH_S: Final = 5.0  # after the grace period: how long ended calls may take 
 _SETTLE_S: Final = 0.1
 _WORKER_MIN_LIFE_S: Final = 5.0  # a worker that dies sooner cannot start: do not spin
 _PR_SET_PDEATHSIG: Final = 1
+_MEDIA_PATHS: Final = frozenset({MEDIA_PATH.encode(), MEDIA_PATH.encode() + b"/"})
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -80,6 +83,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     _in_head = True
     _head_bytes = 0
     _head_timer: asyncio.TimerHandle | None = None
+    media: MediaGate | None = None  # set per app by `server_config`
+
+    def handle_websocket_upgrade(self) -> None:
+        """The media socket goes to `picows`; any other WebSocket to uvicorn's protocol."""
+        media = self.media
+        if media is None or self.url.partition(b"?")[0] not in _MEDIA_PATHS:
+            super().handle_websocket_upgrade()
+            return
+        self.connections.discard(self)
+        head = [self.scope["method"].encode(), b" ", self.url, b" HTTP/1.1\r\n"]
+        for name, value in self.scope["headers"]:
+            head += [name, b": ", value, b"\r\n"]
+        head.append(b"\r\n")
+        open_media_socket(self.transport, b"".join(head), media)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -164,9 +181,10 @@ class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
 
 def server_config(app: Quart) -> uvicorn.Config:
     quiet_stranger_noise()
+    http = type("AppHttpProtocol", (BoundedHttpToolsProtocol,), {"media": media_gate(app)})
     return uvicorn.Config(
         app,
-        http=BoundedHttpToolsProtocol,
+        http=http,
         ws=BatchingWebSocketProtocol,
         ws_max_size=MAX_WEBSOCKET_FRAME_BYTES,
         ws_per_message_deflate=False,  # Twilio does not compress; inflating is a bomb risk

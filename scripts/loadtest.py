@@ -3,8 +3,8 @@
 Three processes share the machine, and each one's CPU is reported:
   * the server under test, `bot serve`, with the hosted-provider code path;
   * an echo backend (this script with `--echo`): a Realtime server that answers each
-    caller frame with the same audio as a model delta, at once (`--delta-ms 100`: five
-    frames at a time, for a model that streams longer deltas);
+    append with the same audio as a model delta, at once (`--delta-ms 100`: 100 ms at a
+    time, for a model that streams longer deltas);
   * the phones (this script): `bot.simulator` calls, started 50 ms apart, each sending
     20 ms frames in real time and playing back what comes, acknowledging marks.
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -40,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 T = TypeVar("T")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 STAGGER_S = 0.05
+FRAME_ULAW_BYTES = 160  # 20 ms at 8 kHz
+FRAME_PCM16_BYTES = 960  # 20 ms at 24 kHz
 DEPLOY_CADDYFILE = Path(__file__).resolve().parent.parent / "deploy" / "Caddyfile"
 _CALL_TAG = re.compile(r"loadtest: (\d+)")
 
@@ -66,8 +69,9 @@ def tree_cpu(pid: int) -> float:
 
 
 async def echo_server(port_file: Path, results: Path, delta_frames: int) -> None:
-    """Answer `input_audio_buffer.append`s with the same audio as output deltas, one delta
-    per `delta_frames` appends."""
+    """Answer `input_audio_buffer.append`s with the same audio as output deltas: each
+    append's audio as it comes, or gathered until `delta_frames` Twilio frames (20 ms each)
+    are there. Arrivals are kept per 20 ms frame, so an append of two frames counts twice."""
     import base64
 
     import websockets
@@ -87,6 +91,7 @@ async def echo_server(port_file: Path, results: Path, delta_frames: int) -> None
         ulaw = False
         started = False
         held: list[bytes] = []
+        held_frames = 0
         async for raw in ws:
             now = time.monotonic()
             # Appends are nearly all the traffic: read their audio without a JSON parse.
@@ -105,7 +110,9 @@ async def echo_server(port_file: Path, results: Path, delta_frames: int) -> None
                 if kind != "input_audio_buffer.append":
                     continue
                 audio = event["audio"]
-            arrivals.setdefault(call, []).append(now)
+            size = len(audio) * 3 // 4 - audio[-2:].count("=")
+            frames = max(1, size // (FRAME_ULAW_BYTES if ulaw else FRAME_PCM16_BYTES))
+            arrivals.setdefault(call, []).extend([now] * frames)
             if not started:
                 started = True
                 for message in (
@@ -118,12 +125,14 @@ async def echo_server(port_file: Path, results: Path, delta_frames: int) -> None
                     },
                 ):
                     await ws.send(json.dumps(message))
-            if delta_frames > 1:
+            if held or frames < delta_frames:
                 held.append(base64.b64decode(audio))
-                if len(held) < delta_frames:
+                held_frames += frames
+                if held_frames < delta_frames:
                     continue
                 audio = base64.b64encode(b"".join(held)).decode("ascii")
                 held.clear()
+                held_frames = 0
             await ws.send(
                 '{"type":"response.output_audio.delta","response_id":"r1","item_id":"i1",'
                 f'"output_index":0,"content_index":0,"delta":"{audio}"}}'
@@ -253,6 +262,7 @@ async def run(
     server_tree: Path | None = None,
     profile: Path | None = None,
     delta_ms: int = 20,
+    append_ms: int | None = None,
     database: str | None = None,
     instances: int = 1,
 ) -> Figures:
@@ -286,6 +296,8 @@ async def run(
         )
         # WORKERS, not --workers: an older checkout (--compare) ignores what it does not know.
         env["WORKERS"] = str(workers)
+        if append_ms is not None:
+            env["AUDIO_APPEND_MS"] = str(append_ms)
         command = [sys.executable, "-m", "bot", "serve"]
         if database:
             env["DATABASE_URL"] = database
@@ -392,7 +404,9 @@ async def run(
         outbound_gap = max(outbound_gap, _largest_gap(received))
     latencies.sort()
     label = "PCM16, transcoded" if audio == "pcm16" else "μ-law, passed through"
-    label += f", {delta_ms} ms deltas"
+    label += ", each append echoed" if delta_ms <= 20 else f", {delta_ms} ms deltas"
+    if append_ms is not None:
+        label += f", {append_ms} ms appends"
     if server_tree is not None:
         label += f" ({server_tree.name})"
     if workers > 1:
@@ -436,7 +450,14 @@ def main() -> None:
         type=int,
         nargs="+",
         default=[20],
-        help="the echo's model deltas: 20 answers each frame at once; 100 sends five at a time",
+        help="the echo's model deltas: 20 answers each append at once; 100 gathers 100 ms",
+    )
+    parser.add_argument(
+        "--append-ms",
+        type=int,
+        nargs="+",
+        default=[None],
+        help="the server's AUDIO_APPEND_MS (default: its own default)",
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
@@ -467,7 +488,7 @@ def main() -> None:
     trees: list[Path | None] = [None] if args.compare is None else [args.compare, None]
     print(HEADER, flush=True)
     for audio in args.audio:
-        for delta_ms in args.delta_ms:
+        for delta_ms, append_ms in itertools.product(args.delta_ms, args.append_ms):
             for calls in args.calls:
                 for _ in range(args.rounds):
                     for tree in trees:
@@ -480,6 +501,7 @@ def main() -> None:
                                 tree,
                                 args.profile,
                                 delta_ms,
+                                append_ms,
                                 args.database,
                                 args.instances,
                             )

@@ -43,7 +43,8 @@ class RunningApp:
 
 @asynccontextmanager
 async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[RunningApp]:
-    """The real app, served by Hypercorn on an ephemeral loopback port."""
+    """The real app, served as `bot serve` serves it (uvicorn, the media socket on picows),
+    on an ephemeral loopback port."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     where = dataclasses.replace(settings.server, port=port)

@@ -49,7 +49,7 @@ class FakeConnection:
     closed_at: float | None = None
     speech_started_at: float | None = None
     late_deltas_sent: int = 0
-    appended_at: list[float] = field(default_factory=list)  # time.monotonic() of each append
+    appended_at: list[float] = field(default_factory=list)  # when each 20 ms frame came
     sent: list[str] = field(default_factory=list)  # the types of the events sent, in order
     sent_at: list[float] = field(default_factory=list)  # time.monotonic() of each
     socket: ServerConnection | None = None
@@ -62,6 +62,11 @@ class FakeConnection:
     @property
     def truncates(self) -> list[dict[str, object]]:
         return self.of_type("conversation.item.truncate")
+
+    @property
+    def frames_in(self) -> int:
+        """The caller's audio received, in 20 ms Twilio frames (an append may hold several)."""
+        return len(self.input_audio) // (160 if self.audio_format == "g711_ulaw" else 960)
 
     def input_pcm16(self) -> bytes:
         """Input audio as PCM16 at the session's rate (24 kHz, or 8 kHz for μ-law)."""
@@ -178,8 +183,10 @@ class FakeRealtime:
                 elif kind == "input_audio_buffer.append":
                     conn.events.append({"type": kind, "bytes": len(event["audio"])})
                     conn.received_at.append(time.monotonic())
-                    conn.appended_at.append(time.monotonic())
-                    await self._on_audio(ws, conn, state, base64.b64decode(event["audio"]))
+                    audio = base64.b64decode(event["audio"])
+                    frame_bytes = 160 if conn.audio_format == "g711_ulaw" else 960
+                    conn.appended_at += [time.monotonic()] * max(1, len(audio) // frame_bytes)
+                    await self._on_audio(ws, conn, state, audio)
                 elif kind == "response.create":
                     task = asyncio.create_task(self._respond(ws, conn, state))
                     tasks.add(task)
@@ -294,9 +301,11 @@ class FakeRealtime:
         if conn.manual_commit:
             return  # no turn detection: the client commits
         loud = rms(pcm) > self.vad_threshold_rms if pcm else False
-        state.loud_run = state.loud_run + 1 if loud else 0
-        state.quiet_run = 0 if loud else state.quiet_run + 1
-        if state.speaking and state.quiet_run >= 15:  # 300 ms of silence ends the turn
+        # Runs in ms of audio, whatever the appends' size.
+        ms = len(audio) * 1000 // (rate * (1 if rate == 8000 else 2))
+        state.loud_ms = state.loud_ms + ms if loud else 0
+        state.quiet_ms = 0 if loud else state.quiet_ms + ms
+        if state.speaking and state.quiet_ms >= 300:  # 300 ms of silence ends the turn
             state.speaking = False
             await self._send(
                 ws,
@@ -309,7 +318,7 @@ class FakeRealtime:
             await self._commit(ws, conn, state)
         if not state.speaking and not loud:
             del state.turn_audio[: max(0, len(state.turn_audio) - rate // 2)]  # the padding
-        if not state.speaking and state.loud_run >= 2:
+        if not state.speaking and state.loud_ms >= 40:
             state.speaking = True
             conn.speech_started_at = time.monotonic()
             if state.responding and conn.interrupt_response:
@@ -489,10 +498,10 @@ class Scripted:
 @dataclass
 class _State:
     speaking: bool = False
-    loud_run: int = 0
+    loud_ms: int = 0
     responding: bool = False
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
-    quiet_run: int = 0
+    quiet_ms: int = 0
     turns: int = 0
     user_item: str | None = None
     tasks: set[asyncio.Task[None]] = field(default_factory=set)

@@ -150,7 +150,9 @@ async def memory_call(
     tmp_path: Path, tools: dict[str, Tool] | None = None, **env: str
 ) -> MemoryCall:
     """Services for one in-memory call: μ-law both ways, the call log on SQLite."""
-    settings = Settings.from_env({"BOT_DATA_DIR": str(tmp_path), "REALTIME_API_KEY": "k", **env})
+    # Every frame is its own append, so a test's frame is a step the model sees at once.
+    base = {"BOT_DATA_DIR": str(tmp_path), "REALTIME_API_KEY": "k", "AUDIO_APPEND_MS": "20"}
+    settings = Settings.from_env({**base, **env})
     models = [ScriptedModel()]
     failures: list[Exception] = []
     dialled = 0

@@ -215,6 +215,7 @@ class LiveCall:
                 settings.idle_goodbye_message,
             ),
             seed_budget_tokens=settings.seed_tokens,
+            append_frames=max(1, settings.append_ms // 20),
             interrupts=InterruptPolicy(
                 settings.interruptions == "confirm",
                 settings.interrupt_min_ms,

@@ -15,8 +15,16 @@ from quart import Blueprint, Response, abort, request
 from twilio.request_validator import RequestValidator
 from werkzeug.datastructures import MultiDict
 
+from bot.call.channels import TwilioChannel
 from bot.call.loop import CallServices, serve_stream
-from bot.call.twilio_socket import AsgiApp, AsgiTwilioChannel, Receive, Scope, Send
+from bot.call.twilio_socket import (
+    AsgiApp,
+    AsgiTwilioChannel,
+    MediaGate,
+    Receive,
+    Scope,
+    Send,
+)
 from bot.config import ListenSettings, ServerSettings, TwilioSettings
 from bot.core.ids import is_call_sid
 from bot.core.tokens import TOKEN_PARAMETER
@@ -37,6 +45,7 @@ __all__ = [
     "MEDIA_PATH",
     "STATUS_PATH",
     "VOICE_PATH",
+    "TwilioMediaGate",
     "call_blueprint",
     "media_endpoint",
     "stream_url",
@@ -223,32 +232,44 @@ def call_blueprint(
     return blueprint
 
 
-def media_endpoint(
-    server: ServerSettings,
-    signing_secret: str,
-    services: Callable[[], CallServices],
-) -> AsgiApp:
-    """The media socket, on ASGI (see `twilio_socket`). Twilio signs the upgrade request
-    when it can; a bad signature is refused before the socket is accepted. A stream is let
-    in by its token, in `serve_stream`."""
-    validator = RequestValidator(signing_secret)
-    media_url = stream_url(server.base_url)
-    candidates = (media_url, media_url + "/")
-    rejections = ThrottledLog(logger)
+class TwilioMediaGate:
+    """The media socket's door. Twilio signs the upgrade request when it can; a bad
+    signature is refused before the socket is accepted. A stream is let in by its token,
+    in `serve_stream`."""
+
+    def __init__(
+        self, server: ServerSettings, signing_secret: str, services: Callable[[], CallServices]
+    ) -> None:
+        self._validator = RequestValidator(signing_secret)
+        media_url = stream_url(server.base_url)
+        self._candidates = (media_url, media_url + "/")
+        self._services = services
+        self._rejections = ThrottledLog(logger)
+
+    def accepts(self, signature: str | None) -> bool:
+        if signature is None or (
+            _SIGNATURE.fullmatch(signature)
+            and any(self._validator.validate(url, {}, signature) for url in self._candidates)
+        ):
+            return True
+        self._rejections.note("media stream rejected: bad X-Twilio-Signature on upgrade")
+        return False
+
+    async def serve(self, channel: TwilioChannel) -> None:
+        await serve_stream(channel, self._services())
+
+
+def media_endpoint(gate: MediaGate) -> AsgiApp:
+    """The media socket on ASGI, for servers other than `bot serve` (see `twilio_socket`)."""
 
     async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
-        signature = _header(scope, b"x-twilio-signature")
-        if signature is not None and not (
-            _SIGNATURE.fullmatch(signature)
-            and any(validator.validate(url, {}, signature) for url in candidates)
-        ):
-            rejections.note("media stream rejected: bad X-Twilio-Signature on upgrade")
+        if not gate.accepts(_header(scope, b"x-twilio-signature")):
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
         await send({"type": "websocket.accept"})
-        await serve_stream(AsgiTwilioChannel(scope, receive, send), services())
+        await gate.serve(AsgiTwilioChannel(scope, receive, send))
 
     return endpoint
 

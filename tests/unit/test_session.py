@@ -25,6 +25,7 @@ from bot.call.core.messages import (
 )
 from bot.call.core.session import CallSession, Phase
 from bot.core import twilio as tw
+from bot.core.codec import pcm16_to_ulaw
 from bot.core.realtime import events as rt
 from bot.core.realtime.client import encode_client_event
 from bot.core.realtime.dialects import Dialect
@@ -94,6 +95,38 @@ def test_caller_audio_is_transcoded_to_24k_and_appended() -> None:
     [append] = session.handle_twilio(tw.TwilioMedia(b"\xff" * 160, 0))
     assert isinstance(append, SendToRealtime) and isinstance(append.event, rt.AppendAudio)
     assert len(append.event.audio) == 960  # 20 ms of 24 kHz PCM16
+
+
+def test_two_frames_per_append_send_the_same_audio_in_half_the_messages() -> None:
+    """AUDIO_APPEND_MS=40: the model gets what frame-by-frame appends would give it, bit for
+    bit (the resampler keeps its state across chunks), in one append per two frames."""
+    caller = pcm16_to_ulaw(tone(440, 0.2, 8000))
+    frames = [caller[i : i + 160] for i in range(0, len(caller), 160)]
+    one, two = pcm_session(), pcm_session(append_frames=2)
+    single = [
+        to_realtime(one.handle_twilio(tw.TwilioMedia(f, 20 * n))) for n, f in enumerate(frames)
+    ]
+    paired = [
+        to_realtime(two.handle_twilio(tw.TwilioMedia(f, 20 * n))) for n, f in enumerate(frames)
+    ]
+    assert [len(sent) for sent in single] == [1] * 10
+    assert [len(sent) for sent in paired] == [0, 1] * 5  # the first of each pair waits
+    audio = b"".join(base64.b64decode(e["audio"]) for sent in single for e in sent)
+    assert b"".join(base64.b64decode(e["audio"]) for sent in paired for e in sent) == audio
+
+
+def test_a_frame_waiting_for_its_pair_goes_to_the_next_session_not_the_lost_one() -> None:
+    session = CallSession(SID, CALL, rt.AudioFormat.G711_ULAW, append_frames=2)
+    session.handle_twilio(tw.TwilioMedia(b"\x01" * 160, 0))
+    session.handle_twilio(tw.TwilioMedia(b"\x02" * 160, 20))
+    assert session.handle_twilio(tw.TwilioMedia(b"\x03" * 160, 40)) == []  # waits for a pair
+    session.realtime_lost()
+    appends = [e for e in to_realtime(session.realtime_restored()) if "audio" in e]
+    # The new session hears the lead-in, the waiting frame included, once.
+    assert base64.b64decode(appends[0]["audio"]).endswith(b"\x02" * 160 + b"\x03" * 160)
+    assert [
+        len(e) for e in to_realtime(session.handle_twilio(tw.TwilioMedia(b"\x04" * 160, 60)))
+    ] == []
 
 
 def test_each_delta_goes_out_as_one_media_message_of_whole_20_ms_chunks_and_a_mark() -> None:

@@ -197,6 +197,7 @@ class CallSession:
     idle: IdlePolicy = field(default_factory=IdlePolicy)
     interrupts: InterruptPolicy = field(default_factory=InterruptPolicy)
     seed_budget_tokens: int = DEFAULT_SEED_BUDGET_TOKENS
+    append_frames: int = 1  # Twilio frames (20 ms each) per append to the model
     clock_offset_ms: int = 0  # a call moved here from another instance: its clock so far
 
     def __post_init__(self) -> None:
@@ -230,6 +231,7 @@ class CallSession:
         self._caller_speaking = False
         self._heard_speech: deque[bytes] = deque(maxlen=MAX_HELD_AUDIO_MS // 20)  # μ-law
         self._held_audio: deque[bytes] = deque(maxlen=MAX_HELD_AUDIO_MS // 20)  # for a new one
+        self._unsent: list[bytes] = []  # frames that wait to fill an append (μ-law)
         self._answer_due_until_ms = 0
         self._tools_running: set[str] = set()
         self._quiet_since_ms = self.clock_offset_ms
@@ -342,7 +344,8 @@ class CallSession:
         self._dropped_responses.clear()
         self._answer_due_until_ms = 0
         self._held_audio.clear()
-        self._held_audio.extend(self._heard_speech)
+        self._held_audio.extend(self._heard_speech)  # the unsent frames are in it too
+        self._unsent.clear()
         return commands
 
     def realtime_restored(self) -> list[Command]:
@@ -460,7 +463,14 @@ class CallSession:
         heard.append(ulaw)
         if not self._caller_speaking and len(heard) > _LEAD_IN_FRAMES:
             heard.popleft()
-        commands: list[Command] = [SendToRealtime(rt.AppendAudio(self._transcoder.to_model(ulaw)))]
+        # Fewer, larger appends: each message costs more than its audio (see AUDIO_APPEND_MS).
+        unsent = self._unsent
+        unsent.append(ulaw)
+        commands: list[Command] = []
+        if len(unsent) >= self.append_frames:
+            audio = self._transcoder.to_model(ulaw if len(unsent) == 1 else b"".join(unsent))
+            unsent.clear()
+            commands.append(SendToRealtime(rt.AppendAudio(audio)))
         if decided:
             commands += decided
         idle = self.idle.after_ms
