@@ -19,23 +19,16 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Coroutine, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Final, cast
+from collections.abc import Coroutine, Iterator
+from typing import Any, Final
 
 import uvicorn
 from quart import Quart
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.protocols.utils import ClientDisconnected
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import InvalidState
-from websockets.http11 import Request
-
-if TYPE_CHECKING:
-    from uvicorn._types import ASGISendEvent
 
 from bot.app import call_services, create_app, media_gate
 from bot.call.realtime_socket import realtime_url, redact_url
-from bot.call.twilio_socket import SEND_BATCH, MediaGate, open_media_socket
+from bot.call.twilio_socket import MediaGate, open_media_socket
 from bot.call.web import MEDIA_PATH, VOICE_PATH
 from bot.config import (
     LOCAL_REALTIME_KEY_FILE,
@@ -149,43 +142,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-class BatchingWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's `websockets` protocol, plus the `SEND_BATCH` extension: several text frames
-    in one socket write. A call sends a media message and its mark together, 50 times a
-    second, and each write is a system call."""
-
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        self.scope.setdefault("extensions", {})[SEND_BATCH] = {}
-
-    async def send(self, message: ASGISendEvent) -> None:
-        kind: str = message["type"]
-        if kind != SEND_BATCH:
-            await super().send(message)
-            return
-        texts = cast("list[str]", cast("Mapping[str, object]", message)["texts"])
-        if not self.handshake_complete or self.close_sent or self.initial_response is not None:
-            for text in texts:  # the ordinary path raises what it raises in these states
-                await super().send({"type": "websocket.send", "text": text, "bytes": None})
-            return
-        await self.writable.wait()
-        if self.disconnected:
-            raise ClientDisconnected()
-        try:
-            for text in texts:
-                self.conn.send_text(text.encode())
-        except InvalidState:
-            raise ClientDisconnected() from None
-        self.transport.write(b"".join(self.conn.data_to_send()))
-
-
 def server_config(app: Quart) -> uvicorn.Config:
     quiet_stranger_noise()
     http = type("AppHttpProtocol", (BoundedHttpToolsProtocol,), {"media": media_gate(app)})
     return uvicorn.Config(
         app,
         http=http,
-        ws=BatchingWebSocketProtocol,
+        ws="websockets-sansio",  # /v1/realtime; the media socket is picows (above)
         ws_max_size=MAX_WEBSOCKET_FRAME_BYTES,
         ws_per_message_deflate=False,  # Twilio does not compress; inflating is a bomb risk
         lifespan="on",

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 from quart import Quart
+from uvicorn import Config as uvicorn_config
 
 from bot.app import call_services, create_app
 from bot.call.registry import CallRegistry
@@ -42,9 +43,12 @@ class RunningApp:
 
 
 @asynccontextmanager
-async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[RunningApp]:
+async def run_app(
+    settings: Settings, *, plain_asgi: bool = False, **app_options: Any
+) -> AsyncIterator[RunningApp]:
     """The real app, served as `bot serve` serves it (uvicorn, the media socket on picows),
-    on an ephemeral loopback port."""
+    on an ephemeral loopback port; or, with `plain_asgi`, as any ASGI server would (uvicorn
+    as it comes: the media socket over ASGI)."""
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     where = dataclasses.replace(settings.server, port=port)
@@ -54,7 +58,10 @@ async def run_app(settings: Settings, **app_options: Any) -> AsyncIterator[Runni
     token = settings.twilio.auth_token
     secret = token.reveal() if token else LOCAL_SECRET
     app = create_app(settings, signing_secret=secret, **app_options)
-    uvicorn = AppServer(server_config(app))
+    config = server_config(app)
+    if plain_asgi:
+        config = uvicorn_config(app, lifespan="on", log_config=None, ws="websockets-sansio")
+    uvicorn = AppServer(config)
     server = asyncio.create_task(uvicorn.serve(sockets=[sock]))
     url = f"http://127.0.0.1:{port}"
     await wait_for_http(url + "/healthz", server)

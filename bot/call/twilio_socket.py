@@ -44,7 +44,6 @@ from bot.core.twilio import TwilioEvent, TwilioMessage
 from bot.errors import TwilioProtocolError
 
 __all__ = [
-    "SEND_BATCH",
     "AsgiApp",
     "AsgiTwilioChannel",
     "MediaGate",
@@ -69,18 +68,13 @@ MAX_UNSENT_BYTES: Final = 1024 * 1024  # about 90 s of audio the phone did not r
 MAX_UNREAD_FRAMES: Final = 64  # past this the socket is not read until the call catches up
 HANDSHAKE_TIMEOUT_S: Final = 10.0
 
-SEND_BATCH: Final = "bot.websocket.send_batch"
-"""An ASGI extension of our server (`bot/server.py`): `{"type": SEND_BATCH, "texts": [...]}`
-sends several text frames in one socket write."""
-
 
 class AsgiTwilioChannel:
     """An accepted ASGI WebSocket carrying a Twilio Media Stream."""
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, receive: Receive, send: Send) -> None:
         self._receive = receive
         self._send = send
-        self._batches = SEND_BATCH in (scope.get("extensions") or {})
         self._disconnected = False  # the server said so: nothing more to read
         self._unwritable = False  # a send failed, or we closed: nothing more to write
 
@@ -105,12 +99,8 @@ class AsgiTwilioChannel:
         if self._unwritable or self._disconnected:
             raise ChannelClosed("twilio", "media socket closed")
         try:
-            if self._batches and len(messages) > 1:
-                texts = [twilio.encode(message) for message in messages]
-                await self._send({"type": SEND_BATCH, "texts": texts})
-            else:
-                for message in messages:
-                    await self._send({"type": "websocket.send", "text": twilio.encode(message)})
+            for message in messages:
+                await self._send({"type": "websocket.send", "text": twilio.encode(message)})
         except (OSError, RuntimeError) as exc:  # the server's word for a socket that is gone
             self._unwritable = True
             raise ChannelClosed("twilio", "media socket closed") from exc

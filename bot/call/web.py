@@ -269,7 +269,7 @@ def media_endpoint(gate: MediaGate) -> AsgiApp:
             await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
             return
         await send({"type": "websocket.accept"})
-        await gate.serve(AsgiTwilioChannel(scope, receive, send))
+        await gate.serve(AsgiTwilioChannel(receive, send))
 
     return endpoint
 

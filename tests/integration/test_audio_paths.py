@@ -1,4 +1,4 @@
-"""Audio through the real app, end to end: simulator ⇄ Hypercorn/Quart bridge ⇄ fake Realtime."""
+"""Audio through the real app, end to end: simulator ⇄ uvicorn/Quart bridge ⇄ fake Realtime."""
 
 from __future__ import annotations
 
@@ -13,17 +13,19 @@ from tests.conftest import eventually, run_app, settings_from
 from tests.fake_realtime import FakeRealtime, pcm16_tone
 
 
+@pytest.mark.parametrize("plain_asgi", [False, True], ids=["bot serve", "plain ASGI"])
 async def test_tone_round_trip_both_directions(
-    base_env: dict[str, str], caplog: pytest.LogCaptureFixture
+    base_env: dict[str, str], caplog: pytest.LogCaptureFixture, plain_asgi: bool
 ) -> None:
-    """Caller tone reaches the model as 24 kHz PCM16; the model's tone reaches the caller."""
+    """Caller tone reaches the model as 24 kHz PCM16; the model's tone reaches the caller.
+    Under `bot serve` the media socket is picows'; under another ASGI server, ASGI's."""
     caplog.set_level(logging.INFO)
     # The caller's tone must not count as barging in here.
     async with FakeRealtime(answer=pcm16_tone(1000, 1.0, dbfs=-10), vad_threshold_rms=1e9) as fake:
         settings = settings_from(
             base_env, REALTIME_URL=fake.url, BOT_GREETING="Hi there", FORWARD_DTMF="false"
         )
-        async with run_app(settings) as app:
+        async with run_app(settings, plain_asgi=plain_asgi) as app:
             caller = pcm16_to_ulaw(tone(600, 1.0, 8000, dbfs=-10))
             result = await simulate(
                 app.url, auth_token=app.secret, say=caller, duration_s=2.0, dtmf=[(0.5, "7")]

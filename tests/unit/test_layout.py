@@ -95,14 +95,8 @@ def test_only_the_adapters_import_socket_libraries() -> None:
         for path in modules()
         if any(m.split(".")[0] in ("websockets", "wsproto", "picows") for m in imports(path))
     }
-    # The two sockets' adapters, the server's WebSocket protocol (one write for several
-    # frames), and the phone simulator (a Twilio of its own).
-    assert users == {
-        "call/realtime_socket.py",
-        "call/twilio_socket.py",
-        "server.py",
-        "simulator.py",
-    }
+    # The two sockets' adapters, and the phone simulator (a Twilio of its own).
+    assert users == {"call/realtime_socket.py", "call/twilio_socket.py", "simulator.py"}
 
 
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(BOT)))
