@@ -6,7 +6,8 @@ shared/reference/audio.md): `audioop.ratecv` has no anti-alias filter at all.
 
 The filter taps are integers (Q20) and the arithmetic is float64, where every product and
 sum of int16 samples and Q20 taps is exact. Output is therefore bit-identical whatever the
-chunking and whatever order BLAS sums in.
+chunking and whatever order BLAS sums in, and the same filter in C (`_fir.c`, built at
+install; `FAST`) gives the same bytes for about half the CPU per chunk.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ with warnings.catch_warnings():
     import audioop
 
 __all__ = [
+    "FAST",
     "FILTER_TAPS",
     "PCM16_BYTES_PER_MS",
     "TWILIO_RATE_HZ",
@@ -74,6 +76,14 @@ def design_lowpass(
 
 
 _TAPS_Q20: Final = design_lowpass()
+try:  # the same filter in C, built with the package when a compiler is there (hatch_build.py)
+    from bot.core import _fir
+
+    _fir.set_taps(_TAPS_Q20.astype("<i8").tobytes())
+    _built = True
+except ImportError:
+    _built = False
+FAST: Final = _built and np.little_endian  # the C code reads samples in native order
 # Upsampler: branch k of output sample 3n+k uses taps k, k+3, ...; x3 restores the gain
 # lost to zero-stuffing. Rows are reversed so a forward sliding window lines up with them.
 # Scaling by 2**-20 is exact in binary floating point, so it is folded into the taps.
@@ -102,16 +112,23 @@ def _to_int16_bytes(acc: Float64Array) -> bytes:
 
 
 class Upsampler:
-    """8 kHz → 24 kHz PCM16, stateful. Every input sample yields exactly 3 output samples."""
+    """8 kHz → 24 kHz PCM16, stateful. Every input sample yields exactly 3 output samples.
 
-    __slots__ = ("_history",)
+    In C when `_fir` was built (`FAST`), else in numpy: bit-identical either way.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_history", "_samples", "_fast")
+
+    def __init__(self, fast: bool | None = None) -> None:
+        self._fast = FAST if fast is None else fast and FAST
         self._history: Float64Array = np.zeros(_UP_HISTORY)
+        self._samples = bytearray(2 * _UP_HISTORY)  # the C path's history, int16
 
     def process(self, pcm16_8k: bytes) -> bytes:
         if not pcm16_8k:
             return b""
+        if self._fast:
+            return _fir.upsample(self._samples, pcm16_8k)
         x = np.concatenate((self._history, np.frombuffer(pcm16_8k, dtype="<i2")))
         self._history = x[-_UP_HISTORY:]
         windows = _windows(x, 0, x.shape[0] - _UP_HISTORY, _UP_BRANCH_TAPS, 1)
@@ -119,6 +136,7 @@ class Upsampler:
 
     def reset(self) -> None:
         self._history = np.zeros(_UP_HISTORY)
+        self._samples = bytearray(2 * _UP_HISTORY)
 
 
 class Downsampler:
@@ -131,14 +149,18 @@ class Downsampler:
     that do not yet fill a frame.
     """
 
-    __slots__ = ("_history",)
+    __slots__ = ("_history", "_samples", "_fast")
 
-    def __init__(self) -> None:
+    def __init__(self, fast: bool | None = None) -> None:
+        self._fast = FAST if fast is None else fast and FAST
         self._history: Float64Array = np.zeros(_DOWN_HISTORY)
+        self._samples = bytearray(2 * _DOWN_HISTORY)  # the C path's history, int16
 
     def process(self, pcm16_24k: bytes) -> bytes:
         if not pcm16_24k:
             return b""
+        if self._fast:
+            return _fir.downsample(self._samples, pcm16_24k)
         x = np.concatenate((self._history, np.frombuffer(pcm16_24k, dtype="<i2")))
         frames = x.shape[0] // RATIO
         count = frames - _DOWN_BRANCH_TAPS + 1
@@ -158,6 +180,7 @@ class Downsampler:
 
     def reset(self) -> None:
         self._history = np.zeros(_DOWN_HISTORY)
+        self._samples = bytearray(2 * _DOWN_HISTORY)
 
 
 class Transcoder(Protocol):

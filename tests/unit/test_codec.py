@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from bot.core.codec import (
+    FAST,
     Downsampler,
     PassthroughTranscoder,
     Pcm16Transcoder,
@@ -72,6 +73,20 @@ def test_output_is_identical_whatever_the_chunking(seed: int) -> None:
     assert _chunked(Pcm16Transcoder().to_caller, speechlike, seed, 1999, even=False) == (
         Pcm16Transcoder().to_caller(speechlike)
     )
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_c_resampler_is_built_and_matches_numpy_bit_for_bit(seed: int) -> None:
+    """`bot/core/_fir.c` (built by hatch_build.py at install) against the numpy path: noise
+    from quiet to clipping, in chunks of any even size, both ways."""
+    assert FAST, "bot/core/_fir.c was not built: see the install's output"
+    rng = np.random.default_rng(seed)
+    for cls, rate in ((Upsampler, 8000), (Downsampler, 24000)):
+        level = rng.uniform(100, 60_000)
+        noise = (rng.standard_normal(rate) * level).clip(-32768, 32767).astype("<i2").tobytes()
+        assert _chunked(cls(fast=True).process, noise, seed, 1500, even=True) == _chunked(
+            cls(fast=False).process, noise, seed, 1500, even=True
+        )
 
 
 def test_full_scale_input_saturates_instead_of_wrapping() -> None:
