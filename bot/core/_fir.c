@@ -5,7 +5,8 @@
  * does the arithmetic alone. Sums are exact in int64: |sample| <= 2^15, |tap| < 2^20, 84
  * taps, times 3 for the upsampler: below 2^45.
  *
- * State lives in a bytearray the caller owns: the history of int16 samples.
+ * State lives in a bytearray the caller owns: the history of int16 samples. Samples are
+ * read and written in native byte order; the caller uses this only on little-endian CPUs.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -95,61 +96,98 @@ static PyObject *set_taps(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The arguments of both directions: (history: bytearray of int16, pcm16: bytes), both of
+ * whole samples. 0, or -1 with an exception set. */
+static int parse_args(PyObject *args, PyObject **history, Py_buffer *input) {
+    if (!taps_set) {
+        PyErr_SetString(PyExc_RuntimeError, "set_taps first");
+        return -1;
+    }
+    if (!PyArg_ParseTuple(args, "Yy*", history, input)) {
+        return -1;
+    }
+    if (PyByteArray_GET_SIZE(*history) % 2 || input->len % 2) {
+        PyBuffer_Release(input);
+        PyErr_SetString(PyExc_ValueError, "odd history or input");
+        return -1;
+    }
+    return 0;
+}
+
+/* The history then the input, as doubles, in a new buffer with room for `extra` more; the
+ * input is released. NULL, with MemoryError set, if there is no memory. */
+static double *load(PyObject *history, Py_buffer *input, Py_ssize_t extra) {
+    Py_ssize_t held = PyByteArray_GET_SIZE(history) / 2;
+    Py_ssize_t fresh = input->len / 2;
+    double *x = PyMem_Malloc((held + fresh + extra) * sizeof(double));
+    if (x != NULL) {
+        const char *h = PyByteArray_AS_STRING(history);
+        const char *in = input->buf;
+        int16_t sample;
+        for (Py_ssize_t i = 0; i < held; i++) {
+            memcpy(&sample, h + 2 * i, 2); /* memcpy: the buffers need not be aligned */
+            x[i] = sample;
+        }
+        for (Py_ssize_t i = 0; i < fresh; i++) {
+            memcpy(&sample, in + 2 * i, 2);
+            x[held + i] = sample;
+        }
+    } else {
+        PyErr_NoMemory();
+    }
+    PyBuffer_Release(input);
+    return x;
+}
+
+/* The last `keep` of the `total` samples become the history. 0, or -1 with an exception. */
+static int keep_tail(PyObject *history, const double *x, Py_ssize_t total, Py_ssize_t keep) {
+    if (PyByteArray_Resize(history, keep * 2) < 0) {
+        return -1;
+    }
+    char *h = PyByteArray_AS_STRING(history);
+    for (Py_ssize_t i = 0; i < keep; i++) {
+        int16_t sample = (int16_t)x[total - keep + i];
+        memcpy(h + 2 * i, &sample, 2);
+    }
+    return 0;
+}
+
 /* upsample(history: bytearray of 27 int16, pcm16_8k: bytes) -> bytes of 3x the samples */
 static PyObject *upsample(PyObject *self, PyObject *args) {
     PyObject *history;
     Py_buffer input;
-    if (!taps_set) {
-        PyErr_SetString(PyExc_RuntimeError, "set_taps first");
+    if (parse_args(args, &history, &input) < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "Yy*", &history, &input)) {
-        return NULL;
-    }
-    if (PyByteArray_GET_SIZE(history) != UP_HISTORY * 2 || input.len % 2) {
+    if (PyByteArray_GET_SIZE(history) != UP_HISTORY * 2) {
         PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "bad history or odd input");
+        PyErr_SetString(PyExc_ValueError, "the history holds 27 samples");
         return NULL;
     }
     Py_ssize_t count = input.len / 2;
     Py_ssize_t total = UP_HISTORY + count;
-    int16_t stack[UP_HISTORY + 4096];
-    int16_t *x = total <= (Py_ssize_t)(sizeof(stack) / sizeof(stack[0]))
-                     ? stack
-                     : PyMem_Malloc(total * sizeof(int16_t));
+    double *x = load(history, &input, RATIO * count);
     if (x == NULL) {
-        PyBuffer_Release(&input);
-        return PyErr_NoMemory();
+        return NULL;
     }
-    memcpy(x, PyByteArray_AS_STRING(history), UP_HISTORY * 2);
-    memcpy(x + UP_HISTORY, input.buf, input.len);
-    PyBuffer_Release(&input);
     PyObject *out = PyBytes_FromStringAndSize(NULL, count * RATIO * 2);
-    double *work = PyMem_Malloc((total + RATIO * count) * sizeof(double));
-    if (out != NULL && work != NULL) {
-        int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
-        double *xd = work, *acc = work + total;
-        for (Py_ssize_t i = 0; i < total; i++) {
-            xd[i] = x[i];
-        }
+    if (out != NULL) {
         /* Output branch k of sample i is sum over j of x[i + j] * tap[3 (27 - j) + k]: tap
          * by tap over all samples, so the inner loop is contiguous and vectorizes. Every
          * product and sum is an integer below 2^53, so doubles are exact. */
-        up_kernel(xd, acc, count);
+        double *acc = x + total;
+        up_kernel(x, acc, count);
+        int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t i = 0; i < count; i++) {
             for (int k = 0; k < RATIO; k++) {
                 y[RATIO * i + k] = to_int16(RATIO * (int64_t)acc[k * count + i]);
             }
         }
-        memcpy(PyByteArray_AS_STRING(history), x + count, UP_HISTORY * 2);
-    } else if (out != NULL) {
-        Py_CLEAR(out);
-        PyErr_NoMemory();
+        if (keep_tail(history, x, total, UP_HISTORY) < 0) {
+            Py_CLEAR(out);
+        }
     }
-    PyMem_Free(work);
-    if (x != stack) {
-        PyMem_Free(x);
-    }
+    PyMem_Free(x);
     return out;
 }
 
@@ -158,67 +196,39 @@ static PyObject *upsample(PyObject *self, PyObject *args) {
 static PyObject *downsample(PyObject *self, PyObject *args) {
     PyObject *history;
     Py_buffer input;
-    if (!taps_set) {
-        PyErr_SetString(PyExc_RuntimeError, "set_taps first");
+    if (parse_args(args, &history, &input) < 0) {
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "Yy*", &history, &input)) {
-        return NULL;
-    }
-    Py_ssize_t held = PyByteArray_GET_SIZE(history);
-    if (held % 2 || input.len % 2) {
-        PyBuffer_Release(&input);
-        PyErr_SetString(PyExc_ValueError, "odd history or input");
-        return NULL;
-    }
-    held /= 2;
-    Py_ssize_t total = held + input.len / 2;
-    int16_t stack[4096];
-    int16_t *x = total <= (Py_ssize_t)(sizeof(stack) / sizeof(stack[0]))
-                     ? stack
-                     : PyMem_Malloc(total * sizeof(int16_t));
-    if (x == NULL) {
-        PyBuffer_Release(&input);
-        return PyErr_NoMemory();
-    }
-    memcpy(x, PyByteArray_AS_STRING(history), held * 2);
-    memcpy(x + held, input.buf, input.len);
-    PyBuffer_Release(&input);
+    Py_ssize_t total = (PyByteArray_GET_SIZE(history) + input.len) / 2;
     Py_ssize_t frames = total / RATIO;
     Py_ssize_t count = frames - BRANCH + 1;
     if (count < 0) {
         count = 0;
     }
+    double *x = load(history, &input, RATIO * frames + count);
+    if (x == NULL) {
+        return NULL;
+    }
     PyObject *out = PyBytes_FromStringAndSize(NULL, count * 2);
-    double *work = PyMem_Malloc((RATIO * frames + count + 1) * sizeof(double));
-    if (out != NULL && work != NULL) {
-        int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
+    if (out != NULL) {
         /* Output n is sum over m of x[3n + m] * tap[m]; with m = 3j + r that is phase r of
          * the input (every third sample) shifted by j: contiguous, so it vectorizes. */
-        double *phases = work, *acc = work + RATIO * frames;
+        double *phases = x + total, *acc = phases + RATIO * frames;
         for (int r = 0; r < RATIO; r++) {
             for (Py_ssize_t f = 0; f < frames; f++) {
                 phases[r * frames + f] = x[RATIO * f + r];
             }
         }
         down_kernel(phases, frames, acc, count);
+        int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t n = 0; n < count; n++) {
             y[n] = to_int16((int64_t)acc[n]);
         }
-        Py_ssize_t keep = total - count * RATIO;
-        if (PyByteArray_Resize(history, keep * 2) < 0) {
+        if (keep_tail(history, x, total, total - count * RATIO) < 0) {
             Py_CLEAR(out);
-        } else {
-            memcpy(PyByteArray_AS_STRING(history), x + count * RATIO, keep * 2);
         }
-    } else if (out != NULL) {
-        Py_CLEAR(out);
-        PyErr_NoMemory();
     }
-    PyMem_Free(work);
-    if (x != stack) {
-        PyMem_Free(x);
-    }
+    PyMem_Free(x);
     return out;
 }
 
