@@ -547,8 +547,8 @@ class LiveCall:
         while True:
             try:
                 event = await channel.receive()
-            except ChannelClosed:
-                raise _CallEnded("caller", "media socket closed") from None
+            except ChannelClosed as exc:
+                raise _CallEnded("caller", exc.reason) from None
             except TwilioProtocolError as exc:
                 self.errors.report("twilio", exc)
                 continue

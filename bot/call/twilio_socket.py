@@ -160,6 +160,7 @@ class PicowsTwilioChannel(WSListener):
         self._paused = False
         self._disconnected = False  # the peer is gone: nothing more to read
         self._unwritable = False  # we closed, or the phone stopped reading
+        self._why_closed = "media socket closed"
         self._fragments: list[bytes] = []
         self._fragments_size = 0
 
@@ -230,7 +231,7 @@ class PicowsTwilioChannel(WSListener):
                     return event
                 continue
             if self._disconnected:
-                raise ChannelClosed("twilio", "media socket closed")
+                raise ChannelClosed("twilio", self._why_closed)
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
 
@@ -244,8 +245,9 @@ class PicowsTwilioChannel(WSListener):
         underlying = transport.underlying_transport
         if underlying.get_write_buffer_size() > MAX_UNSENT_BYTES:
             self._unwritable = True
+            self._why_closed = "the phone stopped reading its media socket"
             transport.disconnect(graceful=False)
-            raise ChannelClosed("twilio", "the phone stopped reading its media socket")
+            raise ChannelClosed("twilio", self._why_closed)
         if len(messages) == 1:
             transport.send(WSMsgType.TEXT, twilio.encode(messages[0]).encode())
         else:

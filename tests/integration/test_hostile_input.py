@@ -20,6 +20,7 @@ from bot import server
 from bot.call.core.prompt import say_request
 from bot.call.core.session import MAX_CLOCK_STEP_MS
 from bot.config import Settings
+from bot.core.codec import Pcm16Transcoder
 from bot.simulator import simulate
 from tests.conftest import (
     LOCAL_SECRET,
@@ -231,6 +232,51 @@ async def test_the_media_socket_takes_fragments_pings_and_junk_frames_in_its_str
     assert any("binary" in w for w in warnings) and any("UTF-8" in w for w in warnings)
     row = await stored_call(settings, call)
     assert row["ended_by"] == "caller"
+
+
+async def test_a_burst_of_frames_is_read_in_full_and_in_order(base_env: dict[str, str]) -> None:
+    """Thousands of frames at once: past 64 unread the media socket stops being read, and is
+    read again as the call catches up; nothing is lost on the way."""
+    async with FakeRealtime(vad_threshold_rms=1e9) as fake:
+        settings = settings_from(base_env, REALTIME_URL=fake.url)
+        async with run_app(settings) as app:
+            call, ws = await _open_stream(app)
+            frames = [bytes([index % 128]) * 160 for index in range(3000)]
+            for index, ulaw in enumerate(frames):
+                await ws.send(media_frame(ulaw, index))
+            await eventually(
+                lambda: fake.connections[0].frames_in == len(frames), 10, "every frame"
+            )
+            await ws.close()
+            await app.calls_done()
+    # The resampler's output does not depend on the chunking: only the order can change it.
+    assert bytes(fake.connections[0].input_audio) == Pcm16Transcoder().to_model(b"".join(frames))
+
+
+async def test_a_phone_that_stops_reading_is_dropped_not_buffered(
+    base_env: dict[str, str],
+) -> None:
+    """The model streams 20 minutes of audio in seconds to a phone that reads nothing: once
+    1 MiB waits unsent (past the kernel's buffers), the call ends, and the log says why."""
+    answer = b"\x7f" * (8000 * 1200)
+    async with FakeRealtime(answer=answer, speed=2000.0, vad_threshold_rms=1e9) as fake:
+        settings = settings_from(
+            base_env, REALTIME_URL=fake.url, REALTIME_AUDIO="g711_ulaw", BOT_GREETING="Hi"
+        )
+        async with run_app(settings) as app:
+            call = new_call_sid()
+            status, twiml = await fetch_twiml(app.url, LOCAL_SECRET, call)
+            assert status == 200, twiml
+            stream_url, params = stream_parameters(twiml)
+            # max_queue=1: the client stops reading its socket after one unread message.
+            ws = await websockets.connect(stream_url, max_queue=1, max_size=None)
+            await ws.send(start_frame(call, params))
+            await eventually(lambda: call in app.registry.calls, what="the call starting")
+            await eventually(lambda: call not in app.registry.calls, 30, "the call ending")
+            ws.transport.abort()
+    row = await stored_call(settings, call)
+    assert row["ended_by"] == "caller", row
+    assert "stopped reading" in str(row["end_reason"]), row
 
 
 async def test_malformed_frames_of_one_kind_log_one_line(
