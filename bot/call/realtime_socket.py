@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import socket
+from collections import deque
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -151,11 +152,15 @@ async def open_realtime(
 
 
 class _RealtimeListener(WSListener):
-    """picows calls this for every frame, in the event loop: whole text messages go to a
-    queue, fragments are joined first, and a close frame is remembered for its reason."""
+    """picows calls this for every frame, in the event loop: whole text messages wait in
+    `frames` (None: the socket is gone), fragments are joined first, and a close frame is
+    remembered for its reason. A deque and one future, not an `asyncio.Queue`: a model's
+    audio is 25 or more events a second per call, and the queue's Python costs a dozen calls
+    an event."""
 
     def __init__(self) -> None:
-        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.frames: deque[bytes | None] = deque()  # UTF-8 JSON text
+        self.waiter: asyncio.Future[None] | None = None
         self.close_frame: tuple[int, str] | None = None
         self._fragments: list[bytes] = []
         self._fragments_size = 0
@@ -165,7 +170,7 @@ class _RealtimeListener(WSListener):
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
             if frame.fin and not self._fragments:
                 if kind is not WSMsgType.CONTINUATION:
-                    self.inbox.put_nowait(frame.get_payload_as_bytes().decode("utf-8", "replace"))
+                    self._arrived(frame.get_payload_as_bytes())
                 return
             self._fragments.append(frame.get_payload_as_bytes())
             self._fragments_size += frame.payload_size
@@ -175,7 +180,7 @@ class _RealtimeListener(WSListener):
             elif frame.fin:
                 message = b"".join(self._fragments)
                 self._fragments, self._fragments_size = [], 0
-                self.inbox.put_nowait(message.decode("utf-8", "replace"))
+                self._arrived(message)
         elif kind is WSMsgType.CLOSE:
             code = frame.get_close_code()
             reason = (frame.get_close_message() or b"").decode("utf-8", "replace")
@@ -184,7 +189,15 @@ class _RealtimeListener(WSListener):
             transport.disconnect()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.inbox.put_nowait(None)
+        self._arrived(None)
+
+    def _arrived(self, frame: bytes | None) -> None:
+        self.frames.append(frame)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class WebSocketRealtimeChannel:
@@ -207,11 +220,18 @@ class WebSocketRealtimeChannel:
         transport.send(WSMsgType.TEXT, encode_client_event(event, self._dialect).encode())
 
     async def receive(self) -> ServerEvent:
+        listener = self._listener
+        frames = listener.frames
         while True:
-            frame = await self._listener.inbox.get()
+            if not frames:
+                if self._gone:  # every receive after the end sees it too
+                    raise ChannelClosed("realtime", self._why_closed())
+                waiter = listener.waiter = asyncio.get_running_loop().create_future()
+                await waiter
+                continue
+            frame = frames.popleft()
             if frame is None:
                 self._gone = True
-                self._listener.inbox.put_nowait(None)  # every later receive sees it too
                 raise ChannelClosed("realtime", self._why_closed())
             event = decode_server_event(frame)
             if event is not None:

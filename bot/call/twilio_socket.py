@@ -87,7 +87,7 @@ class AsgiTwilioChannel:
             if kind == "websocket.receive":
                 frame = message.get("text")
                 if frame is None:
-                    frame = message.get("bytes") or b""
+                    raise TwilioProtocolError(twilio.BINARY_FRAME)
                 event = twilio.decode(frame)
                 if event is not None:
                     return event
@@ -155,7 +155,7 @@ class PicowsTwilioChannel(WSListener):
 
     def __init__(self) -> None:
         self._transport: WSTransport | None = None
-        self._frames: deque[str | bytes | TwilioProtocolError] = deque()
+        self._frames: deque[bytes | TwilioProtocolError] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._disconnected = False  # the peer is gone: nothing more to read
@@ -163,6 +163,7 @@ class PicowsTwilioChannel(WSListener):
         self._why_closed = "media socket closed"
         self._fragments: list[bytes] = []
         self._fragments_size = 0
+        self._fragments_binary = False
 
     # ---- picows callbacks, in the event loop -----------------------------------------
 
@@ -173,11 +174,13 @@ class PicowsTwilioChannel(WSListener):
         kind = frame.msg_type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
             if frame.fin and not self._fragments:
-                if kind is WSMsgType.TEXT:
-                    self._arrived(_text(frame.get_payload_as_bytes()))
-                elif kind is WSMsgType.BINARY:
+                if kind is WSMsgType.TEXT:  # its UTF-8 is checked as it is parsed
                     self._arrived(frame.get_payload_as_bytes())
+                elif kind is WSMsgType.BINARY:
+                    self._arrived(TwilioProtocolError(twilio.BINARY_FRAME))
                 return  # a lone continuation frame continues nothing
+            if not self._fragments:
+                self._fragments_binary = kind is WSMsgType.BINARY
             self._fragments.append(frame.get_payload_as_bytes())
             self._fragments_size += frame.payload_size
             if self._fragments_size > MAX_FRAME_BYTES:
@@ -187,7 +190,10 @@ class PicowsTwilioChannel(WSListener):
             elif frame.fin:
                 message = b"".join(self._fragments)
                 self._fragments, self._fragments_size = [], 0
-                self._arrived(_text(message))
+                if self._fragments_binary:
+                    self._arrived(TwilioProtocolError(twilio.BINARY_FRAME))
+                else:
+                    self._arrived(message)
         elif kind is WSMsgType.CLOSE:
             code = frame.get_close_code()
             if not transport.is_close_frame_sent:
@@ -198,7 +204,7 @@ class PicowsTwilioChannel(WSListener):
         self._disconnected = True
         self._wake()
 
-    def _arrived(self, frame: str | bytes | TwilioProtocolError) -> None:
+    def _arrived(self, frame: bytes | TwilioProtocolError) -> None:
         self._frames.append(frame)
         if len(self._frames) > MAX_UNREAD_FRAMES and not self._paused and self._transport:
             self._paused = True  # a flood waits in the kernel, not in memory
@@ -263,13 +269,6 @@ class PicowsTwilioChannel(WSListener):
         if not transport.is_close_frame_sent:
             transport.send_close(WSCloseCode(code), reason.encode()[:120])
         transport.disconnect()
-
-
-def _text(payload: bytes) -> str | TwilioProtocolError:
-    try:
-        return payload.decode()
-    except UnicodeDecodeError:
-        return TwilioProtocolError("a text frame that is not UTF-8")
 
 
 def open_media_socket(transport: asyncio.Transport, head: bytes, gate: MediaGate) -> None:

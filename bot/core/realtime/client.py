@@ -6,10 +6,11 @@ every event are accepted whatever the configured dialect.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import json
 from typing import Any, Final, Literal, assert_never
+
+import pybase64
 
 from bot.core.fields import FieldReader
 from bot.core.realtime.dialects import (
@@ -79,7 +80,7 @@ def encode_client_event(event: ClientEvent, dialect: Dialect) -> str:
             # 50 a second: built by hand, since base64 needs no JSON escaping.
             return (
                 '{"type":"input_audio_buffer.append","audio":"'
-                + base64.b64encode(audio).decode("ascii")
+                + pybase64.b64encode_as_string(audio)
                 + '"}'
             )
         case SessionUpdate(session):
@@ -140,7 +141,7 @@ def decode_server_event(text: str | bytes) -> ServerEvent | None:
     # Audio deltas first: they are most of the traffic.
     if kind in AUDIO_DELTA:
         try:
-            audio = base64.b64decode(f.string(message, "delta"), validate=True)
+            audio = pybase64.b64decode(f.string(message, "delta"), validate=True)
         except binascii.Error as exc:
             raise RealtimeProtocolError("audio delta is not base64") from exc
         return AudioDelta(f.string(message, "response_id"), f.string(message, "item_id"), audio)

@@ -6,11 +6,12 @@ Used by the local backend's `/v1/realtime` route. A bad client event is a
 
 from __future__ import annotations
 
-import base64
 import binascii
-import json
 from dataclasses import replace
 from typing import Any, Final, assert_never
+
+import orjson
+import pybase64
 
 from bot.core.realtime.dialects import (
     DIALECTS,
@@ -91,8 +92,8 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
         ClientEventError: not JSON, no type, an unknown type, or a field of the wrong kind.
     """
     try:
-        event = json.loads(text)
-    except (ValueError, UnicodeDecodeError, RecursionError):
+        event = orjson.loads(text)
+    except orjson.JSONDecodeError:
         raise ClientEventError("invalid_json", "The event is not valid JSON.") from None
     if not isinstance(event, dict) or not isinstance(event.get("type"), str):
         raise ClientEventError("invalid_event", "The 'type' field is missing.")
@@ -108,7 +109,7 @@ def decode_client_event(text: str | bytes) -> ClientEvent:
 def _decode(kind: str, event: dict[str, Any], event_id: str | None) -> ClientEvent:
     if kind == "input_audio_buffer.append":
         try:
-            audio = base64.b64decode(event["audio"], validate=True)
+            audio = pybase64.b64decode(event["audio"], validate=True)
         except binascii.Error as exc:
             raise ValueError("audio is not base64") from exc
         return AppendAudio(audio, event_id=event_id)
@@ -157,7 +158,7 @@ def encode_server_event(event: ServerEvent, dialect: Dialect, event_id: str) -> 
                 "item_id": item_id,
                 "output_index": output_index,
                 "content_index": content_index,
-                "delta": base64.b64encode(audio).decode("ascii"),
+                "delta": pybase64.b64encode_as_string(audio),
             }
         case SessionCreated(session):
             body = {
@@ -310,7 +311,7 @@ def encode_server_event(event: ServerEvent, dialect: Dialect, event_id: str) -> 
             }
         case _:
             assert_never(event)
-    return json.dumps({"event_id": event_id, **body})
+    return orjson.dumps({"event_id": event_id, **body}).decode()
 
 
 def _where(response_id: str, item_id: str, output_index: int, content_index: int) -> dict[str, Any]:
