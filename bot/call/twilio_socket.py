@@ -287,12 +287,13 @@ def open_media_socket(transport: asyncio.Transport, head: bytes, gate: MediaGate
         task.add_done_callback(_SERVING.discard)
         return WSUpgradeResponseWithListener(WSUpgradeResponse.create_101_response(), channel)
 
-    protocol = _MediaProtocol(
+    log = _ConnectionLog(transport)
+    protocol = WSProtocol(
         None,  # host and port: a client's
         None,  # path: a client's
         False,  # the server side
         listener,
-        _PICOWS_LOG,  # an adapter: picows would make a logger per connection of a Logger
+        log,  # an adapter: picows would make a logger per connection of a Logger
         True,  # disconnect on an exception in a callback
         HANDSHAKE_TIMEOUT_S,
         False,  # no pings of our own: Twilio keeps the socket busy
@@ -315,23 +316,32 @@ def open_media_socket(transport: asyncio.Transport, head: bytes, gate: MediaGate
         protocol.buffer_updated(size)
 
 
-class _MediaProtocol(WSProtocol):  # type: ignore[misc]
-    """picows' server protocol, which stops reading once it has sent a close frame.
+class _ConnectionLog(logging.LoggerAdapter[logging.Logger]):
+    """picows' log for one media socket, which stops reading once picows gives up on it.
 
-    On a malformed frame picows sends its close and drops the connection 10 ms later, but
-    reads on meanwhile: a peer that keeps sending grew its buffer by 20 MB, and each read
-    logged the error again."""
+    On a malformed frame picows logs an error, sends its close and drops the connection
+    10 ms later, but reads on meanwhile: a peer that keeps sending grew its buffer by 20 MB,
+    and each read logged the error again. picows logs an error or an exception only where it
+    closes the connection, so that is where reading stops; a hook per read would cost a
+    Python call for each of 50 frames a second."""
 
-    def buffer_updated(self, nbytes: int) -> None:
-        super().buffer_updated(nbytes)
-        transport = self.transport
-        if transport is not None and transport.is_close_frame_sent:
-            underlying = transport.underlying_transport
-            if not underlying.is_closing():
-                underlying.pause_reading()
+    def __init__(self, transport: asyncio.Transport) -> None:
+        super().__init__(logger)
+        self._transport = transport
+
+    def error(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._stop_reading()
+        super().error(msg, *args, **kwargs)
+
+    def exception(self, msg: object, *args: object, **kwargs: Any) -> None:
+        self._stop_reading()
+        super().exception(msg, *args, **kwargs)
+
+    def _stop_reading(self) -> None:
+        if not self._transport.is_closing():
+            self._transport.pause_reading()
 
 
-_PICOWS_LOG: Final = logging.LoggerAdapter(logger)
 _SERVING: set[asyncio.Task[None]] = set()  # strong references: the loop keeps weak ones
 
 

@@ -47,36 +47,43 @@ static inline int16_t to_int16(int64_t acc) {
 #define VECTOR_CLONES
 #endif
 
-VECTOR_CLONES
-static void up_kernel(const double *xd, double *acc, Py_ssize_t count) {
-    for (int k = 0; k < RATIO; k++) {
-        double *a = acc + k * count;
-        for (Py_ssize_t i = 0; i < count; i++) {
-            a[i] = 0.0;
-        }
-        for (int j = 0; j < BRANCH; j++) {
-            const double c = (double)taps[RATIO * (BRANCH - 1 - j) + k];
-            const double *xj = xd + j;
-            for (Py_ssize_t i = 0; i < count; i++) {
-                a[i] += xj[i] * c;
-            }
-        }
-    }
-}
+/* Four doubles: one AVX2 register, or two SSE2 registers in the default clone. */
+typedef double v4d __attribute__((vector_size(32)));
 
+/* out[i] (+)= sum over j < BRANCH of x[i + j] * c[j], for i < count. Blocks of 16 outputs
+ * are summed in four registers over all the taps, so partial sums stay out of memory. */
 VECTOR_CLONES
-static void down_kernel(const double *phases, Py_ssize_t frames, double *acc, Py_ssize_t count) {
-    for (Py_ssize_t n = 0; n < count; n++) {
-        acc[n] = 0.0;
-    }
-    for (int j = 0; j < BRANCH; j++) {
-        for (int r = 0; r < RATIO; r++) {
-            const double c = (double)taps[RATIO * j + r];
-            const double *p = phases + r * frames + j;
-            for (Py_ssize_t n = 0; n < count; n++) {
-                acc[n] += p[n] * c;
-            }
+static void fir(const double *x, const double *c, double *out, Py_ssize_t count, int add) {
+    Py_ssize_t i = 0;
+    for (; i + 16 <= count; i += 16) {
+        v4d s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, x0, x1, x2, x3;
+        for (int j = 0; j < BRANCH; j++) {
+            const double *p = x + i + j;
+            const v4d cj = {c[j], c[j], c[j], c[j]};
+            memcpy(&x0, p, sizeof x0); /* memcpy: unaligned loads */
+            memcpy(&x1, p + 4, sizeof x1);
+            memcpy(&x2, p + 8, sizeof x2);
+            memcpy(&x3, p + 12, sizeof x3);
+            s0 += x0 * cj;
+            s1 += x1 * cj;
+            s2 += x2 * cj;
+            s3 += x3 * cj;
         }
+        double block[16];
+        memcpy(block, &s0, sizeof s0);
+        memcpy(block + 4, &s1, sizeof s1);
+        memcpy(block + 8, &s2, sizeof s2);
+        memcpy(block + 12, &s3, sizeof s3);
+        for (int t = 0; t < 16; t++) {
+            out[i + t] = add ? out[i + t] + block[t] : block[t];
+        }
+    }
+    for (; i < count; i++) {
+        double s = 0.0;
+        for (int j = 0; j < BRANCH; j++) {
+            s += x[i + j] * c[j];
+        }
+        out[i] = add ? out[i] + s : s;
     }
 }
 
@@ -166,7 +173,7 @@ static PyObject *upsample(PyObject *self, PyObject *args) {
     }
     Py_ssize_t count = input.len / 2;
     Py_ssize_t total = UP_HISTORY + count;
-    double *x = load(history, &input, RATIO * count);
+    double *x = load(history, &input, count);
     if (x == NULL) {
         return NULL;
     }
@@ -176,11 +183,15 @@ static PyObject *upsample(PyObject *self, PyObject *args) {
          * by tap over all samples, so the inner loop is contiguous and vectorizes. Every
          * product and sum is an integer below 2^53, so doubles are exact. */
         double *acc = x + total;
-        up_kernel(x, acc, count);
         int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
-        for (Py_ssize_t i = 0; i < count; i++) {
-            for (int k = 0; k < RATIO; k++) {
-                y[RATIO * i + k] = to_int16(RATIO * (int64_t)acc[k * count + i]);
+        for (int k = 0; k < RATIO; k++) {
+            double c[BRANCH];
+            for (int j = 0; j < BRANCH; j++) {
+                c[j] = (double)taps[RATIO * (BRANCH - 1 - j) + k];
+            }
+            fir(x, c, acc, count, 0);
+            for (Py_ssize_t i = 0; i < count; i++) {
+                y[RATIO * i + k] = to_int16(RATIO * (int64_t)acc[i]);
             }
         }
         if (keep_tail(history, x, total, UP_HISTORY) < 0) {
@@ -219,7 +230,13 @@ static PyObject *downsample(PyObject *self, PyObject *args) {
                 phases[r * frames + f] = x[RATIO * f + r];
             }
         }
-        down_kernel(phases, frames, acc, count);
+        for (int r = 0; r < RATIO; r++) {
+            double c[BRANCH];
+            for (int j = 0; j < BRANCH; j++) {
+                c[j] = (double)taps[RATIO * j + r];
+            }
+            fir(phases + r * frames, c, acc, count, r > 0);
+        }
         int16_t *y = (int16_t *)PyBytes_AS_STRING(out);
         for (Py_ssize_t n = 0; n < count; n++) {
             y[n] = to_int16((int64_t)acc[n]);

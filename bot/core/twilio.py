@@ -17,6 +17,7 @@ from typing import Final, assert_never
 import pybase64
 
 from bot.core.fields import FieldReader
+from bot.core.frozen import statically_frozen
 from bot.core.ids import is_sid
 from bot.errors import TwilioProtocolError
 
@@ -70,7 +71,7 @@ class TwilioStart:
     tracks: tuple[str, ...] = ("inbound",)  # both_tracks forks: ("inbound", "outbound")
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class TwilioMedia:
     """Audio of one track: `inbound` is the caller, `outbound` what the caller hears (the
     person a fork's `<Dial>` reached). `timestamp_ms` counts from the start of the stream;
@@ -81,7 +82,7 @@ class TwilioMedia:
     track: str | None = "inbound"
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class TwilioMark:
     """Twilio played everything sent before the mark named `name` (or a `clear` flushed it)."""
 
@@ -124,9 +125,13 @@ def decode(text: str | bytes) -> TwilioEvent | None:
         except binascii.Error as exc:
             raise TwilioProtocolError("media.payload is not base64") from exc
         track = media.get("track")
+        stamp = media.get("timestamp")
         return TwilioMedia(
             ulaw,
-            _fields.optional_numeric(media, "timestamp"),
+            # Twilio writes the number as a string of digits; anything else is checked.
+            int(stamp)
+            if type(stamp) is str and stamp.isascii() and stamp.isdigit() and len(stamp) < 16
+            else _fields.optional_numeric(media, "timestamp"),
             track[:16] if isinstance(track, str) else None,
         )
     if event == "mark":
@@ -174,13 +179,13 @@ def _sid(obj: dict[str, object], key: str) -> str:
 # ---- to Twilio -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class OutboundMedia:
     stream_sid: str
     ulaw: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class OutboundMark:
     """Asks Twilio to say when everything sent before it has played."""
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from bot.core.frozen import statically_frozen
 from bot.core.realtime.events import ClientEvent
 from bot.core.twilio import TwilioMessage
 
@@ -40,12 +41,12 @@ __all__ = [
 # ---- commands ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class SendToTwilio:
     message: TwilioMessage
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class SendToRealtime:
     event: ClientEvent
 

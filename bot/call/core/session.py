@@ -251,6 +251,10 @@ class CallSession:
         back, nor more than `MAX_CLOCK_STEP_MS` past the newest frame."""
         self.now_ms = max(self.now_ms, min(now_ms, self._media_ms + MAX_CLOCK_STEP_MS))
 
+    @property
+    def has_reports(self) -> bool:
+        return bool(self._reports)
+
     def take_reports(self) -> list[Report]:
         reports, self._reports = self._reports, []
         return reports

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
+from bot.core.frozen import statically_frozen
+
 __all__ = [
     "AppendAudio",
     "AudioCleared",
@@ -178,7 +180,7 @@ class SessionUpdate:
     event_id: str | None = field(default=None, kw_only=True)
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class AppendAudio:
     audio: bytes  # in the session's input format
     event_id: str | None = field(default=None, kw_only=True)
@@ -378,7 +380,7 @@ class ContentPartDone:
     content_index: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@statically_frozen  # made for every frame: see bot/core/frozen.py
 class AudioDelta:
     """Model audio, in the session's output format."""
 
