@@ -7,13 +7,19 @@ library carries the call.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Literal, Protocol
+from collections.abc import Callable, Sequence
+from typing import Literal, Protocol, runtime_checkable
 
 from bot.core.realtime.events import ClientEvent, ServerEvent
 from bot.core.twilio import TwilioEvent, TwilioMessage
 
-__all__ = ["ChannelClosed", "RealtimeChannel", "TwilioChannel"]
+__all__ = [
+    "ChannelClosed",
+    "DirectRealtimeChannel",
+    "DirectTwilioChannel",
+    "RealtimeChannel",
+    "TwilioChannel",
+]
 
 
 class ChannelClosed(Exception):
@@ -69,4 +75,42 @@ class RealtimeChannel(Protocol):
 
     async def close(self) -> None:
         """End the session within a second; never raises."""
+        ...
+
+
+# ---- direct delivery ---------------------------------------------------------------------
+# A socket read in a callback (`bot serve`'s picows sockets) can hand an event to the call
+# right there, while the call's pump waits in `receive` with nothing queued, and write at
+# once: no task to wake and no coroutine to step for each of some 80 events a second. The
+# handler returns False for an event it leaves to the pump, which then gets it in order.
+
+
+@runtime_checkable
+class DirectTwilioChannel(TwilioChannel, Protocol):
+    def deliver_directly(self, handler: Callable[[TwilioEvent], bool] | None) -> None:
+        """Offer each event to `handler` in the read callback while `receive` waits with
+        nothing queued; None: every event waits for `receive` again."""
+        ...
+
+    def send_now(self, messages: Sequence[TwilioMessage]) -> None:
+        """`send`, synchronously: the write goes to the socket at once.
+
+        Raises:
+            ChannelClosed: the socket is gone.
+        """
+        ...
+
+
+@runtime_checkable
+class DirectRealtimeChannel(RealtimeChannel, Protocol):
+    def deliver_directly(self, handler: Callable[[ServerEvent], bool] | None) -> None:
+        """As `DirectTwilioChannel.deliver_directly`."""
+        ...
+
+    def send_now(self, event: ClientEvent) -> None:
+        """`send`, synchronously.
+
+        Raises:
+            ChannelClosed: the session is gone.
+        """
         ...

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any, Final, assert_never
 
 from bot.call.admission import STRANGERS, Admission, Admitted, Refused, admit
-from bot.call.channels import ChannelClosed, RealtimeChannel, TwilioChannel
+from bot.call.channels import (
+    ChannelClosed,
+    DirectRealtimeChannel,
+    DirectTwilioChannel,
+    RealtimeChannel,
+    TwilioChannel,
+)
 from bot.call.core.history import History, history_from_log
 from bot.call.core.messages import (
     Command,
@@ -49,9 +55,21 @@ from bot.calllog.writer import CallLog
 from bot.cluster.bus import Cluster
 from bot.cluster.core.messages import ControlAction
 from bot.config import CallSettings
-from bot.core.realtime.events import AudioFormat, SessionConfig, TurnDetection
+from bot.core.realtime.events import (
+    AudioDelta,
+    AudioFormat,
+    ServerEvent,
+    SessionConfig,
+    TurnDetection,
+)
 from bot.core.turn_taking import turn_parameter_problems, turn_taking
-from bot.core.twilio import OutboundClear, OutboundMedia, TwilioMedia, TwilioMessage
+from bot.core.twilio import (
+    OutboundClear,
+    OutboundMedia,
+    TwilioEvent,
+    TwilioMedia,
+    TwilioMessage,
+)
 from bot.errors import RealtimeProtocolError, RealtimeUnavailable, TwilioProtocolError
 from bot.listen.core.fork import Speaker
 from bot.listen.stream import LISTEN_MODE, MODE_PARAMETER, ListenedCall, Transcriber
@@ -71,6 +89,10 @@ RENEWAL_RETRY_S: Final = 60.0  # after a renewal could not open its new session
 TIME_UP_GRACE_S: Final = 30.0  # for the bot's goodbye at the time limit, then Twilio's
 _FILLER_CHUNK: Final = 160 * 50  # one second of μ-law a message
 _RECORDING_CAP_S: Final = 4 * 3600  # with no time limit
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
 
 
 def _whole(value: str | None) -> int:
@@ -256,7 +278,13 @@ class LiveCall:
             ]
             tracks = {track.name: track for track in self._transcripts}
             self.journal.tap = lambda name, ulaw, at_ms: tracks[name].push(ulaw, at_ms)
-        self.realtime: RealtimeChannel | None = None
+        self._realtime: RealtimeChannel | None = None
+        # Direct delivery (bot/call/channels.py): both sockets write at once, so events are
+        # handled in their read callbacks. `_later` carries out, in a task, what a callback
+        # cannot (a hang-up, a tool); the pumps wait for it before their next event.
+        self._direct_twilio = channel if isinstance(channel, DirectTwilioChannel) else None
+        self._direct_realtime: DirectRealtimeChannel | None = None
+        self._later: asyncio.Task[None] | None = None
         self._group: asyncio.TaskGroup | None = None
         self._stop = asyncio.Event()
         self._stop_reason = ""
@@ -265,6 +293,24 @@ class LiveCall:
         self._renewing = False
         self._renew_after = 0.0  # monotonic; a failed renewal waits before the next try
         self._reconnects: list[float] = []
+
+    @property
+    def realtime(self) -> RealtimeChannel | None:
+        """The current Realtime session; None while another is being opened."""
+        return self._realtime
+
+    @realtime.setter
+    def realtime(self, channel: RealtimeChannel | None) -> None:
+        if self._direct_realtime is not None:
+            self._direct_realtime.deliver_directly(None)  # what it still says is moot
+        self._realtime = channel
+        direct = None
+        if isinstance(channel, DirectRealtimeChannel) and self._direct_twilio is not None:
+            direct = channel
+            direct.deliver_directly(self._realtime_now)
+        self._direct_realtime = direct
+        if self._direct_twilio is not None:
+            self._direct_twilio.deliver_directly(self._media_now if direct else None)
 
     # ---- what the registry sees ------------------------------------------------------------
 
@@ -407,6 +453,12 @@ class LiveCall:
             end_by, end_reason = "caller", "media socket closed"
             raise
         finally:
+            # The pumps are gone: nothing more is handled in a read callback either.
+            if self._direct_realtime is not None:
+                self._direct_realtime.deliver_directly(None)
+                self._direct_realtime = None
+            if self._direct_twilio is not None:
+                self._direct_twilio.deliver_directly(None)
             registry.unregister(self)
             # Quart may cancel this task again while it cleans up (the caller's socket went
             # away); the clean-up runs in its own task so it always completes.
@@ -552,15 +604,95 @@ class LiveCall:
             except TwilioProtocolError as exc:
                 self.errors.report("twilio", exc)
                 continue
+            await self._after_later()
             if type(event) is TwilioMedia:
                 commands = session.handle_twilio(event)
                 if commands or session.has_reports:  # one frame in two has neither
                     await self.execute(commands)
-                self._media_arrived, self._media_ms = time.monotonic(), session.now_ms
-                self.journal.caller_audio(event.ulaw, session.now_ms)
+                self._heard(event)
             else:
                 self._tick()
                 await self.execute(session.handle_twilio(event))
+
+    def _heard(self, frame: TwilioMedia) -> None:
+        self._media_arrived, self._media_ms = time.monotonic(), self.session.now_ms
+        self.journal.caller_audio(frame.ulaw, self.session.now_ms)
+
+    # ---- direct delivery (see `__init__`) ------------------------------------------------
+
+    def _media_now(self, event: TwilioEvent) -> bool:
+        """A media frame, in the media socket's read callback; the rest waits for the pump."""
+        if type(event) is not TwilioMedia or self._busy():
+            return False
+        try:
+            self._execute_now(self.session.handle_twilio(event))
+            self._heard(event)
+        except Exception as exc:  # a bug: the call ends as if a pump had raised it
+            self._defer(_raise(exc))
+        return True
+
+    def _realtime_now(self, event: ServerEvent) -> bool:
+        """Model audio, in the Realtime socket's read callback; the rest waits for the pump."""
+        if type(event) is not AudioDelta or self._busy():
+            return False
+        try:
+            self._tick()
+            self._execute_now(self.session.handle_realtime(event))
+        except Exception as exc:
+            self._defer(_raise(exc))
+        return True
+
+    def _execute_now(self, commands: list[Command]) -> None:
+        """`execute`, synchronously: socket messages are written at once; from the first
+        command that needs more (a hang-up, a tool, a closed socket), the rest runs in
+        `_later`."""
+        session = self.session
+        if session.has_reports:
+            self.journal.record(session.take_reports(), session.now_ms)
+        to_twilio: list[TwilioMessage] = []
+        for index, command in enumerate(commands):
+            if type(command) is SendToTwilio:
+                to_twilio.append(command.message)
+                continue
+            if to_twilio:
+                self._send_to_twilio_now(to_twilio)
+                to_twilio = []
+            realtime = self._direct_realtime
+            if type(command) is SendToRealtime and realtime is not None:
+                try:
+                    realtime.send_now(command.event)
+                    continue
+                except ChannelClosed:
+                    pass  # `execute` decides, as for any closed session
+            self._defer(self.execute(commands[index:]))
+            return
+        if to_twilio:
+            self._send_to_twilio_now(to_twilio)
+
+    def _send_to_twilio_now(self, messages: list[TwilioMessage]) -> None:
+        assert self._direct_twilio is not None
+        with contextlib.suppress(ChannelClosed):  # as in `_send_to_twilio`
+            self._direct_twilio.send_now(messages)
+
+    def _busy(self) -> bool:
+        """Commands of an earlier event are still being carried out: events wait their turn."""
+        return self._later is not None and not self._later.done()
+
+    def _defer(self, work: Coroutine[Any, Any, None]) -> None:
+        assert self._group is not None  # direct delivery only reaches a running call
+        try:
+            self._later = self._group.create_task(work)
+        except RuntimeError:  # the call is ending: its task group takes nothing more
+            work.close()
+
+    async def _after_later(self) -> None:
+        """Wait until the commands a read callback left are carried out (it ends the call if
+        they raise)."""
+        later = self._later
+        if later is not None:
+            await asyncio.wait((later,))
+            if self._later is later:
+                self._later = None
 
     async def _pump_realtime(self) -> None:
         """Events of the current Realtime session; a lost session is replaced here."""
@@ -572,6 +704,7 @@ class LiveCall:
                 event = await realtime.receive()
                 if realtime is not self.realtime:
                     continue  # a session replaced since: what it still says is moot
+                await self._after_later()
                 self._tick()
                 await self.execute(session.handle_realtime(event))
             except ChannelClosed as exc:

@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -32,7 +33,7 @@ from bot.config import RealtimeSettings
 from bot.core.realtime.client import decode_server_event, encode_client_event
 from bot.core.realtime.dialects import Dialect
 from bot.core.realtime.events import ClientEvent, ServerEvent, SessionConfig, SessionUpdate
-from bot.errors import RealtimeUnavailable
+from bot.errors import RealtimeProtocolError, RealtimeUnavailable
 
 __all__ = [
     "WebSocketRealtimeChannel",
@@ -159,8 +160,10 @@ class _RealtimeListener(WSListener):
     an event."""
 
     def __init__(self) -> None:
-        self.frames: deque[bytes | None] = deque()  # UTF-8 JSON text
+        # UTF-8 JSON text, or an event a direct delivery left to `receive`; None: the end.
+        self.frames: deque[bytes | ServerEvent | None] = deque()
         self.waiter: asyncio.Future[None] | None = None
+        self.direct: Callable[[ServerEvent], bool] | None = None
         self.close_frame: tuple[int, str] | None = None
         self._fragments: list[bytes] = []
         self._fragments_size = 0
@@ -169,7 +172,12 @@ class _RealtimeListener(WSListener):
         kind = frame.msg_type
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
             if frame.fin and not self._fragments:
-                if kind is not WSMsgType.CONTINUATION:
+                if kind is WSMsgType.CONTINUATION:
+                    return
+                waiter = self.waiter  # the call waits for this very frame
+                if self.direct and waiter and not waiter.done() and not self.frames:
+                    self._deliver(frame.get_payload_as_bytes(), self.direct)
+                else:
                     self._arrived(frame.get_payload_as_bytes())
                 return
             self._fragments.append(frame.get_payload_as_bytes())
@@ -191,7 +199,17 @@ class _RealtimeListener(WSListener):
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._arrived(None)
 
-    def _arrived(self, frame: bytes | None) -> None:
+    def _deliver(self, frame: bytes, handler: Callable[[ServerEvent], bool]) -> None:
+        """Offer a frame to the call's handler right here, in the read callback."""
+        try:
+            event = decode_server_event(frame)
+        except RealtimeProtocolError:
+            self._arrived(frame)  # `receive` decodes it again, and raises for the pump
+            return
+        if event is not None and not handler(event):
+            self._arrived(event)
+
+    def _arrived(self, frame: bytes | ServerEvent | None) -> None:
         self.frames.append(frame)
         waiter = self.waiter
         if waiter is not None:
@@ -210,7 +228,13 @@ class WebSocketRealtimeChannel:
         self._dialect = dialect
         self._gone = False
 
+    def deliver_directly(self, handler: Callable[[ServerEvent], bool] | None) -> None:
+        self._listener.direct = handler
+
     async def send(self, event: ClientEvent) -> None:
+        self.send_now(event)
+
+    def send_now(self, event: ClientEvent) -> None:
         transport = self._transport
         if self._gone or transport.is_disconnected or transport.is_close_frame_sent:
             raise ChannelClosed("realtime", self._why_closed())
@@ -233,7 +257,7 @@ class WebSocketRealtimeChannel:
             if frame is None:
                 self._gone = True
                 raise ChannelClosed("realtime", self._why_closed())
-            event = decode_server_event(frame)
+            event = decode_server_event(frame) if isinstance(frame, bytes) else frame
             if event is not None:
                 return event
 

@@ -155,7 +155,9 @@ class PicowsTwilioChannel(WSListener):
 
     def __init__(self) -> None:
         self._transport: WSTransport | None = None
-        self._frames: deque[bytes | TwilioProtocolError] = deque()
+        # Unread frames: as read, or decoded by a direct delivery that left them to `receive`.
+        self._frames: deque[bytes | TwilioEvent | TwilioProtocolError] = deque()
+        self._direct: Callable[[TwilioEvent], bool] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._disconnected = False  # the peer is gone: nothing more to read
@@ -175,7 +177,11 @@ class PicowsTwilioChannel(WSListener):
         if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY or kind is WSMsgType.CONTINUATION:
             if frame.fin and not self._fragments:
                 if kind is WSMsgType.TEXT:  # its UTF-8 is checked as it is parsed
-                    self._arrived(frame.get_payload_as_bytes())
+                    waiter = self._waiter  # the call waits for this very frame
+                    if self._direct and waiter and not waiter.done() and not self._frames:
+                        self._deliver(frame.get_payload_as_bytes(), self._direct)
+                    else:
+                        self._arrived(frame.get_payload_as_bytes())
                 elif kind is WSMsgType.BINARY:
                     self._arrived(TwilioProtocolError(twilio.BINARY_FRAME))
                 return  # a lone continuation frame continues nothing
@@ -204,7 +210,17 @@ class PicowsTwilioChannel(WSListener):
         self._disconnected = True
         self._wake()
 
-    def _arrived(self, frame: bytes | TwilioProtocolError) -> None:
+    def _deliver(self, frame: bytes, handler: Callable[[TwilioEvent], bool]) -> None:
+        """Offer a frame to the call's handler right here, in the read callback."""
+        try:
+            event = twilio.decode(frame)
+        except TwilioProtocolError as exc:
+            self._arrived(exc)  # reported by the pump, as from `receive`
+            return
+        if event is not None and not handler(event):
+            self._arrived(event)
+
+    def _arrived(self, frame: bytes | TwilioEvent | TwilioProtocolError) -> None:
         self._frames.append(frame)
         if len(self._frames) > MAX_UNREAD_FRAMES and not self._paused and self._transport:
             self._paused = True  # a flood waits in the kernel, not in memory
@@ -232,7 +248,7 @@ class PicowsTwilioChannel(WSListener):
                         self._transport.underlying_transport.resume_reading()
                 if isinstance(frame, TwilioProtocolError):
                     raise frame
-                event = twilio.decode(frame)
+                event = twilio.decode(frame) if isinstance(frame, bytes) else frame
                 if event is not None:
                     return event
                 continue
@@ -241,7 +257,13 @@ class PicowsTwilioChannel(WSListener):
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
 
+    def deliver_directly(self, handler: Callable[[TwilioEvent], bool] | None) -> None:
+        self._direct = handler
+
     async def send(self, messages: Sequence[TwilioMessage]) -> None:
+        self.send_now(messages)
+
+    def send_now(self, messages: Sequence[TwilioMessage]) -> None:
         transport = self._transport
         if transport is None or self._unwritable or self._disconnected:
             raise ChannelClosed("twilio", "media socket closed")
