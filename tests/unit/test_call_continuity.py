@@ -8,17 +8,26 @@ import asyncio
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.call.core.prompt import say_request
 from bot.call.loop import serve_stream
 from bot.call.tools import tool_from_function
 from bot.core.realtime import events as rt
 from bot.errors import RealtimeUnavailable
 from bot.example_tools import get_order_status
+from tests import memory
 from tests.conftest import eventually
 from tests.memory import CALL_SID, MemoryCall, ScriptedModel, memory_call
 from tests.unit.test_call_loop import answer, done, running, stored
 
 SILENCE, SPEECH = b"\xff" * 160, b"\x10" * 160
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["pumps", "direct"])
+def delivery(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test twice: events through the pumps, and delivered directly as on picows."""
+    monkeypatch.setattr(memory, "DIRECT", request.param)
 
 
 def seeded(model: ScriptedModel) -> list[tuple[str | None, str]]:
@@ -100,6 +109,7 @@ async def test_a_drop_during_caller_speech_hands_the_speech_to_the_new_session(
     phone.speak(10, SPEECH)
     await eventually(lambda: len(model.of_type(rt.AppendAudio)) == 70, what="the audio")
     model.say(rt.SpeechStarted(400, "user_1"))
+    await eventually(lambda: model.drained, what="the model's event handled")
     phone.speak(10, SPEECH)
     await eventually(lambda: len(model.of_type(rt.AppendAudio)) == 80, what="more speech")
     model.drop("Realtime socket closed with code 1011: keepalive ping timeout")
@@ -263,6 +273,7 @@ async def test_speech_resets_the_idle_prompts(tmp_path: Path) -> None:
     phone.speak(40, SILENCE)
     await eventually(lambda: len(model.of_type(rt.AppendAudio)) == 40, what="the audio")
     model.say(rt.SpeechStarted(700, "user_1"), rt.SpeechStopped(790, "user_1"))
+    await eventually(lambda: model.drained, what="the model's events handled")
     phone.speak(1, SILENCE)
     await eventually(lambda: len(model.of_type(rt.AppendAudio)) == 41, what="the events")
     phone.speak(30, SILENCE)  # 0.6 s after the speech, and the answer it expects

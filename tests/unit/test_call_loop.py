@@ -14,10 +14,17 @@ from bot.call.loop import serve_stream
 from bot.call.tools import tool_from_function
 from bot.core.realtime import events as rt
 from bot.example_tools import get_order_status
+from tests import memory
 from tests.conftest import eventually
 from tests.memory import CALL_SID, MemoryCall, memory_call
 
 RESPONSE, ITEM = "resp_1", "item_1"
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["pumps", "direct"])
+def delivery(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test twice: events through the pumps, and delivered directly as on picows."""
+    monkeypatch.setattr(memory, "DIRECT", request.param)
 
 
 def answer(audio: bytes, response: str = RESPONSE, item: str = ITEM) -> list[rt.ServerEvent]:
@@ -162,3 +169,25 @@ async def test_with_reconnects_off_a_realtime_close_ends_the_call_politely(
     assert row["ended_by"] == "realtime"
     assert row["end_reason"] == "Realtime socket closed with code 1011: server error"
     assert row["errors"] == 1
+
+
+async def test_direct_delivery_handles_a_frame_at_once_and_defers_what_it_cannot(
+    tmp_path: Path,
+) -> None:
+    """On picows a media frame is handled in the socket's callback: its append is written
+    before `speak` returns. A frame whose commands need more than a write (here: the
+    session is gone and reconnects are off) leaves them to a task, and the call ends as
+    the pump would have ended it."""
+    if not memory.DIRECT:
+        pytest.skip("direct delivery only")
+    call, task = await running(tmp_path, REALTIME_RECONNECT_S="0")
+    phone, model = call.phone, call.model
+    await eventually(lambda: phone.drained, what="the call waiting for a frame")
+    phone.speak()
+    assert len(model.of_type(rt.AppendAudio)) == 1  # no await in between: handled at once
+    model.closed = True  # the next write finds the session gone
+    phone.speak()
+    await asyncio.wait_for(task, 2)
+    assert phone.closed_with == 1000
+    row = await stored(call)
+    assert (row["ended_by"], row["end_reason"]) == ("realtime", "closed")
