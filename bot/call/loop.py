@@ -67,6 +67,7 @@ from bot.core.twilio import (
     OutboundClear,
     OutboundMedia,
     TwilioEvent,
+    TwilioMark,
     TwilioMedia,
     TwilioMessage,
 )
@@ -621,12 +622,18 @@ class LiveCall:
     # ---- direct delivery (see `__init__`) ------------------------------------------------
 
     def _media_now(self, event: TwilioEvent) -> bool:
-        """A media frame, in the media socket's read callback; the rest waits for the pump."""
-        if type(event) is not TwilioMedia or self._busy():
+        """A media frame or a mark's echo, in the media socket's read callback; the rest
+        (`start`, `dtmf`, `stop`) waits for the pump."""
+        kind = type(event)
+        if (kind is not TwilioMedia and kind is not TwilioMark) or self._busy():
             return False
         try:
-            self._execute_now(self.session.handle_twilio(event))
-            self._heard(event)
+            if type(event) is TwilioMedia:
+                self._execute_now(self.session.handle_twilio(event))
+                self._heard(event)
+            else:
+                self._tick()
+                self._execute_now(self.session.handle_twilio(event))
         except Exception as exc:  # a bug: the call ends as if a pump had raised it
             self._defer(_raise(exc))
         return True
