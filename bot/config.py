@@ -786,7 +786,8 @@ class CallLogSettings:
         "DATABASE_URL",
         None,
         "The call log. `postgresql://user:pass@host/db` for production and for several "
-        "instances sharing one log. Migrations run at start.",
+        "instances sharing one log. Migrations run at start; a database that cannot be "
+        "opened stops `bot serve` with one line that says why.",
         shown="`sqlite:///$BOT_DATA_DIR/calls.db`",
     )
     record_audio: bool = setting(

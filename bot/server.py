@@ -37,7 +37,9 @@ from bot.config import (
     load_local_secret,
     local_realtime_key,
 )
+from bot.errors import ConfigError
 from bot.log import quiet_stranger_noise
+from bot.store.store import Store
 
 __all__ = ["AppServer", "bind_socket", "run_event_loop", "serve", "server_config"]
 
@@ -187,6 +189,7 @@ def serve(settings: Settings) -> None:
     sock = bind_socket(server.host, server.port)
     server = dataclasses.replace(server, port=sock.getsockname()[1])  # PORT=0 picks one
     settings = dataclasses.replace(settings, server=server)
+    run_event_loop(_check_call_log(settings.calllog.database))
     workers = worker_count(settings)
     if workers > 1:
         # What every worker must share is made once, before they fork: the local-mode
@@ -245,6 +248,21 @@ def serve(settings: Settings) -> None:
     logger.info("%d workers", workers)
     if not _supervise(settings, sock, workers):
         raise SystemExit(1)
+
+
+async def _check_call_log(url: str) -> None:
+    """Open the call log once before serving (and migrate it, before any worker forks): a
+    database that is missing or refuses us is one clear line, not a worker's traceback.
+
+    Raises:
+        ConfigError: the database cannot be opened.
+    """
+    try:
+        store = await Store.open(url)
+    except Exception as exc:  # the driver's own error: no URL, so no password in it
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or type(exc).__name__
+        raise ConfigError([f"DATABASE_URL: cannot open the call log: {reason}"]) from None
+    await store.close()
 
 
 def _supervise(settings: Settings, sock: socket.socket, workers: int) -> bool:
@@ -358,8 +376,9 @@ async def _serve(app: Quart, sock: socket.socket, grace_s: float) -> None:
     freezing = asyncio.create_task(_freeze_when_started(server))
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
     freezing.cancel()
-    if serving.done():  # it could not start
+    if serving.done() or not server.started:  # it could not start, or was stopped first
         stopping.cancel()
+        server.should_exit = True
         await serving
         return
     server.stop_accepting()

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.config import load_local_secret
 from bot.simulator import simulate
 from tests.conftest import TEST_KEY, eventually
@@ -161,6 +163,25 @@ async def test_a_busy_port_is_a_clear_message(tmp_path: Path) -> None:
     assert code == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_call_log_that_cannot_be_opened_is_a_clear_message(
+    tmp_path: Path, workers: str
+) -> None:
+    """Before: each worker's lifespan traceback, and a second worker stopped while starting
+    failed with a KeyError of its own."""
+    missing = f"bot_missing_{tmp_path.name[-12:].lower()}"
+    env = clean_env(
+        tmp_path,
+        REALTIME_URL="ws://127.0.0.1:9/v1/realtime",
+        DATABASE_URL=f"postgresql://postgres:not-logged@127.0.0.1:5432/{missing}",
+        WORKERS=workers,
+    )
+    code, _, err = await run_bot("serve", env=env, cwd=tmp_path)
+    assert code == 2
+    assert f'DATABASE_URL: cannot open the call log: database "{missing}" does not exist' in err
+    assert "Traceback" not in err and "not-logged" not in err
 
 
 async def test_bot_simulate_plays_both_sides_of_a_listened_call(tmp_path: Path) -> None:
