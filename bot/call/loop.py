@@ -628,12 +628,11 @@ class LiveCall:
         if (kind is not TwilioMedia and kind is not TwilioMark) or self._busy():
             return False
         try:
+            if kind is TwilioMark:
+                self._tick()  # a frame sets the clock itself
+            self._execute_now(self.session.handle_twilio(event))
             if type(event) is TwilioMedia:
-                self._execute_now(self.session.handle_twilio(event))
                 self._heard(event)
-            else:
-                self._tick()
-                self._execute_now(self.session.handle_twilio(event))
         except Exception as exc:  # a bug: the call ends as if a pump had raised it
             self._defer(_raise(exc))
         return True

@@ -212,7 +212,8 @@ async def test_the_media_socket_takes_fragments_pings_and_junk_frames_in_its_str
     base_env: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """What a WebSocket allows but Twilio never sends, on the server's own media socket: a
-    message in three fragments, a ping, a binary frame and a text frame that is not UTF-8.
+    message in three fragments, a ping, a binary frame (whole and fragmented) and a text
+    frame that is not UTF-8.
     The audio gets through, the junk is skipped with a line each, and the call goes on."""
     caplog.set_level(logging.INFO)
     async with FakeRealtime(vad_threshold_rms=1e9) as fake:
@@ -223,6 +224,7 @@ async def test_the_media_socket_takes_fragments_pings_and_junk_frames_in_its_str
             await ws.send([frame[:40], frame[40:100], frame[100:]])
             await asyncio.wait_for(await ws.ping(b"still there?"), 2)
             await ws.send(b"\x00\x01 binary")
+            await ws.send([b"\x00\x01 binary, ", b"in two fragments"])
             await ws.send(b"\xff\xfe not UTF-8", text=True)
             await ws.send(media_frame(SILENCE, 1))
             await eventually(lambda: fake.connections[0].frames_in == 2, what="both frames")
@@ -230,6 +232,8 @@ async def test_the_media_socket_takes_fragments_pings_and_junk_frames_in_its_str
             await app.calls_done()
     warnings = [r.getMessage() for r in caplog.records if "skipped malformed" in r.getMessage()]
     assert any("binary" in w for w in warnings) and any("UTF-8" in w for w in warnings)
+    summary = [r.getMessage() for r in caplog.records if "call ended" in r.getMessage()]
+    assert any("2 x twilio: binary frame" in line for line in summary)  # fragmented, too
     row = await stored_call(settings, call)
     assert row["ended_by"] == "caller"
 
